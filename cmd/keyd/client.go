@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// client is what every client subcommand shares: --server and --token.
+type client struct {
+	server string
+	token  string
+	http   *http.Client
+}
+
+func clientFlags(fs *flag.FlagSet) *client {
+	c := &client{http: &http.Client{Timeout: 30 * time.Second}}
+	def := os.Getenv("KEYD_SERVER")
+	if def == "" {
+		def = "http://127.0.0.1:8080"
+	}
+	fs.StringVar(&c.server, "server", def, "keyd URL (env KEYD_SERVER)")
+	fs.StringVar(&c.token, "token", os.Getenv("KEYD_TOKEN"), "bearer token (env KEYD_TOKEN)")
+	return c
+}
+
+// do sends a request and decodes a JSON answer into out; an error response
+// becomes an error carrying keyd's message.
+func (c *client) do(ctx context.Context, method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.server, "/")+path, rd)
+	if err != nil {
+		return fmt.Errorf("bad --server: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach keyd: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error, Message string }
+		if json.Unmarshal(raw, &e) == nil && e.Message != "" {
+			return fmt.Errorf("%s (%d %s)", e.Message, resp.StatusCode, e.Error)
+		}
+		return fmt.Errorf("keyd answered %s", resp.Status)
+	}
+	if b, ok := out.(*[]byte); ok {
+		*b = raw
+		return nil
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("keyd answered something that is not JSON: %w", err)
+	}
+	return nil
+}
+
+func fail(stderr io.Writer, err error) int {
+	fmt.Fprintln(stderr, "keyd:", err)
+	return 1
+}
+
+// parseFlags parses args; it returns false (after printing) on a usage error.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) bool {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "keyd %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return false
+	}
+	return true
+}
+
+func cmdSign(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
+	c := clientFlags(fs)
+	ttl := fs.String("ttl", "", "token lifetime, e.g. 15m (default: the server's max-token-lifetime)")
+	if !parseFlags(fs, args, stderr) {
+		return 2
+	}
+	raw, err := io.ReadAll(io.LimitReader(stdin, 64<<10+1))
+	if err != nil {
+		return fail(stderr, fmt.Errorf("read claims from stdin: %w", err))
+	}
+	var claims json.RawMessage
+	if err := json.Unmarshal(raw, &claims); err != nil || !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
+		return fail(stderr, errors.New("stdin must hold the claims as one JSON object"))
+	}
+	body := map[string]any{"claims": claims}
+	if *ttl != "" {
+		body["ttl"] = *ttl
+	}
+	var out struct{ Token string }
+	if err := c.do(ctx, http.MethodPost, "/v1/sign", body, &out); err != nil {
+		return fail(stderr, err)
+	}
+	fmt.Fprintln(stdout, out.Token)
+	return 0
+}
+
+func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("keys", flag.ContinueOnError)
+	c := clientFlags(fs)
+	asJSON := fs.Bool("json", false, "print the raw JSON")
+	if !parseFlags(fs, args, stderr) {
+		return 2
+	}
+	var raw []byte
+	if err := c.do(ctx, http.MethodGet, "/v1/keys", nil, &raw); err != nil {
+		return fail(stderr, err)
+	}
+	if *asJSON {
+		stdout.Write(append(raw, '\n'))
+		return 0
+	}
+	var out struct {
+		Keys []struct {
+			KID, State, Alg                   string
+			Version                           int
+			CreatedAt, ActivatesAt, RetiresAt *string `json:",omitempty"`
+		}
+	}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return fail(stderr, err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tSTATE\tALG\tKID\tCREATED\tACTIVATES\tRETIRES")
+	for _, k := range out.Keys {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Version, k.State, k.Alg, k.KID, deref(k.CreatedAt), deref(k.ActivatesAt), deref(k.RetiresAt))
+	}
+	tw.Flush()
+	return 0
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "-"
+	}
+	return *s
+}
+
+func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("rotate", flag.ContinueOnError)
+	c := clientFlags(fs)
+	emergency := fs.Bool("emergency", false, "activate the new key at once and destroy every older key")
+	reason := fs.String("reason", "", "why (required with --emergency)")
+	if !parseFlags(fs, args, stderr) {
+		return 2
+	}
+	if *emergency && strings.TrimSpace(*reason) == "" {
+		fmt.Fprintln(stderr, "keyd rotate: --emergency needs --reason")
+		return 2
+	}
+	var raw []byte
+	if err := c.do(ctx, http.MethodPost, "/v1/rotate", map[string]any{"emergency": *emergency, "reason": *reason}, &raw); err != nil {
+		return fail(stderr, err)
+	}
+	stdout.Write(append(raw, '\n'))
+	return 0
+}
+
+func cmdHealthcheck(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	url := fs.String("url", "http://127.0.0.1:8080/readyz", "URL that must answer 200")
+	if !parseFlags(fs, args, stderr) {
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fail(stderr, fmt.Errorf("%s answered %s", *url, resp.Status))
+	}
+	return 0
+}

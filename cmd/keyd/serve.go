@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/openedx-keyd/keyd/internal/api"
+	"github.com/openedx-keyd/keyd/internal/claims"
+	"github.com/openedx-keyd/keyd/internal/clock"
+	"github.com/openedx-keyd/keyd/internal/config"
+	"github.com/openedx-keyd/keyd/internal/jwks"
+	"github.com/openedx-keyd/keyd/internal/metrics"
+	"github.com/openedx-keyd/keyd/internal/rotation"
+	"github.com/openedx-keyd/keyd/internal/signer"
+)
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	raw := config.Flags(fs)
+	if !parseFlags(fs, args, stderr) {
+		return 2
+	}
+	cfg, err := config.Parse(raw)
+	if err != nil {
+		fmt.Fprintln(stderr, "keyd serve:", err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("keyd stopped", "err", err)
+		fmt.Fprintln(stderr, "keyd serve:", err)
+		return 1
+	}
+	return 0
+}
+
+// wiring is what a backend mode provides to serve.
+type wiring struct {
+	backend signer.Backend
+	auth    api.Authorizer
+	events  rotation.Events
+	audit   api.AuditTrail
+	// start runs background work of the mode (token renewal); may be nil.
+	start func(context.Context)
+}
+
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	clk := clock.Real{}
+	var w *wiring
+	var err error
+	switch cfg.Backend {
+	case "local":
+		w, err = localWiring(cfg, log, clk)
+	case "vault":
+		w, err = vaultWiring(ctx, cfg, log, clk)
+	}
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	handler := jwks.NewHandler(cfg.JWKSMaxAge)
+
+	m := metrics.New(reg)
+	handler.Observe = func(status int) {
+		m.JWKSRequests.WithLabelValues(fmt.Sprint(status)).Inc()
+	}
+	mgr, err := rotation.New(rotation.Config{
+		Backend: w.backend,
+		Rules: rotation.Rules{
+			Schedule:         cfg.Schedule,
+			ScheduleSpec:     cfg.RotationSchedule,
+			PropagationDelay: cfg.PropagationDelay,
+			RetireAfter:      cfg.RetireAfter(),
+		},
+		Algorithm: cfg.Algorithm,
+		Clock:     clk,
+		Events:    w.events,
+		Logger:    log,
+		Metrics:   m,
+		Refresh:   cfg.Refresh(),
+		OnChange:  publishJWKS(handler, log),
+	})
+	if err != nil {
+		return err
+	}
+	metrics.WatchLifecycle(reg, mgr, clk.Now)
+	if err := mgr.Tick(ctx); err != nil {
+		log.Warn("first lifecycle tick failed; retrying in the background", "err", err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go mgr.Run(runCtx)
+	if w.start != nil {
+		go w.start(runCtx)
+	}
+
+	e := api.New(api.Config{
+		Auth:      w.auth,
+		Backend:   w.backend,
+		Lifecycle: mgr,
+		Policy:    claims.Policy{Issuers: cfg.Issuers, MaxLifetime: cfg.MaxTokenLifetime, ClockSkew: cfg.ClockSkew},
+		JWKS:      handler,
+		Audit:     w.audit,
+		Metrics:   m,
+		Gatherer:  reg,
+		Clock:     clk,
+		Logger:    log,
+	})
+	srv := &http.Server{
+		Addr:              cfg.Listen,
+		Handler:           e,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() {
+		log.Info("keyd listening", "addr", cfg.Listen, "backend", cfg.Backend, "tls", cfg.TLSCert != "", "algorithm", cfg.Algorithm)
+		if cfg.TLSCert != "" {
+			errc <- srv.ListenAndServeTLS(cfg.TLSCert, cfg.TLSKey)
+		} else {
+			errc <- srv.ListenAndServe()
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	case <-ctx.Done():
+	}
+	shutdown, done := context.WithTimeout(context.Background(), 10*time.Second)
+	defer done()
+	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("keyd stopped")
+	return nil
+}
+
+// publishJWKS rebuilds the JWKS document when the published keys change.
+func publishJWKS(h *jwks.Handler, log *slog.Logger) func(*rotation.Snapshot) {
+	var last string
+	return func(s *rotation.Snapshot) {
+		keys := make([]jwks.Key, 0, len(s.Keys))
+		id := ""
+		for _, k := range s.Keys {
+			keys = append(keys, jwks.Key{KID: k.KID, Alg: string(k.Algorithm), Public: k.Public})
+			id += k.KID + ","
+		}
+		if id == last {
+			return
+		}
+		doc, err := jwks.Build(keys)
+		if err != nil {
+			log.Error("cannot build the JWKS; keeping the previous one", "err", err)
+			return
+		}
+		h.Set(doc)
+		last = id
+		log.Info("jwks published", "keys", len(keys), "etag", doc.ETag)
+	}
+}

@@ -1,0 +1,17 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+
+	"github.com/openedx-keyd/keyd/internal/clock"
+	"github.com/openedx-keyd/keyd/internal/config"
+)
+
+func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring, error) {
+	return nil, errors.New("vault backend: not wired yet")
+}
+func cmdBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) int { return 2 }
+func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int     { return 2 }

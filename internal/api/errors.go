@@ -1,0 +1,91 @@
+package api
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/openedx-keyd/keyd/internal/claims"
+	"github.com/openedx-keyd/keyd/internal/signer"
+)
+
+// Error is an API error: what the client reads. The cause, if any, is logged.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"error"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func apiError(status int, code, msg string) *Error {
+	return &Error{Status: status, Code: code, Message: msg}
+}
+
+// Errors the handlers share.
+var (
+	errNoCredential  = apiError(http.StatusUnauthorized, "unauthenticated", "A bearer token is required: send Authorization: Bearer <token>.")
+	errBadCredential = apiError(http.StatusUnauthorized, "unauthenticated", "The bearer token is unknown or expired.")
+	errForbidden     = apiError(http.StatusForbidden, "forbidden", "The bearer token is valid but does not hold the role this route needs.")
+	errTooLarge      = apiError(http.StatusRequestEntityTooLarge, "body_too_large", "The request body is larger than 64 KiB.")
+	errUnavailable   = apiError(http.StatusServiceUnavailable, "backend_unavailable", "The key backend is unavailable; retry shortly.")
+	errNoActiveKey   = apiError(http.StatusServiceUnavailable, "no_active_key", "keyd has no active signing key yet; retry shortly.")
+)
+
+// toError maps any error to the one the client sees. Unknown errors become
+// a 500 whose details stay in the log.
+func toError(err error) (*Error, bool) {
+	var ae *Error
+	var ce *claims.Error
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &ae):
+		return ae, true
+	case errors.As(err, &ce):
+		return apiError(ce.Status, ce.Code, ce.Message), true
+	case errors.Is(err, signer.ErrUnauthenticated):
+		return errBadCredential, true
+	case errors.Is(err, signer.ErrPermissionDenied):
+		return errForbidden, true
+	case errors.Is(err, signer.ErrUnavailable):
+		return errUnavailable, true
+	case errors.As(err, &he):
+		switch he.Code {
+		case http.StatusNotFound:
+			return apiError(he.Code, "not_found", "No such route; see docs/openapi.yaml."), true
+		case http.StatusMethodNotAllowed:
+			return apiError(he.Code, "method_not_allowed", "This route does not accept that HTTP method."), true
+		case http.StatusRequestEntityTooLarge:
+			return errTooLarge, true
+		case http.StatusUnsupportedMediaType:
+			return apiError(he.Code, "unsupported_media_type", "Send the body as application/json."), true
+		}
+		if he.Code >= 400 && he.Code < 500 {
+			return apiError(he.Code, "bad_request", "The request is malformed."), true
+		}
+	}
+	return apiError(http.StatusInternalServerError, "internal", "keyd failed to handle the request; the error is logged."), false
+}
+
+// errorHandler is echo's HTTPErrorHandler: the one place errors become responses.
+func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		e, known := toError(err)
+		if !known || e.Status >= 500 {
+			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "status", e.Status, "err", err)
+		}
+		if e.Status == http.StatusServiceUnavailable {
+			c.Response().Header().Set("Retry-After", "1")
+		}
+		if c.Request().Method == http.MethodHead {
+			_ = c.NoContent(e.Status)
+			return
+		}
+		_ = c.JSON(e.Status, e)
+	}
+}

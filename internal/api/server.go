@@ -1,0 +1,310 @@
+// Package api is keyd's HTTP surface: routes, role checks, and the one
+// function that turns every error into {"error","message"}.
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/openedx-keyd/keyd/internal/claims"
+	"github.com/openedx-keyd/keyd/internal/clock"
+	"github.com/openedx-keyd/keyd/internal/jwks"
+	"github.com/openedx-keyd/keyd/internal/metrics"
+	"github.com/openedx-keyd/keyd/internal/rotation"
+	"github.com/openedx-keyd/keyd/internal/signer"
+)
+
+// MaxBody is the largest request body accepted.
+const MaxBody = 64 << 10
+
+// Lifecycle is what the API needs from the rotation manager.
+type Lifecycle interface {
+	Snapshot() *rotation.Snapshot
+	Rotate(ctx context.Context, emergency bool, reason, actor string) (rotation.Published, error)
+	Health() rotation.Health
+}
+
+// AuditTrail reads the audit chain for GET /v1/audit.
+type AuditTrail interface {
+	// Page returns the events with seq > since (a JSON-encodable list,
+	// oldest first) and whether the whole chain verifies.
+	Page(ctx context.Context, since int64) (events any, chainValid bool, err error)
+}
+
+// Config wires a Server. Audit may be nil until the trail is configured.
+type Config struct {
+	Auth      Authorizer
+	Backend   signer.Backend
+	Lifecycle Lifecycle
+	Policy    claims.Policy
+	JWKS      *jwks.Handler
+	Audit     AuditTrail
+	Metrics   *metrics.Metrics
+	Gatherer  prometheus.Gatherer
+	Clock     clock.Clock
+	Logger    *slog.Logger
+}
+
+// Server holds the handlers.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns the echo instance serving the contract's routes.
+func New(cfg Config) *echo.Echo {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(s.log)
+	e.Use(recoverer(s.log))
+
+	jwksH := echo.WrapHandler(cfg.JWKS)
+	e.GET("/.well-known/jwks.json", jwksH)
+	e.HEAD("/.well-known/jwks.json", jwksH)
+	e.POST("/v1/sign", s.sign)
+	e.GET("/v1/keys", s.keys)
+	e.POST("/v1/rotate", s.rotate)
+	e.GET("/v1/audit", s.audit)
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/readyz", s.readyz)
+	if cfg.Gatherer != nil {
+		e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+	}
+	return e
+}
+
+// recoverer turns a panic into a logged 500 instead of a dropped connection.
+func recoverer(log *slog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					log.Error("panic in handler", "path", c.Path(), "panic", r)
+					err = errors.New("panic")
+				}
+			}()
+			return next(c)
+		}
+	}
+}
+
+// authorize checks the bearer token for one of roles.
+func (s *Server) authorize(c echo.Context, roles ...Role) (Principal, error) {
+	h := c.Request().Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return Principal{}, errNoCredential
+	}
+	return s.cfg.Auth.Authorize(c.Request().Context(), strings.TrimSpace(tok), roles...)
+}
+
+// readBody reads at most MaxBody bytes; a longer body is a 413.
+func readBody(c echo.Context) ([]byte, error) {
+	r := c.Request()
+	if r.ContentLength > MaxBody {
+		return nil, errTooLarge
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		return nil, apiError(http.StatusBadRequest, "bad_body", "The request body could not be read.")
+	}
+	if len(b) > MaxBody {
+		return nil, errTooLarge
+	}
+	return b, nil
+}
+
+type signResponse struct {
+	Token     string `json:"token"`
+	KID       string `json:"kid"`
+	Alg       string `json:"alg"`
+	ExpiresAt string `json:"expires_at"`
+}
+
+func (s *Server) sign(c echo.Context) error {
+	start := time.Now()
+	p, err := s.authorize(c, RoleSigner)
+	if err != nil {
+		s.signDone("unauthorized", "")
+		return err
+	}
+	body, err := readBody(c)
+	if err != nil {
+		s.signDone("bad_request", "")
+		return err
+	}
+	tok, err := s.cfg.Policy.Build(body, s.cfg.Clock.Now(), rand.Reader)
+	if err != nil {
+		s.signDone("refused", "")
+		return err
+	}
+	snap := s.cfg.Lifecycle.Snapshot()
+	if snap == nil || !snap.HasActive {
+		s.signDone("no_key", "")
+		return errNoActiveKey
+	}
+	k := snap.Signing
+	jwt, err := signer.Assemble(c.Request().Context(), s.cfg.Backend, p.Credential, k, tok.Payload)
+	if err != nil {
+		s.log.Warn("sign failed", "kid", k.KID, "jti", tok.JTI, "sub", tok.Sub, "grant_type", tok.GrantType, "actor", p.Actor, "result", "error", "err", err)
+		s.signDone("error", string(k.Alg))
+		return err
+	}
+	s.log.Info("signed", "kid", k.KID, "jti", tok.JTI, "sub", tok.Sub, "grant_type", tok.GrantType, "actor", p.Actor, "result", "ok")
+	s.signDone("ok", string(k.Alg))
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.SignDuration.WithLabelValues(string(k.Alg)).Observe(time.Since(start).Seconds())
+	}
+	return c.JSON(http.StatusOK, signResponse{Token: jwt, KID: k.KID, Alg: string(k.Alg), ExpiresAt: tok.ExpiresAt.UTC().Format(time.RFC3339)})
+}
+
+func (s *Server) signDone(result, alg string) {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.SignRequests.WithLabelValues(result, alg).Inc()
+	}
+}
+
+type keyInfo struct {
+	KID         string  `json:"kid"`
+	Version     int     `json:"version"`
+	Alg         string  `json:"alg"`
+	State       string  `json:"state"`
+	CreatedAt   string  `json:"created_at"`
+	ActivatesAt string  `json:"activates_at"`
+	RetiresAt   *string `json:"retires_at"`
+	Emergency   bool    `json:"emergency,omitempty"`
+}
+
+func (s *Server) keys(c echo.Context) error {
+	if _, err := s.authorize(c, RoleAuditor, RoleAdmin); err != nil {
+		return err
+	}
+	snap := s.cfg.Lifecycle.Snapshot()
+	if snap == nil {
+		return errNoActiveKey
+	}
+	out := make([]keyInfo, 0, len(snap.Keys))
+	for _, k := range snap.Keys {
+		out = append(out, describe(k))
+	}
+	return c.JSON(http.StatusOK, map[string]any{"keys": out})
+}
+
+func describe(k rotation.Published) keyInfo {
+	ki := keyInfo{
+		KID: k.KID, Version: k.Version, Alg: string(k.Algorithm), State: string(k.State),
+		CreatedAt:   k.CreatedAt.UTC().Format(time.RFC3339),
+		ActivatesAt: k.ActivatesAt.UTC().Format(time.RFC3339),
+		Emergency:   k.Emergency,
+	}
+	if !k.RetiresAt.IsZero() {
+		r := k.RetiresAt.UTC().Format(time.RFC3339)
+		ki.RetiresAt = &r
+	}
+	return ki
+}
+
+type rotateRequest struct {
+	Emergency bool   `json:"emergency"`
+	Reason    string `json:"reason"`
+}
+
+func (s *Server) rotate(c echo.Context) error {
+	p, err := s.authorize(c, RoleAdmin)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	var req rotateRequest
+	if len(strings.TrimSpace(string(body))) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil || dec.More() {
+			return apiError(http.StatusBadRequest, "bad_body", `The body must be {"emergency": bool, "reason": "..."} with no other members.`)
+		}
+	}
+	req.Reason = strings.TrimSpace(req.Reason)
+	if req.Emergency && req.Reason == "" {
+		return apiError(http.StatusBadRequest, "reason_required", "An emergency rotation needs a reason.")
+	}
+	if len(req.Reason) > 1024 {
+		return apiError(http.StatusBadRequest, "reason_too_long", "The reason must be at most 1024 bytes.")
+	}
+	k, err := s.cfg.Lifecycle.Rotate(c.Request().Context(), req.Emergency, req.Reason, p.Actor)
+	if err != nil {
+		if !errors.Is(err, signer.ErrUnavailable) {
+			s.log.Error("rotation failed", "actor", p.Actor, "err", err)
+			return apiError(http.StatusServiceUnavailable, "rotation_failed", "The rotation could not be completed; it will be retried and is recorded in the audit trail.")
+		}
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"kid": k.KID, "version": k.Version, "state": k.State})
+}
+
+func (s *Server) audit(c echo.Context) error {
+	if _, err := s.authorize(c, RoleAuditor); err != nil {
+		return err
+	}
+	var since int64
+	if v := c.QueryParam("since"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return apiError(http.StatusBadRequest, "bad_since", "since must be a non-negative integer sequence number.")
+		}
+		since = n
+	}
+	if s.cfg.Audit == nil {
+		return apiError(http.StatusServiceUnavailable, "audit_unavailable", "The audit trail is not configured.")
+	}
+	events, valid, err := s.cfg.Audit.Page(c.Request().Context(), since)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"events": events, "chain_valid": valid})
+}
+
+type readiness struct {
+	Ready     bool            `json:"ready"`
+	Backend   string          `json:"backend"`
+	JWKSKeys  int             `json:"jwks_keys"`
+	Lifecycle rotation.Health `json:"lifecycle"`
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	r := readiness{Backend: s.cfg.Backend.Name(), Lifecycle: s.cfg.Lifecycle.Health()}
+	snap := s.cfg.Lifecycle.Snapshot()
+	if d := s.cfg.JWKS.Current(); d != nil {
+		r.JWKSKeys = d.Keys
+	}
+	// Ready once a JWKS with an active key exists, also while the backend is
+	// down: replicas must keep serving the last good JWKS.
+	r.Ready = snap != nil && snap.HasActive && r.JWKSKeys > 0
+	status := http.StatusOK
+	if !r.Ready {
+		status = http.StatusServiceUnavailable
+	}
+	return c.JSON(status, r)
+}

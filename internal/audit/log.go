@@ -1,0 +1,146 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+)
+
+// maxAttempts bounds how often Record retries after losing a race for a seq.
+// Every lost race means another writer extended the chain, so the bound is
+// only reached when a store keeps refusing without progress.
+const maxAttempts = 1000
+
+// Log is the chain: it fills in seq, time, prev_hash and hash, deduplicates
+// transitions and extends the one chain in its Store, also when other Logs
+// (other replicas) append to the same store at the same time.
+//
+// Deduplication: an event is a duplicate when the chain already holds one
+// with the same type and version, so every replica can report a transition
+// it observes and the chain holds it once. rotation_failed and torn_record
+// events are deduplicated on (type, version, reason) instead: each distinct
+// failure is recorded once per attempted version, repeats of the same one
+// are not (their count belongs in metrics).
+type Log struct {
+	store Store
+	now   func() time.Time
+
+	mu   sync.Mutex
+	tail Event // last event read or written; Seq 0 when the chain is empty
+	seen map[dedupKey]Event
+}
+
+var _ Sink = (*Log)(nil)
+
+type dedupKey struct {
+	typ     Type
+	version int
+	reason  string
+}
+
+func keyOf(e Event) dedupKey {
+	k := dedupKey{typ: e.Type, version: e.Version}
+	if e.Type == RotationFailed || e.Type == TornRecord {
+		k.reason = e.Reason
+	}
+	return k
+}
+
+// NewLog returns a Log over store. now is the clock for event times (nil
+// means time.Now).
+func NewLog(store Store, now func() time.Time) *Log {
+	if now == nil {
+		now = time.Now
+	}
+	return &Log{store: store, now: now, seen: make(map[dedupKey]Event)}
+}
+
+// Record appends e to the chain and returns the stored event once it is
+// durable. Seq, Time, PrevHash and Hash of e are ignored and filled in. When
+// the chain already holds a duplicate of e, Record returns that event and
+// appends nothing. An error means the event may not be stored: the caller
+// must not report its operation done.
+func (l *Log) Record(ctx context.Context, e Event) (Event, error) {
+	if !e.Type.valid() {
+		return Event{}, fmt.Errorf("audit: unknown event type %q", e.Type)
+	}
+	if e.Version < 0 {
+		return Event{}, fmt.Errorf("audit: negative version %d", e.Version)
+	}
+	e.KID = strings.ToValidUTF8(e.KID, "\uFFFD")
+	e.Actor = strings.ToValidUTF8(e.Actor, "\uFFFD")
+	e.Reason = strings.ToValidUTF8(e.Reason, "\uFFFD")
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		if err := l.catchUp(ctx); err != nil {
+			return Event{}, err
+		}
+		if old, ok := l.seen[keyOf(e)]; ok {
+			return old, nil
+		}
+		ev := Event{
+			Seq:      l.tail.Seq + 1,
+			Time:     l.now().UTC().Format(TimeFormat),
+			Type:     e.Type,
+			KID:      e.KID,
+			Version:  e.Version,
+			Actor:    e.Actor,
+			Reason:   e.Reason,
+			PrevHash: ZeroHash,
+		}
+		if l.tail.Seq > 0 {
+			ev.PrevHash = l.tail.Hash
+		}
+		h, err := Hash(ev)
+		if err != nil {
+			return Event{}, err
+		}
+		ev.Hash = h
+		err = l.store.Append(ctx, ev)
+		if err == nil {
+			l.add(ev)
+			return ev, nil
+		}
+		if !errors.Is(err, ErrSeqTaken) {
+			return Event{}, fmt.Errorf("audit: record %s event: %w", e.Type, err)
+		}
+		if attempt == maxAttempts {
+			return Event{}, fmt.Errorf("audit: record %s event: gave up after %d attempts: %w", e.Type, attempt, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return Event{}, fmt.Errorf("audit: record %s event: %w", e.Type, err)
+		}
+	}
+}
+
+// Events returns the stored events with seq greater than since, in order.
+func (l *Log) Events(ctx context.Context, since int64) ([]Event, error) {
+	return l.store.Read(ctx, since)
+}
+
+// catchUp reads what other writers appended since the tail.
+func (l *Log) catchUp(ctx context.Context) error {
+	evs, err := l.store.Read(ctx, l.tail.Seq)
+	if err != nil {
+		return fmt.Errorf("audit: read chain: %w", err)
+	}
+	for _, ev := range evs {
+		l.add(ev)
+	}
+	return nil
+}
+
+func (l *Log) add(ev Event) {
+	if ev.Seq <= l.tail.Seq {
+		return
+	}
+	l.tail = ev
+	if _, ok := l.seen[keyOf(ev)]; !ok {
+		l.seen[keyOf(ev)] = ev
+	}
+}

@@ -1,0 +1,349 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Problem is what is wrong with a record of the chain.
+type Problem string
+
+// The problems Verify names.
+const (
+	Edited    Problem = "edited"    // its content or link no longer matches its hash
+	Deleted   Problem = "deleted"   // a record is missing
+	Reordered Problem = "reordered" // records are out of seq order
+	Inserted  Problem = "inserted"  // a record that does not belong to the chain
+	Malformed Problem = "malformed" // not readable as an event
+)
+
+// ChainError names the first bad record of a chain and why.
+type ChainError struct {
+	// Seq is the record's seq; 0 when the entry is unreadable (see Line).
+	Seq int64
+	// Line is the 1-based position of the entry in the list or file.
+	Line    int
+	Problem Problem
+	// Detail is the rest of the sentence, e.g. "hash does not match its content".
+	Detail string
+}
+
+func (e *ChainError) Error() string {
+	if e.Seq == 0 {
+		return fmt.Sprintf("line %d: %s: %s", e.Line, e.Problem, e.Detail)
+	}
+	return fmt.Sprintf("record seq %d: %s: %s", e.Seq, e.Problem, e.Detail)
+}
+
+// KeyVersion is a key version the backend holds.
+type KeyVersion struct {
+	Version int
+	KID     string
+}
+
+// ReconcileError lists the key versions the backend holds that have no
+// creation event in the chain: its tail was cut off (or never written).
+type ReconcileError struct {
+	Missing []KeyVersion
+}
+
+func (e *ReconcileError) Error() string {
+	names := make([]string, len(e.Missing))
+	for i, kv := range e.Missing {
+		names[i] = strconv.Itoa(kv.Version)
+		if kv.KID != "" {
+			names[i] += " (kid " + kv.KID + ")"
+		}
+	}
+	if len(names) == 1 {
+		return fmt.Sprintf("key version %s is held by the backend but has no created, bootstrap or emergency event: the audit tail was cut off", names[0])
+	}
+	return fmt.Sprintf("key versions %s are held by the backend but have no created, bootstrap or emergency event: the audit tail was cut off", strings.Join(names, ", "))
+}
+
+// entry is one record as Verify sees it: the event, the hash of its content
+// as stored, and what made it unreadable, if anything.
+type entry struct {
+	ev   Event
+	sum  string // hash of the content as stored, without the hash member
+	line int    // 1-based position
+	// fatal is set when the entry cannot be read as an event at all.
+	fatal string
+	// bad is set when the entry reads as an event but is not a well-formed one.
+	bad string
+}
+
+// Verify checks the chain: seq continuity from 1, each prev_hash link and
+// each hash. It returns nil or a *ChainError naming the first bad record.
+// A chain whose tail was cut off still verifies; Reconcile catches that.
+func Verify(events []Event) error {
+	entries := make([]entry, len(events))
+	for i, ev := range events {
+		e := entry{ev: ev, line: i + 1, bad: checkFields(ev)}
+		sum, err := Hash(ev)
+		if err != nil {
+			e.fatal = err.Error()
+		}
+		e.sum = sum
+		entries[i] = e
+	}
+	return verifyEntries(entries)
+}
+
+// VerifyFile checks the local audit log at path offline: every line, the
+// chain (as Verify) and, when versions is not nil, the reconciliation with
+// the key versions the backend holds. It takes no lock and writes nothing.
+func VerifyFile(path string, versions []KeyVersion) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	entries := parseLines(data)
+	if err := verifyEntries(entries); err != nil {
+		return err
+	}
+	if versions == nil {
+		return nil
+	}
+	events := make([]Event, len(entries))
+	for i, e := range entries {
+		events[i] = e.ev
+	}
+	return Reconcile(events, versions)
+}
+
+// VerifyStore reads the whole chain from s and checks it as VerifyFile does.
+// For the Vault chain, give it a store made with the auditor's own token.
+func VerifyStore(ctx context.Context, s Store, versions []KeyVersion) error {
+	events, err := s.Read(ctx, 0)
+	if err != nil {
+		return fmt.Errorf("audit: read chain: %w", err)
+	}
+	if err := Verify(events); err != nil {
+		return err
+	}
+	if versions == nil {
+		return nil
+	}
+	return Reconcile(events, versions)
+}
+
+// parseLines reads the lines of a log file as entries, keeping what is
+// wrong with each one instead of stopping at it.
+func parseLines(data []byte) []entry {
+	var entries []entry
+	for n := 1; len(data) > 0; n++ {
+		line, rest, found := bytes.Cut(data, []byte("\n"))
+		data = rest
+		e := entry{line: n}
+		switch {
+		case !found:
+			e.fatal = "the last line is torn (no newline at its end); keyd moves it aside at its next start"
+		case len(bytes.TrimSpace(line)) == 0:
+			e.fatal = "empty line"
+		default:
+			e.ev, e.sum, e.fatal, e.bad = readEntry(line)
+		}
+		entries = append(entries, e)
+	}
+	return entries
+}
+
+// readEntry reads one stored entry leniently: the content hash comes from
+// the bytes as stored, the chain fields from a plain decode; bad says why the
+// entry is not a well-formed event.
+func readEntry(raw []byte) (ev Event, sum, fatal, bad string) {
+	sum, err := contentHash(raw)
+	if err != nil {
+		return ev, "", "not valid JSON: " + err.Error(), ""
+	}
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		return ev, sum, "not an event: " + err.Error(), ""
+	}
+	if _, err := decodeEvent(raw); err != nil {
+		bad = err.Error()
+	}
+	return ev, sum, "", bad
+}
+
+// verifyEntries walks the chain and classifies the first break it finds.
+func verifyEntries(es []entry) error {
+	at := make(map[int64][]int) // seq -> indexes of the entries claiming it
+	for i, e := range es {
+		if e.fatal == "" {
+			at[e.ev.Seq] = append(at[e.ev.Seq], i)
+		}
+	}
+	edited := func(i int) bool { return es[i].sum != es[i].ev.Hash }
+	// moved reports whether entry i is intact and links to the record that
+	// holds the seq before its own: a genuine record, perhaps out of place.
+	moved := func(i int) bool {
+		ev := es[i].ev
+		if edited(i) {
+			return false
+		}
+		if ev.Seq == 1 {
+			return ev.PrevHash == ZeroHash
+		}
+		for _, j := range at[ev.Seq-1] {
+			if es[j].ev.Hash == ev.PrevHash {
+				return true
+			}
+		}
+		return false
+	}
+	fail := func(i int, p Problem, format string, args ...any) error {
+		return &ChainError{Seq: es[i].ev.Seq, Line: es[i].line, Problem: p, Detail: fmt.Sprintf(format, args...)}
+	}
+
+	prevHash, want := ZeroHash, int64(1)
+	for i, e := range es {
+		if e.fatal != "" {
+			return &ChainError{Line: e.line, Problem: Malformed, Detail: e.fatal}
+		}
+		ev := e.ev
+		var next *Event
+		if i+1 < len(es) && es[i+1].fatal == "" {
+			next = &es[i+1].ev
+		}
+
+		if ev.Seq == want && ev.PrevHash == prevHash {
+			if next != nil && next.Seq == ev.Seq && next.PrevHash == ev.PrevHash {
+				return fail(extraOf(es, i), Inserted, "a second record claims this seq and links to the same predecessor")
+			}
+			if edited(i) {
+				return fail(i, Edited, "hash does not match its content")
+			}
+			if e.bad != "" {
+				return fail(i, Malformed, "%s", e.bad)
+			}
+			prevHash, want = ev.Hash, want+1
+			continue
+		}
+
+		switch {
+		case ev.Seq < 1:
+			return fail(i, Malformed, "seq %d is not positive", ev.Seq)
+		case ev.Seq < want:
+			return fail(i, Inserted, "seq %d appears again after seq %d", ev.Seq, want-1)
+		case next != nil && next.PrevHash == prevHash && !moved(i):
+			return fail(i, Inserted, "the record after it links past it, to %s", prevName(want))
+		case ev.Seq > want:
+			if len(at[ev.Seq]) > 1 {
+				return fail(i, Inserted, "seq %d appears more than once", ev.Seq)
+			}
+			if ev.PrevHash == prevHash && !edited(i) {
+				return fail(i, Inserted, "it links to %s but claims seq %d", prevName(want), ev.Seq)
+			}
+			if later := laterIndex(at[want], i); later >= 0 {
+				if next != nil && next.Seq == want && !edited(i) {
+					return fail(i, Reordered, "it comes before seq %d", want)
+				}
+				if !edited(later) {
+					return fail(later, Reordered, "it comes after seq %d", es[i].ev.Seq)
+				}
+			}
+			if edited(i) {
+				return fail(i, Edited, "hash does not match its content")
+			}
+			return &ChainError{Seq: want, Line: e.line, Problem: Deleted, Detail: missingDetail(want, ev.Seq)}
+		default: // ev.Seq == want, but prev_hash does not link
+			switch {
+			case edited(i):
+				return fail(i, Edited, "hash does not match its content")
+			case i == 0:
+				return fail(i, Edited, "the first record's prev_hash is not 64 zeros")
+			case next != nil && next.PrevHash == ev.Hash:
+				// This record and its successor agree: the one before changed.
+				return fail(i-1, Edited, "record seq %d does not link to its hash", ev.Seq)
+			case next == nil:
+				return fail(i, Inserted, "it does not link to %s", prevName(want))
+			}
+			return fail(i, Edited, "prev_hash does not match the hash of %s", prevName(want))
+		}
+	}
+	return nil
+}
+
+// prevName names the record before seq want.
+func prevName(want int64) string {
+	if want == 1 {
+		return "the start of the chain"
+	}
+	return fmt.Sprintf("seq %d", want-1)
+}
+
+func missingDetail(want, got int64) string {
+	if want == 1 {
+		return fmt.Sprintf("it is missing (the chain starts at seq %d)", got)
+	}
+	return fmt.Sprintf("it is missing (seq %d follows seq %d)", got, want-1)
+}
+
+// extraOf picks which of the two records at i and i+1, which claim the same
+// seq and predecessor, is the inserted one: one whose content does not match
+// its hash, else the one the following record does not link to, else the
+// later one.
+func extraOf(es []entry, i int) int {
+	a, b := es[i], es[i+1]
+	switch {
+	case a.sum != a.ev.Hash:
+		return i
+	case b.sum != b.ev.Hash:
+		return i + 1
+	}
+	if i+2 < len(es) && es[i+2].fatal == "" && es[i+2].ev.PrevHash == b.ev.Hash {
+		return i
+	}
+	return i + 1
+}
+
+// laterIndex returns the first index in idx greater than i, or -1.
+func laterIndex(idx []int, i int) int {
+	for _, j := range idx {
+		if j > i {
+			return j
+		}
+	}
+	return -1
+}
+
+// Reconcile checks the chain against the key versions the backend holds:
+// each must have a created, bootstrap or emergency event, and such an event
+// that names a kid must name the one the backend holds. A held version
+// without its event means the chain's tail was cut off: the error is a
+// *ReconcileError listing every such version.
+func Reconcile(events []Event, versions []KeyVersion) error {
+	var missing []KeyVersion
+	for _, kv := range versions {
+		found, kids := false, []string(nil)
+		for _, ev := range events {
+			if ev.Version != kv.Version || (ev.Type != Created && ev.Type != Bootstrap && ev.Type != Emergency) {
+				continue
+			}
+			if ev.KID == "" || kv.KID == "" || ev.KID == kv.KID {
+				found = true
+				break
+			}
+			kids = append(kids, ev.KID)
+		}
+		switch {
+		case found:
+		case len(kids) > 0:
+			return fmt.Errorf("audit: key version %d: the backend holds kid %s but the audit names kid %s",
+				kv.Version, kv.KID, strings.Join(slices.Compact(kids), ", "))
+		default:
+			missing = append(missing, kv)
+		}
+	}
+	if len(missing) > 0 {
+		return &ReconcileError{Missing: missing}
+	}
+	return nil
+}

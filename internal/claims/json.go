@@ -1,0 +1,523 @@
+package claims
+
+// A small strict JSON parser and a deterministic encoder. encoding/json keeps
+// the last of two duplicated members and silently replaces invalid UTF-8, so it
+// cannot tell keyd what a caller meant; a claim set whose meaning depends on the
+// parser must never be signed. The parser rejects both, keeps number literals
+// exactly as written and produces a small tree that the encoder writes back with
+// sorted member names, so the signed payload is keyd's own encoding.
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// maxDepth bounds the nesting of arrays and objects in a request body.
+const maxDepth = 64
+
+type kind uint8
+
+const (
+	kindNull kind = iota
+	kindFalse
+	kindTrue
+	kindNumber
+	kindString
+	kindArray
+	kindObject
+)
+
+// value is one parsed JSON value.
+type value struct {
+	kind    kind
+	text    string   // a string's decoded text, or a number's literal as written
+	elems   []value  // the elements of an array
+	members []member // the members of an object, sorted by name, names unique
+}
+
+type member struct {
+	name  string
+	value value
+}
+
+func stringValue(s string) value   { return value{kind: kindString, text: s} }
+func numberValue(lit string) value { return value{kind: kindNumber, text: lit} }
+
+// isNonEmptyString reports whether v is a JSON string other than "".
+func (v *value) isNonEmptyString() bool { return v.kind == kindString && v.text != "" }
+
+// syntaxError is malformed JSON at an offset of the body.
+type syntaxError struct {
+	offset int
+	msg    string
+}
+
+func (e *syntaxError) Error() string { return fmt.Sprintf("%s at offset %d", e.msg, e.offset) }
+
+// duplicateError is a member name that appears twice in one object. path
+// collects the enclosing member names and array indexes, innermost first.
+type duplicateError struct {
+	name string
+	path []string
+}
+
+func (e *duplicateError) Error() string { return "duplicate member " + e.name }
+
+// where names the object that holds the duplicate, like claims.address or
+// claims.roles[2]; "" is the request body itself.
+func (e *duplicateError) where() string {
+	var b strings.Builder
+	for i := len(e.path) - 1; i >= 0; i-- {
+		seg := e.path[i]
+		if b.Len() > 0 && !strings.HasPrefix(seg, "[") {
+			b.WriteByte('.')
+		}
+		b.WriteString(seg)
+	}
+	return b.String()
+}
+
+// parseJSON parses data, which must hold exactly one JSON value in valid UTF-8.
+// Errors are *syntaxError or *duplicateError.
+func parseJSON(data []byte) (value, error) {
+	if !utf8.Valid(data) {
+		return value{}, &syntaxError{offset: invalidUTF8Offset(data), msg: "invalid UTF-8"}
+	}
+	p := parser{data: data}
+	v, err := p.value()
+	if err != nil {
+		return value{}, err
+	}
+	p.skipSpace()
+	if p.pos < len(data) {
+		return value{}, p.errorf("unexpected data after the top-level value")
+	}
+	return v, nil
+}
+
+func invalidUTF8Offset(data []byte) int {
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return len(data)
+}
+
+type parser struct {
+	data  []byte
+	pos   int
+	depth int
+	// Scratch stacks shared by nested arrays and objects: each finished one is
+	// copied out at its exact size, so a value costs one allocation.
+	members []member
+	elems   []value
+	buf     []byte // scratch for decoding strings with escapes
+}
+
+func (p *parser) errorf(format string, args ...any) error {
+	return &syntaxError{offset: p.pos, msg: fmt.Sprintf(format, args...)}
+}
+
+func (p *parser) skipSpace() {
+	for p.pos < len(p.data) {
+		switch p.data[p.pos] {
+		case ' ', '\t', '\n', '\r':
+			p.pos++
+		default:
+			return
+		}
+	}
+}
+
+// peek returns the next byte after white space, or 0 at the end of the data.
+func (p *parser) peek() byte {
+	p.skipSpace()
+	if p.pos < len(p.data) {
+		return p.data[p.pos]
+	}
+	return 0
+}
+
+func (p *parser) value() (value, error) {
+	switch c := p.peek(); {
+	case c == '{':
+		return p.object()
+	case c == '[':
+		return p.array()
+	case c == '"':
+		s, err := p.string()
+		return stringValue(s), err
+	case c == '-' || '0' <= c && c <= '9':
+		return p.number()
+	case c == 't':
+		return p.literal("true", kindTrue)
+	case c == 'f':
+		return p.literal("false", kindFalse)
+	case c == 'n':
+		return p.literal("null", kindNull)
+	case p.pos >= len(p.data):
+		return value{}, p.errorf("unexpected end of input")
+	default:
+		return value{}, p.errorf("unexpected character %q", c)
+	}
+}
+
+func (p *parser) literal(word string, k kind) (value, error) {
+	end := p.pos + len(word)
+	if end > len(p.data) || string(p.data[p.pos:end]) != word {
+		return value{}, p.errorf("invalid literal, want %s", word)
+	}
+	p.pos += len(word)
+	return value{kind: k}, nil
+}
+
+func (p *parser) enter() error {
+	p.depth++
+	if p.depth > maxDepth {
+		return p.errorf("arrays and objects nested more than %d levels deep", maxDepth)
+	}
+	return nil
+}
+
+func (p *parser) object() (value, error) {
+	if err := p.enter(); err != nil {
+		return value{}, err
+	}
+	p.pos++ // '{'
+	start := len(p.members)
+	if p.peek() == '}' {
+		p.pos++
+		p.depth--
+		return value{kind: kindObject}, nil
+	}
+	for {
+		if p.peek() != '"' {
+			return value{}, p.errorf("expected a member name")
+		}
+		name, err := p.string()
+		if err != nil {
+			return value{}, err
+		}
+		if p.peek() != ':' {
+			return value{}, p.errorf("expected ':' after a member name")
+		}
+		p.pos++
+		v, err := p.value()
+		if err != nil {
+			return value{}, withPath(err, name)
+		}
+		p.members = append(p.members, member{name: name, value: v})
+		switch p.peek() {
+		case ',':
+			p.pos++
+			continue
+		case '}':
+			p.pos++
+		default:
+			return value{}, p.errorf("expected ',' or '}' after an object member")
+		}
+		break
+	}
+	members := slices.Clone(p.members[start:])
+	clear(p.members[start:])
+	p.members = p.members[:start]
+	slices.SortFunc(members, func(a, b member) int { return strings.Compare(a.name, b.name) })
+	for i := 1; i < len(members); i++ {
+		if members[i].name == members[i-1].name {
+			return value{}, &duplicateError{name: members[i].name}
+		}
+	}
+	p.depth--
+	return value{kind: kindObject, members: members}, nil
+}
+
+func (p *parser) array() (value, error) {
+	if err := p.enter(); err != nil {
+		return value{}, err
+	}
+	p.pos++ // '['
+	start := len(p.elems)
+	if p.peek() == ']' {
+		p.pos++
+		p.depth--
+		return value{kind: kindArray}, nil
+	}
+	for {
+		v, err := p.value()
+		if err != nil {
+			return value{}, withPath(err, fmt.Sprintf("[%d]", len(p.elems)-start))
+		}
+		p.elems = append(p.elems, v)
+		switch p.peek() {
+		case ',':
+			p.pos++
+			continue
+		case ']':
+			p.pos++
+		default:
+			return value{}, p.errorf("expected ',' or ']' after an array element")
+		}
+		break
+	}
+	elems := slices.Clone(p.elems[start:])
+	clear(p.elems[start:])
+	p.elems = p.elems[:start]
+	p.depth--
+	return value{kind: kindArray, elems: elems}, nil
+}
+
+// withPath records that err happened inside the member or element seg.
+func withPath(err error, seg string) error {
+	var d *duplicateError
+	if errors.As(err, &d) {
+		d.path = append(d.path, seg)
+	}
+	return err
+}
+
+// number scans a number literal with the RFC 8259 grammar
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?.
+func (p *parser) number() (value, error) {
+	start := p.pos
+	if p.data[p.pos] == '-' {
+		p.pos++
+	}
+	switch {
+	case p.pos < len(p.data) && p.data[p.pos] == '0':
+		p.pos++
+	case !p.digits():
+		return value{}, p.errorf("invalid number")
+	}
+	if p.pos < len(p.data) && p.data[p.pos] == '.' {
+		p.pos++
+		if !p.digits() {
+			return value{}, p.errorf("invalid number: no digits after '.'")
+		}
+	}
+	if p.pos < len(p.data) && (p.data[p.pos] == 'e' || p.data[p.pos] == 'E') {
+		p.pos++
+		if p.pos < len(p.data) && (p.data[p.pos] == '+' || p.data[p.pos] == '-') {
+			p.pos++
+		}
+		if !p.digits() {
+			return value{}, p.errorf("invalid number: no digits in the exponent")
+		}
+	}
+	return numberValue(string(p.data[start:p.pos])), nil
+}
+
+// digits skips [0-9]+ and reports whether there was at least one.
+func (p *parser) digits() bool {
+	start := p.pos
+	for p.pos < len(p.data) && '0' <= p.data[p.pos] && p.data[p.pos] <= '9' {
+		p.pos++
+	}
+	return p.pos > start
+}
+
+// string decodes a string starting at its opening quote. The data is known to
+// be valid UTF-8.
+func (p *parser) string() (string, error) {
+	p.pos++ // '"'
+	start := p.pos
+	for p.pos < len(p.data) {
+		switch c := p.data[p.pos]; {
+		case c == '"':
+			p.pos++
+			return string(p.data[start : p.pos-1]), nil
+		case c == '\\':
+			return p.escapedString(start)
+		case c < 0x20:
+			return "", p.errorf("control character in a string")
+		}
+		p.pos++
+	}
+	return "", p.errorf("unterminated string")
+}
+
+// escapedString finishes a string from its first backslash on.
+func (p *parser) escapedString(start int) (string, error) {
+	buf := append(p.buf[:0], p.data[start:p.pos]...)
+	for p.pos < len(p.data) {
+		c := p.data[p.pos]
+		switch {
+		case c == '"':
+			p.pos++
+			p.buf = buf
+			return string(buf), nil
+		case c < 0x20:
+			return "", p.errorf("control character in a string")
+		case c != '\\':
+			buf = append(buf, c)
+			p.pos++
+			continue
+		}
+		if p.pos+1 >= len(p.data) {
+			break
+		}
+		p.pos += 2
+		switch e := p.data[p.pos-1]; e {
+		case '"', '\\', '/':
+			buf = append(buf, e)
+		case 'b':
+			buf = append(buf, '\b')
+		case 'f':
+			buf = append(buf, '\f')
+		case 'n':
+			buf = append(buf, '\n')
+		case 'r':
+			buf = append(buf, '\r')
+		case 't':
+			buf = append(buf, '\t')
+		case 'u':
+			r, err := p.unicodeEscape()
+			if err != nil {
+				return "", err
+			}
+			buf = utf8.AppendRune(buf, r)
+		default:
+			p.pos--
+			return "", p.errorf("invalid escape %q in a string", "\\"+string(e))
+		}
+	}
+	return "", p.errorf("unterminated string")
+}
+
+// unicodeEscape decodes the XXXX of \uXXXX, and the low half of a surrogate
+// pair. An unpaired surrogate is not a character: keyd refuses it rather than
+// signing a replacement character the caller never sent.
+func (p *parser) unicodeEscape() (rune, error) {
+	r, ok := p.hex4()
+	if !ok {
+		return 0, p.errorf("invalid \\u escape in a string")
+	}
+	if !utf16.IsSurrogate(r) {
+		return r, nil
+	}
+	if r < 0xdc00 && p.pos+2 <= len(p.data) && p.data[p.pos] == '\\' && p.data[p.pos+1] == 'u' {
+		p.pos += 2
+		low, ok := p.hex4()
+		if pair := utf16.DecodeRune(r, low); ok && pair != utf8.RuneError {
+			return pair, nil
+		}
+	}
+	return 0, p.errorf("unpaired UTF-16 surrogate in a string")
+}
+
+func (p *parser) hex4() (rune, bool) {
+	if p.pos+4 > len(p.data) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range p.data[p.pos : p.pos+4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	p.pos += 4
+	return r, true
+}
+
+// appendJSON appends the compact encoding of v: members in sorted order, no
+// HTML escaping, strings escaped exactly as encoding/json escapes them.
+func appendJSON(dst []byte, v *value) []byte {
+	switch v.kind {
+	case kindNull:
+		return append(dst, "null"...)
+	case kindFalse:
+		return append(dst, "false"...)
+	case kindTrue:
+		return append(dst, "true"...)
+	case kindNumber:
+		return append(dst, v.text...)
+	case kindString:
+		return appendString(dst, v.text)
+	case kindArray:
+		dst = append(dst, '[')
+		for i := range v.elems {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSON(dst, &v.elems[i])
+		}
+		return append(dst, ']')
+	default:
+		return appendObject(dst, v.members)
+	}
+}
+
+// appendObject appends an object whose members are sorted by name.
+func appendObject(dst []byte, members []member) []byte {
+	dst = append(dst, '{')
+	for i := range members {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, members[i].name)
+		dst = append(dst, ':')
+		dst = appendJSON(dst, &members[i].value)
+	}
+	return append(dst, '}')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s, which is valid UTF-8, as a JSON string.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == '\u2028' || r == '\u2029' { // as encoding/json: JSONP-safe
+				dst = append(dst, s[start:i]...)
+				dst = append(dst, `\u202`...)
+				dst = append(dst, hexDigits[r&0xf])
+				start = i + size
+			}
+			i += size
+			continue
+		}
+		if c >= 0x20 && c != '"' && c != '\\' {
+			i++
+			continue
+		}
+		dst = append(dst, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			dst = append(dst, '\\', c)
+		case '\b':
+			dst = append(dst, '\\', 'b')
+		case '\f':
+			dst = append(dst, '\\', 'f')
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		i++
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

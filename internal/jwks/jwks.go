@@ -1,0 +1,117 @@
+// Package jwks builds the public JWKS document once per key change and
+// serves it as precomputed bytes with a strong ETag.
+package jwks
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+// Key is one published public key.
+type Key struct {
+	KID    string
+	Alg    string
+	Public crypto.PublicKey
+}
+
+// Document is an encoded JWKS and its ETag.
+type Document struct {
+	Body []byte
+	ETag string // strong, quoted
+	Keys int
+}
+
+// Build encodes keys (public members only) as {"keys":[...]}.
+func Build(keys []Key) (*Document, error) {
+	set := jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, 0, len(keys))}
+	for _, k := range keys {
+		jwk := jose.JSONWebKey{Key: k.Public, KeyID: k.KID, Algorithm: k.Alg, Use: "sig"}
+		if !jwk.IsPublic() {
+			return nil, fmt.Errorf("jwks: key %s is not a public key", k.KID)
+		}
+		set.Keys = append(set.Keys, jwk)
+	}
+	body, err := json.Marshal(set)
+	if err != nil {
+		return nil, fmt.Errorf("jwks: encode: %w", err)
+	}
+	sum := sha256.Sum256(body)
+	return &Document{Body: body, ETag: `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`, Keys: len(keys)}, nil
+}
+
+// Handler serves the current Document. Until Set is called it answers 503.
+type Handler struct {
+	doc          atomic.Pointer[Document]
+	cacheControl string
+	// Observe, when set, is told the status of each response (200 or 304).
+	Observe func(status int)
+}
+
+// NewHandler returns a Handler whose responses may be cached for maxAge.
+func NewHandler(maxAge time.Duration) *Handler {
+	return &Handler{cacheControl: "public, max-age=" + strconv.Itoa(int(maxAge.Seconds()))}
+}
+
+// Set publishes a new document.
+func (h *Handler) Set(d *Document) { h.doc.Store(d) }
+
+// Current returns the published document, or nil.
+func (h *Handler) Current() *Document { return h.doc.Load() }
+
+// ServeHTTP answers GET and HEAD with the document, or 304 when the
+// client's If-None-Match names the current ETag.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	d := h.doc.Load()
+	hdr := w.Header()
+	if d == nil {
+		hdr.Set("Content-Type", "application/json")
+		hdr.Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"error":"not_ready","message":"keyd has no keys to publish yet."}`))
+		return
+	}
+	hdr.Set("Cache-Control", h.cacheControl)
+	hdr.Set("ETag", d.ETag)
+	if etagMatches(r.Header.Get("If-None-Match"), d.ETag) {
+		w.WriteHeader(http.StatusNotModified)
+		h.observe(http.StatusNotModified)
+		return
+	}
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Content-Length", strconv.Itoa(len(d.Body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(d.Body)
+	}
+	h.observe(http.StatusOK)
+}
+
+func (h *Handler) observe(status int) {
+	if h.Observe != nil {
+		h.Observe(status)
+	}
+}
+
+// etagMatches implements If-None-Match's weak comparison (RFC 9110 13.1.2).
+func etagMatches(header, etag string) bool {
+	if header == "" {
+		return false
+	}
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || t == etag {
+			return true
+		}
+	}
+	return false
+}

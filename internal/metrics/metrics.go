@@ -1,0 +1,93 @@
+// Package metrics defines keyd's Prometheus metrics on a registry passed in
+// by the caller. A nil *Metrics is valid and records nothing.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the counters and gauges keyd exports on /metrics.
+type Metrics struct {
+	SignRequests  *prometheus.CounterVec   // result, alg
+	SignDuration  *prometheus.HistogramVec // alg
+	BackendErrors *prometheus.CounterVec   // op
+	Rotations     *prometheus.CounterVec   // outcome
+	JWKSRequests  *prometheus.CounterVec   // status
+}
+
+// Lifecycle is what the rotation loop reports for the gauges.
+type Lifecycle interface {
+	// ActiveKeyAge is how long the active key has been signing (0 when none).
+	ActiveKeyAge(now time.Time) time.Duration
+	// UntilNextTransition is the time until the next scheduled change.
+	UntilNextTransition(now time.Time) time.Duration
+	// Overdue is true when a due rotation or destruction has not happened.
+	Overdue(now time.Time) bool
+	// ConfigMismatch is true while this replica's settings disagree with the records.
+	ConfigMismatch() bool
+	// BackendUp is false while the backend cannot be read.
+	BackendUp() bool
+}
+
+// New registers keyd's counters on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		SignRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_sign_requests_total", Help: "Sign requests by result and algorithm.",
+		}, []string{"result", "alg"}),
+		SignDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "keyd_sign_duration_seconds", Help: "Latency of successful sign requests.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}, []string{"alg"}),
+		BackendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_backend_errors_total", Help: "Failed backend calls by operation.",
+		}, []string{"op"}),
+		Rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_rotations_total", Help: "Key rotations by outcome (created, emergency, failed, already_rotated).",
+		}, []string{"outcome"}),
+		JWKSRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_jwks_requests_total", Help: "JWKS requests by HTTP status (200 or 304).",
+		}, []string{"status"}),
+	}
+	reg.MustRegister(m.SignRequests, m.SignDuration, m.BackendErrors, m.Rotations, m.JWKSRequests)
+	return m
+}
+
+// WatchLifecycle registers the lifecycle gauges, read from lc at scrape time.
+func WatchLifecycle(reg prometheus.Registerer, lc Lifecycle, now func() time.Time) {
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	gauge("keyd_active_key_age_seconds", "Seconds since the active key started signing.",
+		func() float64 { return lc.ActiveKeyAge(now()).Seconds() })
+	gauge("keyd_next_transition_seconds", "Seconds until the next key lifecycle transition.",
+		func() float64 { return lc.UntilNextTransition(now()).Seconds() })
+	gauge("keyd_rotation_overdue", "1 when a due rotation or key destruction has not happened.",
+		func() float64 { return b(lc.Overdue(now())) })
+	gauge("keyd_config_mismatch", "1 while this replica's settings disagree with the key records.",
+		func() float64 { return b(lc.ConfigMismatch()) })
+	gauge("keyd_backend_up", "1 while the key backend answers.",
+		func() float64 { return b(lc.BackendUp()) })
+}
+
+// Rotation counts one rotation outcome.
+func (m *Metrics) Rotation(outcome string) {
+	if m != nil {
+		m.Rotations.WithLabelValues(outcome).Inc()
+	}
+}
+
+// BackendError counts one failed backend call.
+func (m *Metrics) BackendError(op string) {
+	if m != nil {
+		m.BackendErrors.WithLabelValues(op).Inc()
+	}
+}

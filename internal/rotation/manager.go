@@ -1,0 +1,513 @@
+package rotation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/openedx-keyd/keyd/internal/clock"
+	"github.com/openedx-keyd/keyd/internal/metrics"
+	"github.com/openedx-keyd/keyd/internal/signer"
+)
+
+// Backend is what the lifecycle needs from a key backend.
+type Backend interface {
+	Keys(ctx context.Context) ([]signer.Key, error)
+	Create(ctx context.Context, rec signer.Record) (signer.Key, error)
+	PinSigning(ctx context.Context, v int) error
+	DestroyBelow(ctx context.Context, v int) error
+	SaveIntent(ctx context.Context, in signer.Intent) error
+	LoadIntent(ctx context.Context) (*signer.Intent, error)
+	ClearIntent(ctx context.Context) error
+}
+
+// Event is one lifecycle transition for the audit trail.
+type Event struct {
+	Type    string // bootstrap, created, activated, retired, destroyed, emergency, rotation_failed
+	Version int
+	KID     string
+	Actor   string
+	Reason  string
+}
+
+// Events receives every transition; the audit trail deduplicates them on
+// (type, version), so sending one twice is harmless.
+type Events interface {
+	Emit(ctx context.Context, e Event) error
+}
+
+// Published is a key in the JWKS, with its kid.
+type Published struct {
+	KeyState
+	KID string
+}
+
+// Snapshot is the lifecycle as of one evaluation: what to publish and which
+// key signs. It is immutable once made.
+type Snapshot struct {
+	At        time.Time
+	Plan      Plan
+	Keys      []Published // pending, active, retiring
+	Signing   signer.SigningKey
+	HasActive bool
+}
+
+// Config wires a Manager.
+type Config struct {
+	Backend   Backend
+	Rules     Rules
+	Algorithm signer.Algorithm // of the next key created
+	Clock     clock.Clock      // default clock.Real
+	Events    Events           // required
+	Logger    *slog.Logger     // default slog.Default
+	Metrics   *metrics.Metrics // may be nil
+	// Refresh is how often the backend is re-read (other replicas' changes).
+	Refresh time.Duration
+	// OnChange is called with each new snapshot (to rebuild the JWKS).
+	OnChange func(*Snapshot)
+}
+
+// Manager applies the rules: the cron-driven loop, on-demand rotation, and
+// the snapshot that the sign path and the JWKS read.
+type Manager struct {
+	cfg  Config
+	snap atomic.Pointer[Snapshot]
+	kick chan struct{}
+
+	mu        sync.Mutex // serialises Tick and Rotate in this process
+	kids      map[int]string
+	emitted   map[string]bool
+	pinned    int
+	retryAt   time.Time // earliest next attempt at a failed action
+	backoff   time.Duration
+	failing   bool
+	lastErr   atomic.Pointer[string]
+	backendUp atomic.Bool
+}
+
+// ErrNoKey is returned when there is no active key yet.
+var ErrNoKey = errors.New("rotation: no active key yet")
+
+// New checks cfg and returns a Manager; call Tick or Run to start it.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Backend == nil || cfg.Events == nil || cfg.Rules.Schedule == nil {
+		return nil, errors.New("rotation: backend, events and schedule are required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = 10 * time.Second
+	}
+	return &Manager{cfg: cfg, kick: make(chan struct{}, 1), kids: map[int]string{}, emitted: map[string]bool{}}, nil
+}
+
+// Snapshot returns the latest snapshot, or nil before the first.
+func (m *Manager) Snapshot() *Snapshot { return m.snap.Load() }
+
+// Run ticks until ctx ends: at every refresh interval, at the next due
+// transition, and when kicked.
+func (m *Manager) Run(ctx context.Context) {
+	for {
+		if err := m.Tick(ctx); err != nil && ctx.Err() == nil {
+			m.cfg.Logger.Warn("lifecycle tick failed", "err", err)
+		}
+		wait := m.cfg.Refresh
+		now := m.cfg.Clock.Now()
+		if s := m.snap.Load(); s != nil && !s.Plan.NextTransition.IsZero() {
+			if d := s.Plan.NextTransition.Sub(now); d < wait {
+				wait = max(d, 0)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.cfg.Clock.After(wait):
+		case <-m.kick:
+		}
+	}
+}
+
+// Kick asks Run for an immediate tick.
+func (m *Manager) Kick() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Tick reads the backend, applies every transition now due and publishes a
+// new snapshot. A failed step leaves a state the next tick completes.
+func (m *Manager) Tick(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tickLocked(ctx, "scheduler")
+}
+
+func (m *Manager) tickLocked(ctx context.Context, actor string) error {
+	in, err := m.cfg.Backend.LoadIntent(ctx)
+	if err != nil {
+		return m.readFailed("load_intent", err)
+	}
+	if in != nil && m.actionAllowed() {
+		if _, err := m.completeEmergency(ctx, *in); err != nil {
+			return m.actionFailed(ctx, "emergency", in.After+1, err)
+		}
+	}
+	for range 3 { // at most: create, then destroy, then publish
+		keys, err := m.cfg.Backend.Keys(ctx)
+		if err != nil {
+			return m.readFailed("keys", err)
+		}
+		m.backendUp.Store(true)
+		now := m.cfg.Clock.Now()
+		plan := Evaluate(keys, m.cfg.Rules, now)
+		acted, err := m.apply(ctx, keys, plan, actor)
+		if err != nil {
+			return err
+		}
+		if acted {
+			continue
+		}
+		if err := m.publish(ctx, plan, now); err != nil {
+			return err
+		}
+		m.failing, m.backoff = false, 0
+		m.lastErr.Store(nil)
+		return nil
+	}
+	return nil
+}
+
+// apply performs the plan's create and destroy steps; it reports whether it
+// changed the backend (so the caller re-reads).
+func (m *Manager) apply(ctx context.Context, keys []signer.Key, plan Plan, actor string) (bool, error) {
+	if !m.actionAllowed() {
+		return false, nil
+	}
+	switch {
+	case plan.Bootstrap:
+		rec := NewRecord(1, m.cfg.Algorithm, m.cfg.Rules, m.cfg.Clock.Now(), false)
+		rec.Actor, rec.Reason = actor, "first key"
+		if _, err := m.cfg.Backend.Create(ctx, rec); err != nil && !errors.Is(err, signer.ErrAlreadyRotated) {
+			return false, m.actionFailed(ctx, "bootstrap", 1, err)
+		}
+		return true, nil
+	case plan.Mismatch != "":
+		return false, nil // follow the records, change nothing
+	case plan.DestroyBelow > 0:
+		if err := m.destroy(ctx, keys, plan.DestroyBelow, "scheduler", ""); err != nil {
+			return false, m.actionFailed(ctx, "destroy", plan.DestroyBelow-1, err)
+		}
+		return true, nil
+	case plan.RotationDue:
+		next := keys[len(keys)-1].Version + 1
+		rec := NewRecord(next, m.cfg.Algorithm, m.cfg.Rules, m.cfg.Clock.Now(), false)
+		rec.Actor, rec.Reason = "scheduler", "scheduled rotation"
+		_, err := m.cfg.Backend.Create(ctx, rec)
+		switch {
+		case errors.Is(err, signer.ErrAlreadyRotated):
+			m.cfg.Metrics.Rotation("already_rotated")
+		case err != nil:
+			return false, m.actionFailed(ctx, "rotate", next, err)
+		default:
+			m.cfg.Metrics.Rotation("created")
+			m.cfg.Logger.Info("key created", "version", next, "activates_at", rec.ActivatesAt)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+func (m *Manager) destroy(ctx context.Context, keys []signer.Key, below int, actor, reason string) error {
+	if err := m.cfg.Backend.DestroyBelow(ctx, below); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if k.Version < below {
+			m.emit(ctx, Event{Type: "destroyed", Version: k.Version, KID: m.kid(k), Actor: actor, Reason: reason})
+			m.cfg.Logger.Info("key destroyed", "version", k.Version)
+		}
+	}
+	return nil
+}
+
+// publish pins the active version, reports transitions and stores the snapshot.
+func (m *Manager) publish(ctx context.Context, plan Plan, now time.Time) error {
+	s := &Snapshot{At: now, Plan: plan}
+	for _, ks := range plan.Published {
+		s.Keys = append(s.Keys, Published{KeyState: ks, KID: m.kid(ks.Key)})
+	}
+	for _, p := range s.Keys {
+		m.reportTransitions(ctx, p)
+		if p.State == Active {
+			s.Signing = signer.NewSigningKey(p.Version, p.Algorithm, p.KID)
+			s.HasActive = true
+		}
+	}
+	m.snap.Store(s)
+	if m.cfg.OnChange != nil {
+		m.cfg.OnChange(s)
+	}
+	// Rule 4: once a key is active the backend itself refuses older versions.
+	if s.HasActive && s.Signing.Version > m.pinned {
+		if err := m.cfg.Backend.PinSigning(ctx, s.Signing.Version); err != nil {
+			m.cfg.Metrics.BackendError("pin")
+			return fmt.Errorf("rotation: pin signing to version %d: %w", s.Signing.Version, err)
+		}
+		m.pinned = s.Signing.Version
+	}
+	return nil
+}
+
+func (m *Manager) reportTransitions(ctx context.Context, p Published) {
+	created := Event{Type: "created", Version: p.Version, KID: p.KID, Actor: p.Actor, Reason: p.Reason}
+	switch {
+	case p.Emergency:
+		created.Type = "emergency"
+	case p.Version == 1:
+		created.Type = "bootstrap"
+	}
+	if created.Actor == "" {
+		created.Actor = "scheduler"
+	}
+	m.emit(ctx, created)
+	if p.State != Pending {
+		m.emit(ctx, Event{Type: "activated", Version: p.Version, KID: p.KID, Actor: "scheduler"})
+	}
+	if p.State == Retiring {
+		m.emit(ctx, Event{Type: "retired", Version: p.Version, KID: p.KID, Actor: "scheduler",
+			Reason: "verify-only until " + p.RetiresAt.Format(time.RFC3339)})
+	}
+}
+
+// emit sends an event once per process; the trail dedupes across replicas.
+func (m *Manager) emit(ctx context.Context, e Event) {
+	id := fmt.Sprintf("%s/%d", e.Type, e.Version)
+	if m.emitted[id] {
+		return
+	}
+	if err := m.cfg.Events.Emit(ctx, e); err != nil {
+		m.cfg.Logger.Error("audit event not recorded; retrying next tick", "type", e.Type, "version", e.Version, "err", err)
+		return
+	}
+	m.emitted[id] = true
+}
+
+func (m *Manager) kid(k signer.Key) string {
+	if kid, ok := m.kids[k.Version]; ok {
+		return kid
+	}
+	kid, err := signer.KID(k.Public)
+	if err != nil {
+		m.cfg.Logger.Error("cannot compute kid", "version", k.Version, "err", err)
+		return ""
+	}
+	m.kids[k.Version] = kid
+	return kid
+}
+
+// Rotate creates a new version on demand. A normal rotation while a key is
+// still pending creates nothing and returns the pending key; an emergency
+// records its intent, creates a key active at once and destroys every other.
+func (m *Manager) Rotate(ctx context.Context, emergency bool, reason, actor string) (Published, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	keys, err := m.cfg.Backend.Keys(ctx)
+	if err != nil {
+		return Published{}, m.readFailed("keys", err)
+	}
+	newest := 0
+	if len(keys) > 0 {
+		newest = keys[len(keys)-1].Version
+	}
+	var v int
+	if emergency {
+		in := signer.Intent{After: newest, Reason: reason, Actor: actor, At: m.cfg.Clock.Now()}
+		if err := m.cfg.Backend.SaveIntent(ctx, in); err != nil {
+			return Published{}, fmt.Errorf("rotation: record emergency intent: %w", err)
+		}
+		if v, err = m.completeEmergency(ctx, in); err != nil {
+			m.cfg.Metrics.Rotation("failed")
+			return Published{}, err
+		}
+		m.cfg.Metrics.Rotation("emergency")
+	} else {
+		plan := Evaluate(keys, m.cfg.Rules, m.cfg.Clock.Now())
+		v = newest
+		if plan.Bootstrap || plan.Active.Version == newest {
+			rec := NewRecord(newest+1, m.cfg.Algorithm, m.cfg.Rules, m.cfg.Clock.Now(), false)
+			rec.Actor, rec.Reason = actor, reason
+			_, err := m.cfg.Backend.Create(ctx, rec)
+			switch {
+			case errors.Is(err, signer.ErrAlreadyRotated):
+				m.cfg.Metrics.Rotation("already_rotated")
+			case err != nil:
+				m.cfg.Metrics.Rotation("failed")
+				return Published{}, fmt.Errorf("rotation: create version %d: %w", newest+1, err)
+			default:
+				m.cfg.Metrics.Rotation("created")
+				v = newest + 1
+			}
+		}
+	}
+	if err := m.tickLocked(ctx, actor); err != nil {
+		return Published{}, err
+	}
+	// The key asked for; after a lost race, the newest key another replica made.
+	s := m.snap.Load()
+	for _, p := range s.Keys {
+		if p.Version == v {
+			return p, nil
+		}
+	}
+	if len(s.Keys) == 0 {
+		return Published{}, ErrNoKey
+	}
+	return s.Keys[len(s.Keys)-1], nil
+}
+
+// completeEmergency finishes an emergency: the key above in.After, marked
+// emergency and active at once, then every older key destroyed, then the
+// intent cleared. Each step is idempotent, so a crash resumes here.
+func (m *Manager) completeEmergency(ctx context.Context, in signer.Intent) (int, error) {
+	keys, err := m.cfg.Backend.Keys(ctx)
+	if err != nil {
+		return 0, err
+	}
+	em := 0
+	for _, k := range keys {
+		if k.Version > in.After && k.Emergency {
+			em = k.Version
+		}
+	}
+	if em == 0 {
+		newest := in.After
+		if len(keys) > 0 {
+			newest = max(newest, keys[len(keys)-1].Version)
+		}
+		rec := NewRecord(newest+1, m.cfg.Algorithm, m.cfg.Rules, m.cfg.Clock.Now(), true)
+		rec.Actor, rec.Reason = in.Actor, in.Reason
+		k, err := m.cfg.Backend.Create(ctx, rec)
+		if err != nil {
+			return 0, fmt.Errorf("rotation: create emergency key: %w", err)
+		}
+		em = k.Version
+		m.cfg.Logger.Warn("emergency key created", "version", em, "reason", in.Reason, "actor", in.Actor)
+	}
+	if err := m.cfg.Backend.PinSigning(ctx, em); err != nil {
+		return 0, fmt.Errorf("rotation: pin emergency key: %w", err)
+	}
+	m.pinned = max(m.pinned, em)
+	if err := m.destroy(ctx, keys, em, in.Actor, "emergency: "+in.Reason); err != nil {
+		return 0, fmt.Errorf("rotation: destroy keys older than emergency key %d: %w", em, err)
+	}
+	if err := m.cfg.Backend.ClearIntent(ctx); err != nil {
+		return 0, fmt.Errorf("rotation: clear emergency intent: %w", err)
+	}
+	return em, nil
+}
+
+func (m *Manager) actionAllowed() bool { return !m.cfg.Clock.Now().Before(m.retryAt) }
+
+// actionFailed records a failed create or destroy and backs off before the next attempt.
+func (m *Manager) actionFailed(ctx context.Context, op string, version int, err error) error {
+	m.cfg.Metrics.Rotation("failed")
+	m.cfg.Metrics.BackendError(op)
+	m.backoff = min(max(2*m.backoff, time.Second), 5*time.Minute)
+	m.retryAt = m.cfg.Clock.Now().Add(m.backoff)
+	if !m.failing {
+		m.failing = true
+		m.emit(ctx, Event{Type: "rotation_failed", Version: version, Actor: "scheduler", Reason: op + ": " + err.Error()})
+		delete(m.emitted, fmt.Sprintf("rotation_failed/%d", version))
+	}
+	err = fmt.Errorf("rotation: %s: %w", op, err)
+	msg := err.Error()
+	m.lastErr.Store(&msg)
+	return err
+}
+
+func (m *Manager) readFailed(op string, err error) error {
+	m.backendUp.Store(false)
+	m.cfg.Metrics.BackendError(op)
+	err = fmt.Errorf("rotation: read backend: %w", err)
+	msg := err.Error()
+	m.lastErr.Store(&msg)
+	return err
+}
+
+// Health is the lifecycle part of /readyz.
+type Health struct {
+	BackendUp      bool   `json:"backend_up"`
+	LastError      string `json:"last_error,omitempty"`
+	ConfigMismatch string `json:"config_mismatch,omitempty"`
+	RotationDue    bool   `json:"rotation_overdue"`
+	NextTransition string `json:"next_transition,omitempty"`
+	ActiveVersion  int    `json:"active_version,omitempty"`
+}
+
+// Health reports backend, rotation and configuration health.
+func (m *Manager) Health() Health {
+	h := Health{BackendUp: m.backendUp.Load()}
+	if e := m.lastErr.Load(); e != nil {
+		h.LastError = *e
+	}
+	now := m.cfg.Clock.Now()
+	if s := m.snap.Load(); s != nil {
+		h.ConfigMismatch = s.Plan.Mismatch
+		h.RotationDue = m.Overdue(now)
+		if !s.Plan.NextTransition.IsZero() {
+			h.NextTransition = s.Plan.NextTransition.Format(time.RFC3339)
+		}
+		if s.HasActive {
+			h.ActiveVersion = s.Signing.Version
+		}
+	}
+	return h
+}
+
+// ActiveKeyAge implements metrics.Lifecycle.
+func (m *Manager) ActiveKeyAge(now time.Time) time.Duration {
+	s := m.snap.Load()
+	if s == nil || s.Plan.Active == nil {
+		return 0
+	}
+	return now.Sub(s.Plan.Active.ActivatesAt)
+}
+
+// UntilNextTransition implements metrics.Lifecycle.
+func (m *Manager) UntilNextTransition(now time.Time) time.Duration {
+	s := m.snap.Load()
+	if s == nil || s.Plan.NextTransition.IsZero() {
+		return 0
+	}
+	return s.Plan.NextTransition.Sub(now)
+}
+
+// Overdue implements metrics.Lifecycle: a transition was due more than two
+// refresh intervals ago and has not happened.
+func (m *Manager) Overdue(now time.Time) bool {
+	s := m.snap.Load()
+	if s == nil {
+		return false
+	}
+	late := now.Add(-2 * m.cfg.Refresh)
+	return (s.Plan.RotationDue && s.Plan.NextRotation.Before(late)) ||
+		(!s.Plan.NextTransition.IsZero() && s.Plan.NextTransition.Before(late))
+}
+
+// ConfigMismatch implements metrics.Lifecycle.
+func (m *Manager) ConfigMismatch() bool {
+	s := m.snap.Load()
+	return s != nil && s.Plan.Mismatch != ""
+}
+
+// BackendUp implements metrics.Lifecycle.
+func (m *Manager) BackendUp() bool { return m.backendUp.Load() }

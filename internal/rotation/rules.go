@@ -1,0 +1,194 @@
+// Package rotation decides and applies the key lifecycle: pending → active →
+// retiring → destroyed. This file holds the rules, as pure functions of
+// (keys with their lifecycle records, config, now); manager.go applies them.
+package rotation
+
+import (
+	"time"
+
+	"github.com/openedx-keyd/keyd/internal/signer"
+)
+
+// Schedule is the part of a robfig/cron schedule the rules need.
+type Schedule interface{ Next(time.Time) time.Time }
+
+// Rules are the settings of this replica that decide transitions.
+type Rules struct {
+	Schedule         Schedule
+	ScheduleSpec     string        // the text of Schedule, compared with records
+	PropagationDelay time.Duration // created → active
+	RetireAfter      time.Duration // max-token-lifetime + 2 × clock-skew
+}
+
+// State of a published key.
+type State string
+
+// The published states; a destroyed key is not published.
+const (
+	Pending  State = "pending"
+	Active   State = "active"
+	Retiring State = "retiring"
+)
+
+// KeyState is one published key and when it changes state.
+type KeyState struct {
+	signer.Key
+	State         State
+	DeactivatedAt time.Time // zero unless retiring
+	RetiresAt     time.Time // zero while unknown (pending, active)
+}
+
+// Plan is what the rules say about the keys at one instant.
+type Plan struct {
+	Published []KeyState // pending, active and retiring keys, oldest first
+	Active    *KeyState  // the one signing key; nil only before bootstrap
+	// DestroyBelow > 0: every version below it must be destroyed now.
+	DestroyBelow int
+	// Bootstrap: there is no key at all; create the first, active at once.
+	Bootstrap bool
+	// RotationDue: the schedule calls for a new version now.
+	RotationDue  bool
+	NextRotation time.Time
+	// NextTransition is the earliest future instant at which this plan changes.
+	NextTransition time.Time
+	// Mismatch explains why this replica's settings disagree with the
+	// newest record; while set, the loop creates and destroys nothing.
+	Mismatch string
+}
+
+// Evaluate applies the lifecycle rules (DESIGN "Key lifecycle") to the keys
+// a backend holds, oldest first.
+func Evaluate(keys []signer.Key, r Rules, now time.Time) Plan {
+	var p Plan
+	if len(keys) == 0 {
+		p.Bootstrap = true
+		return p
+	}
+	keys = withRecords(keys, r)
+	newest := keys[len(keys)-1]
+	p.Mismatch = mismatch(newest.Record, r)
+
+	// Rule 3: an emergency key makes every older key unpublished and destroyed at once.
+	first := 0
+	for i, k := range keys {
+		if k.Emergency {
+			first = i
+		}
+	}
+	if first > 0 {
+		p.DestroyBelow = keys[first].Version
+	}
+	live := keys[first:]
+
+	// Rule 2: the active key is the newest that has reached activates_at.
+	// If none has (a replica whose clock lags the bootstrap or emergency key's
+	// creation), the oldest live key is the active one: it has no predecessor.
+	active := 0
+	for i, k := range live {
+		if !k.ActivatesAt.After(now) {
+			active = i
+		}
+	}
+
+	var next []time.Time
+	destroyable := true
+	for i, k := range live {
+		ks := KeyState{Key: k}
+		switch {
+		case i == active:
+			ks.State = Active
+		case i > active:
+			ks.State = Pending
+			next = append(next, k.ActivatesAt)
+		default:
+			ks.State = Retiring
+			ks.DeactivatedAt = live[i+1].ActivatesAt
+			ks.RetiresAt = ks.DeactivatedAt.Add(max(k.RetireAfter, r.RetireAfter))
+			// Destroy in version order only: a key is destroyed once it and
+			// every older key have passed their retires_at.
+			if destroyable && !ks.RetiresAt.After(now) {
+				p.DestroyBelow = live[i+1].Version
+				continue
+			}
+			destroyable = false
+			next = append(next, ks.RetiresAt)
+		}
+		p.Published = append(p.Published, ks)
+	}
+	for i := range p.Published {
+		if p.Published[i].State == Active {
+			p.Active = &p.Published[i]
+		}
+	}
+
+	// Rule 1: a scheduled rotation is due at schedule.Next(newest.created_at),
+	// the same instant on every replica; not while a key is still pending.
+	p.NextRotation = r.Schedule.Next(newest.CreatedAt)
+	if newest.Version == p.Active.Version {
+		p.RotationDue = !p.NextRotation.After(now)
+		next = append(next, p.NextRotation)
+	}
+	for _, t := range next {
+		if t.After(now) && (p.NextTransition.IsZero() || t.Before(p.NextTransition)) {
+			p.NextTransition = t
+		}
+	}
+	return p
+}
+
+// NewRecord is the lifecycle record of version v created at now.
+func NewRecord(v int, alg signer.Algorithm, r Rules, now time.Time, emergency bool) signer.Record {
+	rec := signer.Record{
+		Version:          v,
+		Algorithm:        alg,
+		CreatedAt:        now.UTC().Truncate(time.Second),
+		Schedule:         r.ScheduleSpec,
+		PropagationDelay: r.PropagationDelay,
+		RetireAfter:      r.RetireAfter,
+		Emergency:        emergency,
+	}
+	rec.ActivatesAt = rec.CreatedAt.Add(r.PropagationDelay)
+	if emergency || v == 1 {
+		rec.ActivatesAt = rec.CreatedAt // bootstrap and emergency keys sign at once
+	}
+	return rec
+}
+
+// withRecords fills in the record of a key the backend holds without one (a
+// crash between creating the key and writing its record; or the first key,
+// made by `keyd bootstrap`): the oldest key is the bootstrap key, active at
+// once; any other is a normal rotation, pending for the propagation delay.
+func withRecords(keys []signer.Key, r Rules) []signer.Key {
+	out := make([]signer.Key, len(keys))
+	copy(out, keys)
+	for i := range out {
+		if out[i].HasRecord {
+			continue
+		}
+		rec := NewRecord(out[i].Version, out[i].Algorithm, r, out[i].CreatedAt, false)
+		rec.ActivatesAt = rec.CreatedAt.Add(r.PropagationDelay)
+		if i == 0 {
+			rec.ActivatesAt = rec.CreatedAt
+		}
+		out[i].Record = rec
+	}
+	return out
+}
+
+// mismatch compares this replica's settings with those the newest record was
+// created under. Only keys with a record are compared.
+func mismatch(rec signer.Record, r Rules) string {
+	switch {
+	case rec.Schedule == "" && rec.PropagationDelay == 0 && rec.RetireAfter == 0:
+		return "" // a record without settings (key created outside keyd)
+	case rec.Schedule != r.ScheduleSpec:
+		return "rotation-schedule " + q(r.ScheduleSpec) + " differs from the newest key's " + q(rec.Schedule)
+	case rec.PropagationDelay != r.PropagationDelay:
+		return "propagation-delay " + r.PropagationDelay.String() + " differs from the newest key's " + rec.PropagationDelay.String()
+	case rec.RetireAfter != r.RetireAfter:
+		return "max-token-lifetime + 2 × clock-skew = " + r.RetireAfter.String() + " differs from the newest key's " + rec.RetireAfter.String()
+	}
+	return ""
+}
+
+func q(s string) string { return `"` + s + `"` }

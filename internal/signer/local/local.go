@@ -1,0 +1,341 @@
+// Package local is the embedded key backend: keyd generates the keys and
+// keeps them in the data dir, one 0600 file per version, written atomically.
+package local
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/openedx-keyd/keyd/internal/fsutil"
+	"github.com/openedx-keyd/keyd/internal/signer"
+)
+
+// Backend keeps keys under <dir>/keys. Several processes may share one data
+// dir: creation and destruction are serialised by an flock on <dir>/lock.
+type Backend struct {
+	dir string
+
+	mu    sync.RWMutex
+	cache map[int]*entry // immutable once loaded; dropped when the file goes
+
+	pinned atomic.Int64 // signatures below this version are refused
+}
+
+type entry struct {
+	rec  signer.Record
+	priv crypto.Signer
+}
+
+// file is the on-disk form of one version.
+type file struct {
+	Record     signer.Record   `json:"record"`
+	PrivateJWK jose.JSONWebKey `json:"private_jwk"`
+}
+
+// New opens (creating if needed) the key store in dir.
+func New(dir string) (*Backend, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o700); err != nil {
+		return nil, fmt.Errorf("local: create key dir: %w", err)
+	}
+	b := &Backend{dir: dir, cache: map[int]*entry{}}
+	b.pinned.Store(int64(b.minSigning()))
+	return b, nil
+}
+
+// Name is "local".
+func (b *Backend) Name() string { return "local" }
+
+func (b *Backend) keyPath(v int) string {
+	return filepath.Join(b.dir, "keys", fmt.Sprintf("%08d.json", v))
+}
+
+// versions lists the version numbers present on disk, ascending.
+func (b *Backend) versions() ([]int, error) {
+	ents, err := os.ReadDir(filepath.Join(b.dir, "keys"))
+	if err != nil {
+		return nil, fmt.Errorf("local: list keys: %w", err)
+	}
+	var vs []int
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
+			continue
+		}
+		v, err := strconv.Atoi(strings.TrimSuffix(name, ".json"))
+		if err != nil || v <= 0 {
+			continue
+		}
+		vs = append(vs, v)
+	}
+	sort.Ints(vs)
+	return vs, nil
+}
+
+func (b *Backend) load(v int) (*entry, error) {
+	b.mu.RLock()
+	e := b.cache[v]
+	b.mu.RUnlock()
+	if e != nil {
+		return e, nil
+	}
+	raw, err := os.ReadFile(b.keyPath(v))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, signer.ErrNoKey
+	}
+	if err != nil {
+		return nil, fmt.Errorf("local: read key %d: %w", v, err)
+	}
+	var f file
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, fmt.Errorf("local: key file %s is corrupt: %w", b.keyPath(v), err)
+	}
+	priv, ok := f.PrivateJWK.Key.(crypto.Signer)
+	if !ok || f.Record.Version != v {
+		return nil, fmt.Errorf("local: key file %s is corrupt: no private key for version %d", b.keyPath(v), v)
+	}
+	e = &entry{rec: f.Record, priv: priv}
+	b.mu.Lock()
+	b.cache[v] = e
+	b.mu.Unlock()
+	return e, nil
+}
+
+// Keys lists every version still on disk, oldest first.
+func (b *Backend) Keys(ctx context.Context) ([]signer.Key, error) {
+	vs, err := b.versions()
+	if err != nil {
+		return nil, err
+	}
+	if p := int64(b.minSigning()); p > b.pinned.Load() {
+		b.pinned.Store(p) // raised by another process on this data dir
+	}
+	keys := make([]signer.Key, 0, len(vs))
+	for _, v := range vs {
+		e, err := b.load(v)
+		if errors.Is(err, signer.ErrNoKey) {
+			continue // destroyed by another process meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, signer.Key{Record: e.rec, Public: e.priv.Public(), HasRecord: true})
+	}
+	return keys, nil
+}
+
+// Create generates version rec.Version, which must follow the newest on disk.
+func (b *Backend) Create(ctx context.Context, rec signer.Record) (signer.Key, error) {
+	priv, err := generate(rec.Algorithm)
+	if err != nil {
+		return signer.Key{}, err
+	}
+	lock, err := fsutil.LockFile(filepath.Join(b.dir, "lock"))
+	if err != nil {
+		return signer.Key{}, fmt.Errorf("local: %w", err)
+	}
+	defer lock.Unlock()
+	vs, err := b.versions()
+	if err != nil {
+		return signer.Key{}, err
+	}
+	newest := 0
+	if len(vs) > 0 {
+		newest = vs[len(vs)-1]
+	}
+	// A version number is never reused, even after its file is destroyed.
+	if hw := b.highWater(); hw > newest {
+		newest = hw
+	}
+	if rec.Version != newest+1 {
+		return signer.Key{}, signer.ErrAlreadyRotated
+	}
+	jwk := jose.JSONWebKey{Key: priv, Algorithm: string(rec.Algorithm), Use: "sig"}
+	raw, err := json.Marshal(file{Record: rec, PrivateJWK: jwk})
+	if err != nil {
+		return signer.Key{}, fmt.Errorf("local: encode key: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(b.keyPath(rec.Version), raw, 0o600); err != nil {
+		return signer.Key{}, fmt.Errorf("local: write key: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(b.highWaterPath(), []byte(strconv.Itoa(rec.Version)), 0o600); err != nil {
+		return signer.Key{}, fmt.Errorf("local: write version counter: %w", err)
+	}
+	b.mu.Lock()
+	b.cache[rec.Version] = &entry{rec: rec, priv: priv}
+	b.mu.Unlock()
+	return signer.Key{Record: rec, Public: priv.Public(), HasRecord: true}, nil
+}
+
+func (b *Backend) highWaterPath() string { return filepath.Join(b.dir, "keys", "latest_version") }
+
+// highWater is the newest version ever created (0 when none).
+func (b *Backend) highWater() int {
+	raw, err := os.ReadFile(b.highWaterPath())
+	if err != nil {
+		return 0
+	}
+	v, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	return v
+}
+
+// PinSigning records that versions below v may no longer sign, and Sign
+// enforces it: the local twin of Vault's min_encryption_version.
+func (b *Backend) PinSigning(ctx context.Context, v int) error {
+	if int64(v) <= b.pinned.Load() {
+		return nil
+	}
+	if err := fsutil.WriteFileAtomic(filepath.Join(b.dir, "keys", "min_signing_version"), []byte(strconv.Itoa(v)), 0o600); err != nil {
+		return fmt.Errorf("local: pin signing version: %w", err)
+	}
+	b.pinned.Store(int64(v))
+	return nil
+}
+
+func (b *Backend) minSigning() int {
+	raw, err := os.ReadFile(filepath.Join(b.dir, "keys", "min_signing_version"))
+	if err != nil {
+		return 0
+	}
+	v, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	return v
+}
+
+// DestroyBelow deletes the key files of every version below v.
+func (b *Backend) DestroyBelow(ctx context.Context, v int) error {
+	lock, err := fsutil.LockFile(filepath.Join(b.dir, "lock"))
+	if err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	defer lock.Unlock()
+	vs, err := b.versions()
+	if err != nil {
+		return err
+	}
+	for _, old := range vs {
+		if old >= v {
+			break
+		}
+		if err := os.Remove(b.keyPath(old)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("local: destroy key %d: %w", old, err)
+		}
+		b.mu.Lock()
+		delete(b.cache, old)
+		b.mu.Unlock()
+	}
+	return fsutil.SyncDir(filepath.Join(b.dir, "keys"))
+}
+
+// Sign signs input with version v. The credential was checked by the API.
+func (b *Backend) Sign(ctx context.Context, _ signer.Credential, v int, alg signer.Algorithm, input []byte) ([]byte, error) {
+	if int64(v) < b.pinned.Load() {
+		return nil, fmt.Errorf("local: version %d no longer signs (pinned to %d or newer): %w", v, b.pinned.Load(), signer.ErrNoKey)
+	}
+	e, err := b.load(v)
+	if err != nil {
+		return nil, err
+	}
+	if e.rec.Algorithm != alg {
+		return nil, fmt.Errorf("local: key %d is %s, not %s", v, e.rec.Algorithm, alg)
+	}
+	return signWith(e.priv, alg, input)
+}
+
+func signWith(priv crypto.Signer, alg signer.Algorithm, input []byte) ([]byte, error) {
+	switch alg {
+	case signer.RS512:
+		h := sha512.Sum512(input)
+		return rsa.SignPKCS1v15(nil, priv.(*rsa.PrivateKey), crypto.SHA512, h[:])
+	case signer.RS256:
+		h := sha256.Sum256(input)
+		return rsa.SignPKCS1v15(nil, priv.(*rsa.PrivateKey), crypto.SHA256, h[:])
+	case signer.ES256:
+		h := sha256.Sum256(input)
+		r, s, err := ecdsa.Sign(rand.Reader, priv.(*ecdsa.PrivateKey), h[:])
+		if err != nil {
+			return nil, err
+		}
+		return rsConcat(r, s, 32), nil
+	case signer.EdDSA:
+		return ed25519.Sign(priv.(ed25519.PrivateKey), input), nil
+	}
+	return nil, fmt.Errorf("local: unsupported algorithm %q", alg)
+}
+
+// rsConcat is the JWS form of an ECDSA signature: R and S, each left-padded.
+func rsConcat(r, s *big.Int, size int) []byte {
+	out := make([]byte, 2*size)
+	r.FillBytes(out[:size])
+	s.FillBytes(out[size:])
+	return out
+}
+
+func generate(alg signer.Algorithm) (crypto.Signer, error) {
+	switch alg {
+	case signer.RS512, signer.RS256:
+		return rsa.GenerateKey(rand.Reader, 2048)
+	case signer.ES256:
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case signer.EdDSA:
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		return priv, err
+	}
+	return nil, fmt.Errorf("local: unsupported algorithm %q", alg)
+}
+
+func (b *Backend) intentPath() string { return filepath.Join(b.dir, "emergency-intent.json") }
+
+// SaveIntent writes the emergency intent atomically.
+func (b *Backend) SaveIntent(ctx context.Context, in signer.Intent) error {
+	raw, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("local: encode intent: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(b.intentPath(), raw, 0o600); err != nil {
+		return fmt.Errorf("local: write intent: %w", err)
+	}
+	return nil
+}
+
+// LoadIntent returns the recorded intent, or nil.
+func (b *Backend) LoadIntent(ctx context.Context) (*signer.Intent, error) {
+	raw, err := os.ReadFile(b.intentPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("local: read intent: %w", err)
+	}
+	var in signer.Intent
+	if err := json.Unmarshal(raw, &in); err != nil {
+		return nil, fmt.Errorf("local: intent file %s is corrupt: %w", b.intentPath(), err)
+	}
+	return &in, nil
+}
+
+// ClearIntent removes the intent file.
+func (b *Backend) ClearIntent(ctx context.Context) error {
+	if err := os.Remove(b.intentPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("local: remove intent: %w", err)
+	}
+	return fsutil.SyncDir(b.dir)
+}

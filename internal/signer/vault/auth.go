@@ -1,0 +1,120 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/openedx-keyd/keyd/internal/signer"
+)
+
+// Roles a caller's token can hold, as Vault decides them.
+const (
+	RoleSigner  = "signer"  // policy keyd-lms-signer: may sign with the key
+	RoleAdmin   = "admin"   // policy keyd-admin
+	RoleAuditor = "auditor" // policy keyd-auditor
+)
+
+// authTTL bounds how long a positive Authorize answer is reused.
+const authTTL = 30 * time.Second
+
+// ErrTokenCanSign is returned by CheckCannotSign.
+var ErrTokenCanSign = errors.New("keyd's own Vault token can sign with the key; refusing to start (use a token with the keyd-server policy)")
+
+// Principal is a caller Vault granted a role to.
+type Principal struct {
+	Role string
+	// Actor names the caller for the audit trail without revealing its
+	// token: "role:<role> accessor:<token accessor> entity:<entity id>".
+	Actor string
+}
+
+// marker returns the path and capability that hold role: the admin and
+// auditor markers are named by their policy alone; the signer role is the
+// ability to sign with the key.
+func (b *Backend) marker(role string) (path, capability string, err error) {
+	switch role {
+	case RoleAdmin:
+		return b.kvPath("roles/admin"), "read", nil
+	case RoleAuditor:
+		return b.kvPath("roles/auditor"), "read", nil
+	case RoleSigner:
+		return b.signPath(), "update", nil
+	}
+	return "", "", fmt.Errorf("vault: unknown role %q", role)
+}
+
+// Authorize asks Vault, with the caller's own token, whether it holds role
+// (sys/capabilities-self on the role's marker path). An unknown or expired
+// token is signer.ErrUnauthenticated, a valid one without the role
+// signer.ErrPermissionDenied. A positive answer is reused for up to 30 s
+// (never past the token's TTL), so a revoked token keeps an admin or
+// auditor role that long at most; signatures are always Vault's decision.
+func (b *Backend) Authorize(ctx context.Context, token, role string) (Principal, error) {
+	path, capability, err := b.marker(role)
+	if err != nil {
+		return Principal{}, err
+	}
+	if token == "" {
+		return Principal{}, fmt.Errorf("%w: no vault token", signer.ErrUnauthenticated)
+	}
+	k := hashKey("role", role, token)
+	if p, ok := b.principals.get(k, time.Now()); ok {
+		return p, nil
+	}
+	c, err := b.callerClient(token)
+	if err != nil {
+		return Principal{}, err
+	}
+	self, err := c.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil {
+		if statusOf(err) == 403 {
+			return Principal{}, fmt.Errorf("%w: vault does not know the token", signer.ErrUnauthenticated)
+		}
+		return Principal{}, wrap("token lookup", err)
+	}
+	caps, err := c.Sys().CapabilitiesSelfWithContext(ctx, path)
+	if err != nil {
+		return Principal{}, b.callerError(ctx, c, "check capabilities", err)
+	}
+	if !slices.Contains(caps, capability) && !slices.Contains(caps, "root") {
+		return Principal{}, fmt.Errorf("%w: the token does not hold the %s role", signer.ErrPermissionDenied, role)
+	}
+
+	accessor, _ := self.TokenAccessor()
+	entity, _ := self.Data["entity_id"].(string)
+	if accessor == "" {
+		accessor = "none"
+	}
+	if entity == "" {
+		entity = "none"
+	}
+	p := Principal{Role: role, Actor: fmt.Sprintf("role:%s accessor:%s entity:%s", role, accessor, entity)}
+	now := time.Now()
+	until := now.Add(authTTL)
+	if ttl, _ := self.TokenTTL(); ttl > 0 && now.Add(ttl).Before(until) {
+		until = now.Add(ttl)
+	}
+	b.principals.put(k, p, until, now)
+	return p, nil
+}
+
+// CheckCannotSign returns ErrTokenCanSign when keyd's own token could sign
+// with the key (a root or over-broad token), checked with
+// sys/capabilities-self on the sign path and its hash-algorithm form.
+func (b *Backend) CheckCannotSign(ctx context.Context) error {
+	for _, p := range []string{b.signPath(), b.signPath() + "/sha2-512"} {
+		caps, err := b.client.Sys().CapabilitiesSelfWithContext(ctx, p)
+		if err != nil {
+			return wrap("check keyd's own capabilities", err)
+		}
+		for _, c := range caps {
+			if c == "update" || c == "create" || c == "root" {
+				return ErrTokenCanSign
+			}
+		}
+	}
+	return nil
+}

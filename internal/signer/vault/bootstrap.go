@@ -1,0 +1,165 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/openedx-keyd/keyd/internal/signer"
+	"github.com/openedx-keyd/keyd/policies"
+)
+
+// BootstrapOptions says what `keyd bootstrap` sets up. Empty names take the
+// defaults of Config.
+type BootstrapOptions struct {
+	Algorithm           signer.Algorithm
+	Mount, Key, KVMount string
+}
+
+// Bootstrap prepares Vault for keyd with an operator's client: the transit
+// mount, the signing key (of the type the algorithm needs, not exportable,
+// no plaintext backup), the KV v2 mount, and every keyd policy rendered for
+// these names. It returns one line per step saying what it did; a second
+// run changes nothing and says so ("exists", "unchanged").
+func Bootstrap(ctx context.Context, client *api.Client, opts BootstrapOptions) ([]string, error) {
+	mount := cmpOr(strings.Trim(opts.Mount, "/"), DefaultMount)
+	key := cmpOr(opts.Key, DefaultKey)
+	kv := cmpOr(strings.Trim(opts.KVMount, "/"), DefaultKVMount)
+	keyType, err := KeyType(opts.Algorithm)
+	if err != nil {
+		return nil, err
+	}
+	rendered, err := policies.Render(mount, key, kv)
+	if err != nil {
+		return nil, fmt.Errorf("vault: %w", err)
+	}
+
+	var did []string
+	mounts, err := client.Sys().ListMountsWithContext(ctx)
+	if err != nil {
+		return nil, wrap("list mounts", err)
+	}
+
+	// Transit mount.
+	switch m := mounts[mount+"/"]; {
+	case m == nil:
+		if err := client.Sys().MountWithContext(ctx, mount, &api.MountInput{Type: "transit", Description: "keyd signing keys"}); err != nil {
+			return did, wrap("enable transit at "+mount, err)
+		}
+		did = append(did, fmt.Sprintf("transit mount %s/: created", mount))
+	case m.Type != "transit":
+		return did, fmt.Errorf("vault: mount %s/ is a %s mount, not transit", mount, m.Type)
+	default:
+		did = append(did, fmt.Sprintf("transit mount %s/: exists", mount))
+	}
+
+	// Signing key.
+	line, err := bootstrapKey(ctx, client, mount, key, keyType)
+	if err != nil {
+		return did, err
+	}
+	did = append(did, line...)
+
+	// KV v2 mount.
+	switch m := mounts[kv+"/"]; {
+	case m == nil:
+		in := &api.MountInput{Type: "kv", Description: "keyd lifecycle records, rotation claims and audit", Options: map[string]string{"version": "2"}}
+		if err := client.Sys().MountWithContext(ctx, kv, in); err != nil {
+			return did, wrap("enable kv v2 at "+kv, err)
+		}
+		if err := waitKVReady(ctx, client, kv); err != nil {
+			return did, err
+		}
+		did = append(did, fmt.Sprintf("kv v2 mount %s/: created", kv))
+	case m.Type != "kv" && m.Type != "generic":
+		return did, fmt.Errorf("vault: mount %s/ is a %s mount, not kv version 2", kv, m.Type)
+	case m.Options["version"] != "2":
+		return did, fmt.Errorf("vault: mount %s/ is kv version 1; keyd needs kv version 2 (upgrade it with `vault kv enable-versioning %s/`)", kv, kv)
+	default:
+		did = append(did, fmt.Sprintf("kv v2 mount %s/: exists", kv))
+	}
+
+	// Policies, compared before writing so a second run changes nothing.
+	for _, name := range slices.Sorted(maps.Keys(rendered)) {
+		current, err := client.Sys().GetPolicyWithContext(ctx, name)
+		if err != nil {
+			return did, wrap("read policy "+name, err)
+		}
+		if current == rendered[name] {
+			did = append(did, fmt.Sprintf("policy %s: unchanged", name))
+			continue
+		}
+		if err := client.Sys().PutPolicyWithContext(ctx, name, rendered[name]); err != nil {
+			return did, wrap("write policy "+name, err)
+		}
+		did = append(did, fmt.Sprintf("policy %s: written", name))
+	}
+	return did, nil
+}
+
+// bootstrapKey creates the signing key, or checks the existing one.
+func bootstrapKey(ctx context.Context, client *api.Client, mount, key, keyType string) ([]string, error) {
+	path := mount + "/keys/" + key
+	sec, err := client.Logical().ReadWithContext(ctx, path)
+	if err != nil {
+		return nil, wrap("read key "+path, err)
+	}
+	if sec == nil || sec.Data == nil {
+		_, err := client.Logical().WriteWithContext(ctx, path, map[string]any{
+			"type":                   keyType,
+			"exportable":             false,
+			"allow_plaintext_backup": false,
+		})
+		if err != nil {
+			return nil, wrap("create key "+path, err)
+		}
+		return []string{fmt.Sprintf("key %s (%s): created", path, keyType)}, nil
+	}
+
+	var ki keyInfo
+	if err := decode(sec.Data, &ki); err != nil {
+		return nil, fmt.Errorf("vault: decode key %s: %w", path, err)
+	}
+	switch {
+	case ki.Type != keyType:
+		return nil, fmt.Errorf("vault: key %s has type %s, but the algorithm needs %s (choose another --vault-key for a new algorithm)", path, ki.Type, keyType)
+	case ki.Exportable:
+		return nil, fmt.Errorf("vault: key %s is exportable, which cannot be undone; create a new key (another --vault-key)", path)
+	case ki.AllowPlaintextBackup:
+		return nil, fmt.Errorf("vault: key %s allows plaintext backup, which cannot be undone; create a new key (another --vault-key)", path)
+	}
+	lines := []string{fmt.Sprintf("key %s (%s): exists", path, keyType)}
+	if ki.DeletionAllowed {
+		if _, err := client.Logical().WriteWithContext(ctx, path+"/config", map[string]any{"deletion_allowed": false}); err != nil {
+			return nil, wrap("configure key "+path, err)
+		}
+		lines = append(lines, fmt.Sprintf("key %s: deletion_allowed turned off", path))
+	}
+	return lines, nil
+}
+
+// waitKVReady waits until a new KV v2 mount answers: Vault sets it up in the
+// background for a moment after enabling it.
+func waitKVReady(ctx context.Context, client *api.Client, kv string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := client.Logical().ReadWithContext(ctx, kv+"/config")
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return wrap("wait for kv v2 mount "+kv, err)
+		}
+		select {
+		case <-ctx.Done():
+			return wrap("wait for kv v2 mount "+kv, errors.Join(err, ctx.Err()))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,125 @@
+package vault
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/openedx-keyd/keyd/internal/signer"
+)
+
+// clientTTL is how long a caller's cloned client is kept for reuse.
+const clientTTL = 10 * time.Minute
+
+// signParams returns the transit sign parameters that make Vault's
+// signature a valid JWS signature for alg.
+func signParams(alg signer.Algorithm) (map[string]any, error) {
+	switch alg {
+	case signer.RS512:
+		return map[string]any{"hash_algorithm": "sha2-512", "signature_algorithm": "pkcs1v15"}, nil
+	case signer.RS256:
+		return map[string]any{"hash_algorithm": "sha2-256", "signature_algorithm": "pkcs1v15"}, nil
+	case signer.ES256:
+		return map[string]any{"hash_algorithm": "sha2-256"}, nil
+	case signer.EdDSA:
+		return map[string]any{}, nil // pure Ed25519: Vault does not hash the input
+	}
+	return nil, fmt.Errorf("vault: unsupported algorithm %q", alg)
+}
+
+// Sign asks Vault to sign input with version v, using the caller's own token
+// (cred.Token) and nothing else: Vault's policies decide whether the caller
+// may sign. The result is the raw JWS signature (R||S for ES256).
+//
+// Errors: signer.ErrUnauthenticated for an unknown or expired token,
+// signer.ErrPermissionDenied for a valid token Vault does not let sign,
+// signer.ErrNoKey when Vault refuses the version (pinned out or gone),
+// signer.ErrUnavailable when Vault cannot be reached (within about a second).
+func (b *Backend) Sign(ctx context.Context, cred signer.Credential, v int, alg signer.Algorithm, input []byte) ([]byte, error) {
+	if cred.Token == "" {
+		return nil, fmt.Errorf("%w: no vault token", signer.ErrUnauthenticated)
+	}
+	if v < 1 { // key_version 0 would mean "the newest", which may be pending
+		return nil, fmt.Errorf("%w: version %d", signer.ErrNoKey, v)
+	}
+	body, err := signParams(alg)
+	if err != nil {
+		return nil, err
+	}
+	body["input"] = base64.StdEncoding.EncodeToString(input)
+	body["key_version"] = v
+	body["marshaling_algorithm"] = "jws"
+
+	c, err := b.callerClient(cred.Token)
+	if err != nil {
+		return nil, err
+	}
+	sec, err := c.Logical().WriteWithContext(ctx, b.signPath(), body)
+	if err != nil {
+		return nil, b.callerError(ctx, c, "sign", err)
+	}
+	if sec == nil || sec.Data == nil {
+		return nil, fmt.Errorf("vault: sign: empty answer")
+	}
+	s, _ := sec.Data["signature"].(string)
+	// The signature is "vault:v<N>:" followed by base64url (jws marshaling).
+	prefix := "vault:v" + strconv.Itoa(v) + ":"
+	enc, ok := strings.CutPrefix(s, prefix)
+	if !ok {
+		return nil, fmt.Errorf("vault: sign: signature does not start with %q", prefix)
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(enc, "="))
+	if err != nil {
+		return nil, fmt.Errorf("vault: sign: decode signature: %w", err)
+	}
+	return sig, nil
+}
+
+// callerClient returns a client that carries token alone: a clone of
+// keyd's client (same address, TLS and connection pool), never keyd's own
+// client with its token swapped. It does not retry, and each call times out
+// after CallerTimeout.
+func (b *Backend) callerClient(token string) (*api.Client, error) {
+	k := hashKey("client", token)
+	now := time.Now()
+	if c, ok := b.clients.get(k, now); ok {
+		return c, nil
+	}
+	c, err := b.client.CloneWithHeaders()
+	if err != nil {
+		return nil, fmt.Errorf("vault: clone client: %w", err)
+	}
+	// Clone reads VAULT_TOKEN from the environment: set the caller's token
+	// before anything else, so keyd's own token is never used.
+	c.SetToken(token)
+	c.SetMaxRetries(0)
+	c.SetClientTimeout(b.callerTimeout)
+	b.clients.put(k, c, now.Add(clientTTL), now)
+	return c, nil
+}
+
+// callerError maps the failure of a call made with a caller's token. Vault
+// answers 403 both for an unknown token and for a valid one without the
+// right policy: a lookup-self with the same token tells them apart.
+func (b *Backend) callerError(ctx context.Context, c *api.Client, op string, err error) error {
+	switch status := statusOf(err); {
+	case isUnavailable(err):
+		return fmt.Errorf("%w: vault %s: %w", signer.ErrUnavailable, op, err)
+	case status == 403:
+		if _, lerr := c.Auth().Token().LookupSelfWithContext(ctx); lerr != nil {
+			if statusOf(lerr) == 403 {
+				return fmt.Errorf("%w: vault does not know the token", signer.ErrUnauthenticated)
+			}
+			return wrap("token lookup", lerr)
+		}
+		return fmt.Errorf("%w: vault refused to %s with this token", signer.ErrPermissionDenied, op)
+	case status == 400 && op == "sign":
+		return fmt.Errorf("%w: vault refused to sign: %w", signer.ErrNoKey, err)
+	}
+	return fmt.Errorf("vault: %s: %w", op, err)
+}
