@@ -172,7 +172,10 @@ func (s *RemoteKeySet) Refresh(ctx context.Context) error {
 	if err := s.shared(ctx, "refresh", s.fetch); err != nil {
 		return err
 	}
-	return s.state.Load().err
+	if err := s.state.Load().err; err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	return nil
 }
 
 // lookup finds kid in the snapshot if its keys may still be trusted at now.
@@ -248,7 +251,7 @@ func (s *RemoteKeySet) get(etag string, cached bool) (keys map[string]jose.JSONW
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if err != nil {
-		return nil, "", 0, false, fmt.Errorf("verify: fetch jwks: %w", err)
+		return nil, "", 0, false, fmt.Errorf("fetch jwks: %w", err)
 	}
 	req.Header.Set("Accept", "application/json")
 	if cached && etag != "" {
@@ -256,7 +259,7 @@ func (s *RemoteKeySet) get(etag string, cached bool) (keys map[string]jose.JSONW
 	}
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
-		return nil, "", 0, false, fmt.Errorf("verify: fetch jwks: %w", err)
+		return nil, "", 0, false, fmt.Errorf("fetch jwks: %w", err)
 	}
 	defer resp.Body.Close()
 	maxAge = s.freshness(resp.Header)
@@ -265,18 +268,18 @@ func (s *RemoteKeySet) get(etag string, cached bool) (keys map[string]jose.JSONW
 	case resp.StatusCode == http.StatusNotModified && cached && etag != "":
 		return nil, etag, maxAge, true, nil
 	case resp.StatusCode != http.StatusOK:
-		return nil, "", 0, false, fmt.Errorf("verify: fetch jwks %s: status %s", s.url, resp.Status)
+		return nil, "", 0, false, fmt.Errorf("fetch jwks %s: status %s", s.url, resp.Status)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxResponseSize+1))
 	if err != nil {
-		return nil, "", 0, false, fmt.Errorf("verify: fetch jwks %s: %w", s.url, err)
+		return nil, "", 0, false, fmt.Errorf("fetch jwks %s: %w", s.url, err)
 	}
 	if int64(len(body)) > s.cfg.MaxResponseSize {
-		return nil, "", 0, false, fmt.Errorf("verify: fetch jwks %s: response is larger than %d bytes", s.url, s.cfg.MaxResponseSize)
+		return nil, "", 0, false, fmt.Errorf("fetch jwks %s: response is larger than %d bytes", s.url, s.cfg.MaxResponseSize)
 	}
 	keys, err = parseJWKS(body)
 	if err != nil {
-		return nil, "", 0, false, fmt.Errorf("verify: fetch jwks %s: %w", s.url, err)
+		return nil, "", 0, false, fmt.Errorf("fetch jwks %s: %w", s.url, err)
 	}
 	return keys, resp.Header.Get("ETag"), maxAge, false, nil
 }

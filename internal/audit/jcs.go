@@ -63,10 +63,10 @@ func parseValue(dec *json.Decoder, depth int) (any, error) {
 	}
 	tok, err := dec.Token()
 	if err != nil {
-		if err == io.EOF {
+		if err == io.EOF && depth == 0 {
 			return nil, errors.New("empty JSON text")
 		}
-		return nil, err
+		return nil, eofErr(err)
 	}
 	switch t := tok.(type) {
 	case json.Delim:
@@ -77,7 +77,7 @@ func parseValue(dec *json.Decoder, depth int) (any, error) {
 			for dec.More() {
 				ktok, err := dec.Token()
 				if err != nil {
-					return nil, err
+					return nil, eofErr(err)
 				}
 				key, ok := ktok.(string)
 				if !ok {
@@ -94,7 +94,7 @@ func parseValue(dec *json.Decoder, depth int) (any, error) {
 				obj = append(obj, member{key: key, val: val})
 			}
 			if _, err := dec.Token(); err != nil { // the closing '}'
-				return nil, err
+				return nil, eofErr(err)
 			}
 			return obj, nil
 		case '[':
@@ -107,7 +107,7 @@ func parseValue(dec *json.Decoder, depth int) (any, error) {
 				arr = append(arr, val)
 			}
 			if _, err := dec.Token(); err != nil { // the closing ']'
-				return nil, err
+				return nil, eofErr(err)
 			}
 			return arr, nil
 		}
@@ -115,6 +115,14 @@ func parseValue(dec *json.Decoder, depth int) (any, error) {
 	default:
 		return t, nil
 	}
+}
+
+// eofErr names an end of input inside a value as what it is.
+func eofErr(err error) error {
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return errors.New("unexpected end of JSON text")
+	}
+	return err
 }
 
 func writeCanonical(buf *bytes.Buffer, v any) error {

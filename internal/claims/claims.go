@@ -61,16 +61,16 @@ func (p Policy) Build(body []byte, now time.Time, rand io.Reader) (Token, error)
 		tok.JTI = c.jti.text
 	}
 
-	final := slices.Grow(req.claims, 3)
-	final = setMember(final, "iat", numberValue(strconv.FormatInt(iat, 10)))
-	final = setMember(final, "exp", numberValue(strconv.FormatInt(exp, 10)))
+	own := append(make([]member, 0, 3), // keyd's own claims, sorted by name
+		member{name: "exp", value: numberValue(strconv.FormatInt(exp, 10))},
+		member{name: "iat", value: numberValue(strconv.FormatInt(iat, 10))})
 	if tok.JTI == "" {
 		if tok.JTI, err = newJTI(rand); err != nil {
 			return Token{}, err
 		}
-		final = setMember(final, "jti", stringValue(tok.JTI))
+		own = append(own, member{name: "jti", value: stringValue(tok.JTI)})
 	}
-	tok.Payload = appendObject(make([]byte, 0, len(body)+96), final)
+	tok.Payload = appendMerged(make([]byte, 0, len(body)+96), req.claims, own)
 	return tok, nil
 }
 
@@ -329,18 +329,6 @@ func numericDate(lit string) (int64, bool) {
 		n = -n
 	}
 	return n, true
-}
-
-// setMember sets the member name of the sorted members to v.
-func setMember(members []member, name string, v value) []member {
-	i, found := slices.BinarySearchFunc(members, name, func(m member, name string) int {
-		return strings.Compare(m.name, name)
-	})
-	if found {
-		members[i].value = v
-		return members
-	}
-	return slices.Insert(members, i, member{name: name, value: v})
 }
 
 // newJTI returns 128 random bits as unpadded base64url.

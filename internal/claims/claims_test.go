@@ -378,6 +378,45 @@ func TestBuildAccepts(t *testing.T) {
 	}
 }
 
+func TestBuildNestingLimit(t *testing.T) {
+	// The body and the claims are the first two levels.
+	nested := func(levels int) []byte {
+		return []byte(req(`,"x":`+strings.Repeat("[", levels)+strings.Repeat("]", levels), ""))
+	}
+	if _, err := testPolicy.Build(nested(maxDepth-2), testNow, onesReader{}); err != nil {
+		t.Errorf("claims nested %d levels deep: %v", maxDepth-2, err)
+	}
+	_, err := testPolicy.Build(nested(maxDepth-1), testNow, onesReader{})
+	if e, ok := err.(*Error); !ok || e.Status != 400 || e.Code != CodeInvalidJSON {
+		t.Errorf("claims nested %d levels deep: error = %v, want a 400 %s", maxDepth-1, err, CodeInvalidJSON)
+	}
+}
+
+func TestBuildMessagesNameTheMember(t *testing.T) {
+	long := strings.Repeat("é", 100)
+	tests := []struct {
+		body string
+		want string
+	}{
+		{req("", `,"header":{}`), `Member "header" is not allowed in the request body; only "claims" and "ttl" are.`},
+		{req("", `,"`+long+`":1`), `Member "` + strings.Repeat("é", 32) + `"... is not allowed`},
+		{req(`,"o":{"`+long+`":1,"`+long+`":2}`, ""), `Member "` + strings.Repeat("é", 32) + `"... appears more than once in "claims.o".`},
+		{req(`,"iat":1`, ""), `Claims "iat" and "exp" must be given together or not at all.`},
+		{reqWithout("sub", ""), `Claim "sub" is required.`},
+		{reqWithout("grant_type", `,"grant_type":""`), `Claim "grant_type" must be a non-empty string.`},
+		{req("", `,"ttl":"2h"`), `The ttl 2h0m0s is longer than the maximum token lifetime of 1h0m0s.`},
+		{`{"claims":{"x":"\q"}}`, `The request body is not valid JSON: invalid escape in a string at offset 16.`},
+		{`{"claims":{"x":"` + "\xff" + `"}}`, `The request body is not valid JSON: invalid UTF-8 at offset 16.`},
+	}
+	for _, tt := range tests {
+		_, err := testPolicy.Build([]byte(tt.body), testNow, onesReader{})
+		e, ok := err.(*Error)
+		if !ok || !strings.Contains(e.Message, tt.want) {
+			t.Errorf("Build(%.60s...) error = %v; want a message with %s", tt.body, err, tt.want)
+		}
+	}
+}
+
 func TestBuildLogFields(t *testing.T) {
 	tok, err := testPolicy.Build([]byte(req(`,"jti":"id-1"`, "")), testNow, onesReader{})
 	if err != nil {

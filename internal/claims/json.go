@@ -8,10 +8,10 @@ package claims
 // sorted member names, so the signed payload is keyd's own encoding.
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -87,13 +87,16 @@ func parseJSON(data []byte) (value, error) {
 	if !utf8.Valid(data) {
 		return value{}, &syntaxError{offset: invalidUTF8Offset(data), msg: "invalid UTF-8"}
 	}
-	p := parser{data: data}
+	p := parsers.Get().(*parser)
+	defer p.release()
+	// One copy of the body backs every string and number of the tree.
+	p.src, p.pos, p.depth = string(data), 0, 0
 	v, err := p.value()
 	if err != nil {
 		return value{}, err
 	}
 	p.skipSpace()
-	if p.pos < len(data) {
+	if p.pos < len(p.src) {
 		return value{}, p.errorf("unexpected data after the top-level value")
 	}
 	return v, nil
@@ -111,14 +114,31 @@ func invalidUTF8Offset(data []byte) int {
 }
 
 type parser struct {
-	data  []byte
+	src   string
 	pos   int
 	depth int
 	// Scratch stacks shared by nested arrays and objects: each finished one is
 	// copied out at its exact size, so a value costs one allocation.
 	members []member
 	elems   []value
+	order   []int  // scratch for sorting members
 	buf     []byte // scratch for decoding strings with escapes
+}
+
+// parsers keeps parsers with their scratch stacks between requests.
+var parsers = sync.Pool{New: func() any { return new(parser) }}
+
+// release returns p to the pool unless a large body grew its scratch space.
+// A parse that succeeded left the scratch stacks empty and cleared; one that
+// failed may have left members behind.
+func (p *parser) release() {
+	const limit = 1024
+	clear(p.members)
+	clear(p.elems)
+	*p = parser{members: p.members[:0], elems: p.elems[:0], order: p.order[:0], buf: p.buf[:0]}
+	if cap(p.members) <= limit && cap(p.elems) <= limit && cap(p.order) <= limit && cap(p.buf) <= 64*limit {
+		parsers.Put(p)
+	}
 }
 
 func (p *parser) errorf(format string, args ...any) error {
@@ -126,8 +146,8 @@ func (p *parser) errorf(format string, args ...any) error {
 }
 
 func (p *parser) skipSpace() {
-	for p.pos < len(p.data) {
-		switch p.data[p.pos] {
+	for p.pos < len(p.src) {
+		switch p.src[p.pos] {
 		case ' ', '\t', '\n', '\r':
 			p.pos++
 		default:
@@ -139,8 +159,8 @@ func (p *parser) skipSpace() {
 // peek returns the next byte after white space, or 0 at the end of the data.
 func (p *parser) peek() byte {
 	p.skipSpace()
-	if p.pos < len(p.data) {
-		return p.data[p.pos]
+	if p.pos < len(p.src) {
+		return p.src[p.pos]
 	}
 	return 0
 }
@@ -162,7 +182,7 @@ func (p *parser) value() (value, error) {
 		return p.literal("false", kindFalse)
 	case c == 'n':
 		return p.literal("null", kindNull)
-	case p.pos >= len(p.data):
+	case p.pos >= len(p.src):
 		return value{}, p.errorf("unexpected end of input")
 	default:
 		return value{}, p.errorf("unexpected character %q", c)
@@ -171,7 +191,7 @@ func (p *parser) value() (value, error) {
 
 func (p *parser) literal(word string, k kind) (value, error) {
 	end := p.pos + len(word)
-	if end > len(p.data) || string(p.data[p.pos:end]) != word {
+	if end > len(p.src) || p.src[p.pos:end] != word {
 		return value{}, p.errorf("invalid literal, want %s", word)
 	}
 	p.pos += len(word)
@@ -197,7 +217,7 @@ func (p *parser) object() (value, error) {
 		p.depth--
 		return value{kind: kindObject}, nil
 	}
-	for {
+	for more := true; more; {
 		if p.peek() != '"' {
 			return value{}, p.errorf("expected a member name")
 		}
@@ -217,18 +237,14 @@ func (p *parser) object() (value, error) {
 		switch p.peek() {
 		case ',':
 			p.pos++
-			continue
 		case '}':
 			p.pos++
+			more = false
 		default:
 			return value{}, p.errorf("expected ',' or '}' after an object member")
 		}
-		break
 	}
-	members := slices.Clone(p.members[start:])
-	clear(p.members[start:])
-	p.members = p.members[:start]
-	slices.SortFunc(members, func(a, b member) int { return strings.Compare(a.name, b.name) })
+	members := p.sortedMembers(start)
 	for i := 1; i < len(members); i++ {
 		if members[i].name == members[i-1].name {
 			return value{}, &duplicateError{name: members[i].name}
@@ -236,6 +252,25 @@ func (p *parser) object() (value, error) {
 	}
 	p.depth--
 	return value{kind: kindObject, members: members}, nil
+}
+
+// sortedMembers pops the members from start on off the scratch stack and
+// returns them sorted by name. It sorts their indexes, not the members
+// themselves, which are large and full of pointers.
+func (p *parser) sortedMembers(start int) []member {
+	order := p.order[:0]
+	for i := start; i < len(p.members); i++ {
+		order = append(order, i)
+	}
+	slices.SortFunc(order, func(i, j int) int { return strings.Compare(p.members[i].name, p.members[j].name) })
+	members := make([]member, len(order))
+	for k, i := range order {
+		members[k] = p.members[i]
+	}
+	p.order = order
+	clear(p.members[start:]) // keep no references into an old body in the pool
+	p.members = p.members[:start]
+	return members
 }
 
 func (p *parser) array() (value, error) {
@@ -249,7 +284,7 @@ func (p *parser) array() (value, error) {
 		p.depth--
 		return value{kind: kindArray}, nil
 	}
-	for {
+	for more := true; more; {
 		v, err := p.value()
 		if err != nil {
 			return value{}, withPath(err, fmt.Sprintf("[%d]", len(p.elems)-start))
@@ -258,13 +293,12 @@ func (p *parser) array() (value, error) {
 		switch p.peek() {
 		case ',':
 			p.pos++
-			continue
 		case ']':
 			p.pos++
+			more = false
 		default:
 			return value{}, p.errorf("expected ',' or ']' after an array element")
 		}
-		break
 	}
 	elems := slices.Clone(p.elems[start:])
 	clear(p.elems[start:])
@@ -275,8 +309,7 @@ func (p *parser) array() (value, error) {
 
 // withPath records that err happened inside the member or element seg.
 func withPath(err error, seg string) error {
-	var d *duplicateError
-	if errors.As(err, &d) {
+	if d, ok := err.(*duplicateError); ok {
 		d.path = append(d.path, seg)
 	}
 	return err
@@ -286,37 +319,37 @@ func withPath(err error, seg string) error {
 // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?.
 func (p *parser) number() (value, error) {
 	start := p.pos
-	if p.data[p.pos] == '-' {
+	if p.src[p.pos] == '-' {
 		p.pos++
 	}
 	switch {
-	case p.pos < len(p.data) && p.data[p.pos] == '0':
+	case p.pos < len(p.src) && p.src[p.pos] == '0':
 		p.pos++
 	case !p.digits():
 		return value{}, p.errorf("invalid number")
 	}
-	if p.pos < len(p.data) && p.data[p.pos] == '.' {
+	if p.pos < len(p.src) && p.src[p.pos] == '.' {
 		p.pos++
 		if !p.digits() {
 			return value{}, p.errorf("invalid number: no digits after '.'")
 		}
 	}
-	if p.pos < len(p.data) && (p.data[p.pos] == 'e' || p.data[p.pos] == 'E') {
+	if p.pos < len(p.src) && (p.src[p.pos] == 'e' || p.src[p.pos] == 'E') {
 		p.pos++
-		if p.pos < len(p.data) && (p.data[p.pos] == '+' || p.data[p.pos] == '-') {
+		if p.pos < len(p.src) && (p.src[p.pos] == '+' || p.src[p.pos] == '-') {
 			p.pos++
 		}
 		if !p.digits() {
 			return value{}, p.errorf("invalid number: no digits in the exponent")
 		}
 	}
-	return numberValue(string(p.data[start:p.pos])), nil
+	return numberValue(p.src[start:p.pos]), nil
 }
 
 // digits skips [0-9]+ and reports whether there was at least one.
 func (p *parser) digits() bool {
 	start := p.pos
-	for p.pos < len(p.data) && '0' <= p.data[p.pos] && p.data[p.pos] <= '9' {
+	for p.pos < len(p.src) && '0' <= p.src[p.pos] && p.src[p.pos] <= '9' {
 		p.pos++
 	}
 	return p.pos > start
@@ -327,11 +360,11 @@ func (p *parser) digits() bool {
 func (p *parser) string() (string, error) {
 	p.pos++ // '"'
 	start := p.pos
-	for p.pos < len(p.data) {
-		switch c := p.data[p.pos]; {
+	for p.pos < len(p.src) {
+		switch c := p.src[p.pos]; {
 		case c == '"':
 			p.pos++
-			return string(p.data[start : p.pos-1]), nil
+			return p.src[start : p.pos-1], nil
 		case c == '\\':
 			return p.escapedString(start)
 		case c < 0x20:
@@ -344,9 +377,9 @@ func (p *parser) string() (string, error) {
 
 // escapedString finishes a string from its first backslash on.
 func (p *parser) escapedString(start int) (string, error) {
-	buf := append(p.buf[:0], p.data[start:p.pos]...)
-	for p.pos < len(p.data) {
-		c := p.data[p.pos]
+	buf := append(p.buf[:0], p.src[start:p.pos]...)
+	for p.pos < len(p.src) {
+		c := p.src[p.pos]
 		switch {
 		case c == '"':
 			p.pos++
@@ -359,11 +392,11 @@ func (p *parser) escapedString(start int) (string, error) {
 			p.pos++
 			continue
 		}
-		if p.pos+1 >= len(p.data) {
+		if p.pos+1 >= len(p.src) {
 			break
 		}
 		p.pos += 2
-		switch e := p.data[p.pos-1]; e {
+		switch e := p.src[p.pos-1]; e {
 		case '"', '\\', '/':
 			buf = append(buf, e)
 		case 'b':
@@ -383,8 +416,8 @@ func (p *parser) escapedString(start int) (string, error) {
 			}
 			buf = utf8.AppendRune(buf, r)
 		default:
-			p.pos--
-			return "", p.errorf("invalid escape %q in a string", "\\"+string(e))
+			p.pos -= 2
+			return "", p.errorf("invalid escape in a string")
 		}
 	}
 	return "", p.errorf("unterminated string")
@@ -401,7 +434,7 @@ func (p *parser) unicodeEscape() (rune, error) {
 	if !utf16.IsSurrogate(r) {
 		return r, nil
 	}
-	if r < 0xdc00 && p.pos+2 <= len(p.data) && p.data[p.pos] == '\\' && p.data[p.pos+1] == 'u' {
+	if r < 0xdc00 && p.pos+2 <= len(p.src) && p.src[p.pos] == '\\' && p.src[p.pos+1] == 'u' {
 		p.pos += 2
 		low, ok := p.hex4()
 		if pair := utf16.DecodeRune(r, low); ok && pair != utf8.RuneError {
@@ -412,11 +445,12 @@ func (p *parser) unicodeEscape() (rune, error) {
 }
 
 func (p *parser) hex4() (rune, bool) {
-	if p.pos+4 > len(p.data) {
+	if p.pos+4 > len(p.src) {
 		return 0, false
 	}
 	var r rune
-	for _, c := range p.data[p.pos : p.pos+4] {
+	for i := p.pos; i < p.pos+4; i++ {
+		c := p.src[i]
 		switch {
 		case '0' <= c && c <= '9':
 			c -= '0'
@@ -463,14 +497,33 @@ func appendJSON(dst []byte, v *value) []byte {
 
 // appendObject appends an object whose members are sorted by name.
 func appendObject(dst []byte, members []member) []byte {
+	return appendMerged(dst, members, nil)
+}
+
+// appendMerged appends the object made of members with over laid on top: a
+// member of over takes the place of the member of the same name, if any. Both
+// lists are sorted by name, and so is the result.
+func appendMerged(dst []byte, members, over []member) []byte {
 	dst = append(dst, '{')
-	for i := range members {
-		if i > 0 {
+	for i, j := 0, 0; i < len(members) || j < len(over); {
+		if i+j > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendString(dst, members[i].name)
+		var m *member
+		switch {
+		case j == len(over) || i < len(members) && members[i].name < over[j].name:
+			m = &members[i]
+			i++
+		case i < len(members) && members[i].name == over[j].name:
+			m = &over[j]
+			i, j = i+1, j+1
+		default:
+			m = &over[j]
+			j++
+		}
+		dst = appendString(dst, m.name)
 		dst = append(dst, ':')
-		dst = appendJSON(dst, &members[i].value)
+		dst = appendJSON(dst, &m.value)
 	}
 	return append(dst, '}')
 }

@@ -138,6 +138,9 @@ func Evaluate(keys []signer.Key, r Rules, now time.Time) Plan {
 
 // NewRecord is the lifecycle record of version v created at now.
 func NewRecord(v int, alg signer.Algorithm, r Rules, now time.Time, emergency bool) signer.Record {
+	// Records keep whole seconds (they are shown as RFC 3339). created_at
+	// rounds down and activates_at up, so a key is always published for at
+	// least the full propagation delay before it signs.
 	rec := signer.Record{
 		Version:          v,
 		Algorithm:        alg,
@@ -147,11 +150,18 @@ func NewRecord(v int, alg signer.Algorithm, r Rules, now time.Time, emergency bo
 		RetireAfter:      r.RetireAfter,
 		Emergency:        emergency,
 	}
-	rec.ActivatesAt = rec.CreatedAt.Add(r.PropagationDelay)
+	rec.ActivatesAt = ceilSecond(now.UTC().Add(r.PropagationDelay))
 	if emergency || v == 1 {
 		rec.ActivatesAt = rec.CreatedAt // bootstrap and emergency keys sign at once
 	}
 	return rec
+}
+
+func ceilSecond(t time.Time) time.Time {
+	if c := t.Truncate(time.Second); !c.Equal(t) {
+		return c.Add(time.Second)
+	}
+	return t
 }
 
 // withRecords fills in the record of a key the backend holds without one (a

@@ -113,6 +113,9 @@ func (b *Backend) load(v int) (*entry, error) {
 	if !ok || f.Record.Version != v {
 		return nil, fmt.Errorf("local: key file %s is corrupt: no private key for version %d", b.keyPath(v), v)
 	}
+	if !fits(f.Record.Algorithm, priv) {
+		return nil, fmt.Errorf("local: key file %s is corrupt: a %T cannot sign %q", b.keyPath(v), priv, f.Record.Algorithm)
+	}
 	e = &entry{rec: f.Record, priv: priv}
 	b.mu.Lock()
 	b.cache[v] = e
@@ -258,6 +261,20 @@ func (b *Backend) Sign(ctx context.Context, _ signer.Credential, v int, alg sign
 		return nil, fmt.Errorf("local: key %d is %s, not %s", v, e.rec.Algorithm, alg)
 	}
 	return signWith(e.priv, alg, input)
+}
+
+// fits reports whether priv is the kind of key alg signs with, so that a
+// key file whose record and key disagree is refused instead of panicking.
+func fits(alg signer.Algorithm, priv crypto.Signer) bool {
+	switch k := priv.(type) {
+	case *rsa.PrivateKey:
+		return alg == signer.RS512 || alg == signer.RS256
+	case *ecdsa.PrivateKey:
+		return alg == signer.ES256 && k.Curve == elliptic.P256()
+	case ed25519.PrivateKey:
+		return alg == signer.EdDSA
+	}
+	return false
 }
 
 func signWith(priv crypto.Signer, alg signer.Algorithm, input []byte) ([]byte, error) {

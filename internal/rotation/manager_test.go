@@ -1,0 +1,379 @@
+package rotation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/openedx-keyd/keyd/internal/clock"
+	"github.com/openedx-keyd/keyd/internal/signer"
+	"github.com/openedx-keyd/keyd/internal/signer/local"
+)
+
+// recorder collects events like the audit trail would (deduplicated).
+type recorder struct {
+	mu     sync.Mutex
+	seen   map[string]bool
+	events []Event
+}
+
+func (r *recorder) Emit(_ context.Context, e Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id := fmt.Sprintf("%s/%d", e.Type, e.Version)
+	if r.seen == nil {
+		r.seen = map[string]bool{}
+	}
+	if !r.seen[id] || e.Type == "rotation_failed" {
+		r.seen[id] = true
+		r.events = append(r.events, e)
+	}
+	return nil
+}
+
+func (r *recorder) count(typ string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.events {
+		if e.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+// faulty fails the next N calls of chosen operations.
+type faulty struct {
+	Backend
+	mu                               sync.Mutex
+	failCreate, failDestroy, failPin int
+}
+
+var errInjected = errors.New("injected failure")
+
+func (f *faulty) take(n *int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if *n > 0 {
+		*n--
+		return true
+	}
+	return false
+}
+
+func (f *faulty) Create(ctx context.Context, rec signer.Record) (signer.Key, error) {
+	if f.take(&f.failCreate) {
+		return signer.Key{}, errInjected
+	}
+	return f.Backend.Create(ctx, rec)
+}
+
+func (f *faulty) DestroyBelow(ctx context.Context, v int) error {
+	if f.take(&f.failDestroy) {
+		return errInjected
+	}
+	return f.Backend.DestroyBelow(ctx, v)
+}
+
+func (f *faulty) PinSigning(ctx context.Context, v int) error {
+	if f.take(&f.failPin) {
+		return errInjected
+	}
+	return f.Backend.PinSigning(ctx, v)
+}
+
+func hourly(t *testing.T) Rules {
+	t.Helper()
+	s, err := cron.ParseStandard("@every 1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Rules{Schedule: s, ScheduleSpec: "@every 1h", PropagationDelay: 10 * time.Minute, RetireAfter: 7 * time.Minute}
+}
+
+func newManager(t *testing.T, b Backend, clk clock.Clock, ev Events) *Manager {
+	t.Helper()
+	m, err := New(Config{Backend: b, Rules: hourly(t), Algorithm: signer.ES256, Clock: clk, Events: ev, Refresh: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func newLocal(t *testing.T) *local.Backend {
+	t.Helper()
+	b, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// watcher checks the lifecycle invariants over a sequence of snapshots.
+type watcher struct {
+	t           *testing.T
+	firstSeen   map[int]time.Time // first published
+	activeSince map[int]time.Time
+	retiresAt   map[int]time.Time
+	gone        map[int]bool
+}
+
+func newWatcher(t *testing.T) *watcher {
+	return &watcher{t: t, firstSeen: map[int]time.Time{}, activeSince: map[int]time.Time{}, retiresAt: map[int]time.Time{}, gone: map[int]bool{}}
+}
+
+func (w *watcher) observe(s *Snapshot, p time.Duration) {
+	w.t.Helper()
+	actives := 0
+	present := map[int]bool{}
+	for _, k := range s.Keys {
+		present[k.Version] = true
+		if w.gone[k.Version] {
+			w.t.Fatalf("%v: version %d published again after it left the JWKS", s.At, k.Version)
+		}
+		if _, ok := w.firstSeen[k.Version]; !ok {
+			w.firstSeen[k.Version] = s.At
+		}
+		switch k.State {
+		case Active:
+			actives++
+			if _, ok := w.activeSince[k.Version]; !ok {
+				w.activeSince[k.Version] = s.At
+				if k.Version > 1 && !k.Emergency && s.At.Sub(w.firstSeen[k.Version]) < p {
+					w.t.Fatalf("%v: version %d signs after being published only %v", s.At, k.Version, s.At.Sub(w.firstSeen[k.Version]))
+				}
+			}
+		case Retiring:
+			w.retiresAt[k.Version] = k.RetiresAt
+		}
+	}
+	if actives != 1 {
+		w.t.Fatalf("%v: %d active keys", s.At, actives)
+	}
+	for v := range w.firstSeen {
+		if !present[v] && !w.gone[v] {
+			w.gone[v] = true
+			if ra, ok := w.retiresAt[v]; !ok || s.At.Before(ra) {
+				w.t.Fatalf("%v: version %d left the JWKS before its retires_at %v", s.At, v, ra)
+			}
+		}
+	}
+}
+
+func TestManyRotationsWithFakeClock(t *testing.T) {
+	clk := clock.NewFake(t0)
+	ev := &recorder{}
+	m := newManager(t, newLocal(t), clk, ev)
+	w := newWatcher(t)
+	ctx := context.Background()
+	for step := 0; step < 10*60; step++ { // ten hours, one tick a minute
+		if err := m.Tick(ctx); err != nil {
+			t.Fatalf("tick at %v: %v", clk.Now(), err)
+		}
+		w.observe(m.Snapshot(), 10*time.Minute)
+		clk.Advance(time.Minute)
+	}
+	if n := len(w.firstSeen); n != 10 && n != 11 {
+		t.Errorf("%d versions created in ten hours of hourly rotations, want 10 or 11", n)
+	}
+	if ev.count("bootstrap") != 1 || ev.count("created") < 9 || ev.count("destroyed") < 8 || ev.count("activated") < 9 || ev.count("retired") < 8 {
+		t.Errorf("events: bootstrap %d created %d activated %d retired %d destroyed %d",
+			ev.count("bootstrap"), ev.count("created"), ev.count("activated"), ev.count("retired"), ev.count("destroyed"))
+	}
+}
+
+func TestRunLoopFollowsTheClock(t *testing.T) {
+	clk := clock.NewFake(t0)
+	b := newLocal(t)
+	m := newManager(t, b, clk, &recorder{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	w := newWatcher(t)
+	for i := 0; i < 300; i++ { // five hours in one-minute steps
+		waitFor(t, func() bool { return clk.Waiters() > 0 })
+		w.observe(m.Snapshot(), 10*time.Minute)
+		clk.Advance(time.Minute)
+	}
+	keys, err := b.Keys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newest := keys[len(keys)-1].Version; newest < 5 || newest > 6 {
+		t.Errorf("newest version after five hours = %d, want 5 or 6", newest)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestReplicasCreateOneVersionPerRotation(t *testing.T) {
+	dir := t.TempDir()
+	clk := clock.NewFake(t0)
+	var ms []*Manager
+	for range 3 {
+		b, err := local.New(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, newManager(t, b, clk, &recorder{}))
+	}
+	ctx := context.Background()
+	for step := 0; step < 5*60; step++ {
+		var wg sync.WaitGroup
+		for _, m := range ms {
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = m.Tick(ctx) }()
+		}
+		wg.Wait()
+		clk.Advance(time.Minute)
+	}
+	b, _ := local.New(dir)
+	keys, _ := b.Keys(ctx)
+	if newest := keys[len(keys)-1].Version; newest < 5 || newest > 6 {
+		t.Fatalf("three replicas made %d versions in five hours, want 5 or 6 (one per rotation)", newest)
+	}
+}
+
+func TestFailedStepsCompleteOnTheNextTick(t *testing.T) {
+	clk := clock.NewFake(t0)
+	fb := &faulty{Backend: newLocal(t)}
+	ev := &recorder{}
+	m := newManager(t, fb, clk, ev)
+	ctx := context.Background()
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Hour)
+	fb.failCreate = 1
+	if err := m.Tick(ctx); !errors.Is(err, errInjected) {
+		t.Fatalf("tick with failing create: err = %v", err)
+	}
+	if ev.count("rotation_failed") != 1 || !m.Health().BackendUp || m.Health().LastError == "" {
+		t.Fatalf("failure not reported: events %v health %+v", ev.events, m.Health())
+	}
+	// Backoff: an immediate retry does nothing; after it, the rotation completes.
+	_ = m.Tick(ctx)
+	clk.Advance(2 * time.Second)
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Snapshot(); len(s.Keys) != 2 || s.Keys[1].State != Pending {
+		t.Fatalf("after recovery: %+v", s.Keys)
+	}
+	// A failing destroy leaves the retiring key published until it succeeds.
+	clk.Advance(10*time.Minute + 7*time.Minute)
+	fb.failDestroy = 1
+	_ = m.Tick(ctx)
+	if s := m.Snapshot(); s == nil || len(s.Keys) != 2 {
+		t.Fatalf("key vanished although destroy failed")
+	}
+	clk.Advance(5 * time.Second)
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Snapshot(); len(s.Keys) != 1 || s.Keys[0].Version != 2 {
+		t.Fatalf("destroy not completed: %+v", s.Keys)
+	}
+}
+
+func TestEmergencyRotation(t *testing.T) {
+	clk := clock.NewFake(t0)
+	lb := newLocal(t)
+	fb := &faulty{Backend: lb}
+	ev := &recorder{}
+	m := newManager(t, fb, clk, ev)
+	ctx := context.Background()
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Rotate(ctx, false, "", "role:admin"); err != nil { // v2 pending
+		t.Fatal(err)
+	}
+	// Crash half-way: the emergency key exists, older keys not yet destroyed.
+	fb.failDestroy = 1
+	if _, err := m.Rotate(ctx, true, "key leaked", "role:admin"); err == nil {
+		t.Fatal("emergency with failing destroy reported success")
+	}
+	in, err := fb.LoadIntent(ctx)
+	if err != nil || in == nil {
+		t.Fatalf("intent not kept after a failed emergency: %v %v", in, err)
+	}
+	clk.Advance(time.Second)
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := m.Snapshot()
+	if len(s.Keys) != 1 || s.Keys[0].Version != 3 || s.Keys[0].State != Active || !s.Keys[0].Emergency {
+		t.Fatalf("after completing the emergency: %+v", s.Keys)
+	}
+	if in, _ := fb.LoadIntent(ctx); in != nil {
+		t.Fatal("intent not cleared")
+	}
+	if ev.count("emergency") != 1 || ev.count("destroyed") != 2 {
+		t.Fatalf("events: %+v", ev.events)
+	}
+	// Signing with the destroyed or older versions is refused by the backend.
+	if _, err := lb.Sign(ctx, signer.Credential{}, 1, signer.ES256, []byte("x")); err == nil {
+		t.Fatal("version 1 still signs after the emergency")
+	}
+}
+
+func TestRotateWhilePendingReturnsThePendingKey(t *testing.T) {
+	clk := clock.NewFake(t0)
+	m := newManager(t, newLocal(t), clk, &recorder{})
+	ctx := context.Background()
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a, err := m.Rotate(ctx, false, "", "role:admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.Rotate(ctx, false, "", "role:admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Version != 2 || b.Version != 2 || b.State != Pending {
+		t.Fatalf("rotate twice: %d/%s then %d/%s", a.Version, a.State, b.Version, b.State)
+	}
+}
+
+func TestMismatchCreatesAndDestroysNothing(t *testing.T) {
+	clk := clock.NewFake(t0)
+	b := newLocal(t)
+	m := newManager(t, b, clk, &recorder{})
+	ctx := context.Background()
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := hourly(t)
+	r.PropagationDelay = 5 * time.Minute
+	other, _ := New(Config{Backend: b, Rules: r, Algorithm: signer.ES256, Clock: clk, Events: &recorder{}})
+	clk.Advance(2 * time.Hour)
+	if err := other.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := b.Keys(ctx); len(keys) != 1 {
+		t.Fatalf("a replica with other settings created a key")
+	}
+	if h := other.Health(); h.ConfigMismatch == "" || !other.ConfigMismatch() {
+		t.Fatalf("mismatch not reported: %+v", h)
+	}
+}
