@@ -13,7 +13,7 @@ set -eu
 : "${VAULT_ADDR:?}" "${ROOT_TOKEN:?}" "${KEYD_SERVER_TOKEN:?}"
 : "${LMS_TOKEN:?}" "${ADMIN_TOKEN:?}" "${AUDITOR_TOKEN:?}"
 export VAULT_TOKEN="$ROOT_TOKEN"
-out=/keyd-tokens
+out=${TOKENS_DIR:-/keyd-tokens}
 umask 077
 mkdir -p "$out"
 
@@ -31,7 +31,12 @@ token() {
 	if vault token lookup "$id" >/dev/null 2>&1; then
 		echo "token $name: exists"
 	else
-		vault token create -id="$id" -policy="$policy" -orphan -display-name="$name" "$@" >/dev/null
+		# Vault warns that custom token IDs are hashed with SHA1; expected for these demo IDs, so
+		# the output is shown only when the call fails.
+		if ! msg=$(vault token create -id="$id" -policy="$policy" -orphan -display-name="$name" "$@" 2>&1); then
+			echo "$msg" >&2
+			exit 1
+		fi
 		echo "token $name: created with policy $policy"
 	fi
 	printf '%s\n' "$id" >"$out/$name"

@@ -35,8 +35,8 @@ type SessionExchange struct {
 	accountDisabled AccountCheck
 }
 
-// NewSessionExchange returns an exchange policy using v (whose own GrantType
-// option is best left empty) and the caller's account check.
+// NewSessionExchange returns an exchange policy using v and the caller's
+// account check.
 func NewSessionExchange(v *Verifier, accountDisabled AccountCheck) (*SessionExchange, error) {
 	if v == nil || accountDisabled == nil {
 		return nil, errors.New("verify: session exchange needs a verifier and an account check")
@@ -56,6 +56,8 @@ func (x *SessionExchange) Check(ctx context.Context, token string) (*Claims, err
 	switch {
 	case errors.Is(err, ErrSymmetric): // Verify checks the alg before anything else
 		return nil, &ExchangeError{Code: CodeNonAsymmetricToken, Err: err}
+	case errors.Is(err, ErrGrantType): // v was configured with a GrantType of its own
+		return nil, &ExchangeError{Code: CodeNonSupportedToken, Err: err}
 	case err != nil:
 		return nil, &ExchangeError{Code: CodeInvalidToken, Err: err}
 	case claims.GrantType != "password":

@@ -142,9 +142,13 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var out struct {
 		Keys []struct {
-			KID, State, Alg                   string
-			Version                           int
-			CreatedAt, ActivatesAt, RetiresAt *string `json:",omitempty"`
+			KID         string  `json:"kid"`
+			State       string  `json:"state"`
+			Alg         string  `json:"alg"`
+			Version     int     `json:"version"`
+			CreatedAt   *string `json:"created_at"`
+			ActivatesAt *string `json:"activates_at"`
+			RetiresAt   *string `json:"retires_at"`
 		}
 	}
 	if err := json.Unmarshal(raw, &out); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"io"
 	"log/slog"
 
@@ -14,4 +15,8 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 	return nil, errors.New("vault backend: not wired yet")
 }
 func cmdBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) int { return 2 }
-func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int     { return 2 }
+
+type vaultFlagSet struct{}
+
+func vaultFlags(fs *flag.FlagSet) *vaultFlagSet                    { return nil }
+func verifyVaultChain(ctx context.Context, vf *vaultFlagSet) error { return errNoVault }

@@ -1,15 +1,15 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/openedx-keyd/keyd/internal/api"
+	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
-	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
 )
 
@@ -29,13 +29,10 @@ func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring
 	for role, path := range generated {
 		log.Info("generated a role token", "role", role, "file", path)
 	}
-	return &wiring{backend: b, auth: auth, events: logEvents{log}}, nil
-}
-
-// logEvents writes lifecycle events to the log only.
-type logEvents struct{ log *slog.Logger }
-
-func (l logEvents) Emit(_ context.Context, e rotation.Event) error {
-	l.log.Info("key event", "type", e.Type, "version", e.Version, "kid", e.KID, "actor", e.Actor, "reason", e.Reason)
-	return nil
+	store, err := audit.OpenFile(filepath.Join(cfg.DataDir, "audit.log"), clk.Now)
+	if err != nil {
+		return nil, err
+	}
+	trail := audit.NewLog(store, clk.Now)
+	return &wiring{backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b}}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -415,6 +416,35 @@ func TestBuildMessagesNameTheMember(t *testing.T) {
 			t.Errorf("Build(%.60s...) error = %v; want a message with %s", tt.body, err, tt.want)
 		}
 	}
+}
+
+// TestBuildConcurrent runs Build from several goroutines, which share the
+// parser pool; run it with -race.
+func TestBuildConcurrent(t *testing.T) {
+	bodies := [][]byte{
+		[]byte(`{"claims":` + openEdXClaims + `}`),
+		[]byte(req(`,"x":{"b":[1,2,{"c":"\u00e9"}],"a":null}`, `,"ttl":"1m"`)),
+		[]byte(req(`,"x":{"a":1,"a":2}`, "")),
+	}
+	want := make([]string, len(bodies))
+	for i, body := range bodies {
+		tok, err := testPolicy.Build(body, testNow, onesReader{})
+		want[i] = fmt.Sprint(string(tok.Payload), err)
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for n := range 200 {
+				i := (g + n) % len(bodies)
+				tok, err := testPolicy.Build(bodies[i], testNow, onesReader{})
+				if got := fmt.Sprint(string(tok.Payload), err); got != want[i] {
+					t.Errorf("concurrent Build = %s, want %s", got, want[i])
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func TestBuildLogFields(t *testing.T) {

@@ -267,18 +267,25 @@ func (m *Manager) publish(ctx context.Context, plan Plan, now time.Time) error {
 	return nil
 }
 
-func (m *Manager) reportTransitions(ctx context.Context, p Published) {
-	created := Event{Type: "created", Version: p.Version, KID: p.KID, Actor: p.Actor, Reason: p.Reason}
+// creationEvent is the event that records a key's creation.
+func creationEvent(p Published) Event {
+	e := Event{Type: "created", Version: p.Version, KID: p.KID, Actor: p.Actor, Reason: p.Reason}
 	switch {
 	case p.Emergency:
-		created.Type = "emergency"
+		e.Type = "emergency"
 	case p.Version == 1:
-		created.Type = "bootstrap"
+		e.Type = "bootstrap"
 	}
-	if created.Actor == "" {
-		created.Actor = "scheduler"
+	if e.Actor == "" {
+		e.Actor = "scheduler"
 	}
-	m.emit(ctx, created)
+	return e
+}
+
+func (e Event) id() string { return fmt.Sprintf("%s/%d", e.Type, e.Version) }
+
+func (m *Manager) reportTransitions(ctx context.Context, p Published) {
+	m.emit(ctx, creationEvent(p))
 	if p.State != Pending {
 		m.emit(ctx, Event{Type: "activated", Version: p.Version, KID: p.KID, Actor: "scheduler"})
 	}
@@ -290,7 +297,7 @@ func (m *Manager) reportTransitions(ctx context.Context, p Published) {
 
 // emit sends an event once per process; the trail dedupes across replicas.
 func (m *Manager) emit(ctx context.Context, e Event) {
-	id := fmt.Sprintf("%s/%d", e.Type, e.Version)
+	id := e.id()
 	if m.emitted[id] {
 		return
 	}
@@ -364,9 +371,14 @@ func (m *Manager) Rotate(ctx context.Context, emergency bool, reason, actor stri
 	// The key asked for; after a lost race, the newest key another replica made.
 	s := m.snap.Load()
 	for _, p := range s.Keys {
-		if p.Version == v {
-			return p, nil
+		if p.Version != v {
+			continue
 		}
+		// Reported done only once the trail holds the event.
+		if !m.emitted[creationEvent(p).id()] {
+			return Published{}, fmt.Errorf("rotation: version %d created but its audit event is not recorded yet; it is retried on the next tick", v)
+		}
+		return p, nil
 	}
 	if len(s.Keys) == 0 {
 		return Published{}, ErrNoKey
@@ -401,6 +413,7 @@ func (m *Manager) completeEmergency(ctx context.Context, in signer.Intent) (int,
 		}
 		em = k.Version
 		m.cfg.Logger.Warn("emergency key created", "version", em, "reason", in.Reason, "actor", in.Actor)
+		m.emit(ctx, creationEvent(Published{KeyState: KeyState{Key: k}, KID: m.kid(k)}))
 	}
 	if err := m.cfg.Backend.PinSigning(ctx, em); err != nil {
 		return 0, fmt.Errorf("rotation: pin emergency key: %w", err)
@@ -426,7 +439,7 @@ func (m *Manager) actionFailed(ctx context.Context, op string, version int, err 
 	if !m.failing {
 		m.failing = true
 		m.emit(ctx, Event{Type: "rotation_failed", Version: version, Actor: "scheduler", Reason: op + ": " + err.Error()})
-		delete(m.emitted, fmt.Sprintf("rotation_failed/%d", version))
+		delete(m.emitted, Event{Type: "rotation_failed", Version: version}.id())
 	}
 	err = fmt.Errorf("rotation: %s: %w", op, err)
 	msg := err.Error()

@@ -18,6 +18,7 @@ import (
 // recorder collects events like the audit trail would (deduplicated).
 type recorder struct {
 	mu     sync.Mutex
+	fail   bool // the trail is unavailable
 	seen   map[string]bool
 	events []Event
 }
@@ -25,6 +26,9 @@ type recorder struct {
 func (r *recorder) Emit(_ context.Context, e Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.fail {
+		return errInjected
+	}
 	id := fmt.Sprintf("%s/%d", e.Type, e.Version)
 	if r.seen == nil {
 		r.seen = map[string]bool{}
@@ -375,5 +379,30 @@ func TestMismatchCreatesAndDestroysNothing(t *testing.T) {
 	}
 	if h := other.Health(); h.ConfigMismatch == "" || !other.ConfigMismatch() {
 		t.Fatalf("mismatch not reported: %+v", h)
+	}
+}
+
+func TestRotationNotReportedDoneWithoutItsAuditEvent(t *testing.T) {
+	clk := clock.NewFake(t0)
+	ev := &recorder{}
+	m := newManager(t, newLocal(t), clk, ev)
+	ctx := context.Background()
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ev.mu.Lock()
+	ev.fail = true
+	ev.mu.Unlock()
+	if _, err := m.Rotate(ctx, false, "", "role:admin"); err == nil {
+		t.Fatal("rotation reported done although its audit event was not recorded")
+	}
+	ev.mu.Lock()
+	ev.fail = false
+	ev.mu.Unlock()
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ev.count("created") != 1 {
+		t.Fatalf("the created event was not recorded on the next tick: %+v", ev.events)
 	}
 }
