@@ -636,7 +636,7 @@ type rotateResponse struct {
 	State   string `json:"state"`
 }
 
-// keyRow is one row of /v1/keys for comparison: version, state and times.
+// keyRows lists /v1/keys as one line per key: version, state and times.
 func keyRows(t *testing.T, e *testEnv, token string) []string {
 	t.Helper()
 	r := e.get(t, "/v1/keys", token)
@@ -696,9 +696,6 @@ func TestKeysAndRotate(t *testing.T) {
 	jw := e.get(t, "/.well-known/jwks.json", "")
 	if jw.header.Get("ETag") == etag1 || !strings.Contains(string(jw.body), first.KID) {
 		t.Errorf("after rotate the JWKS (ETag %s) does not publish %s: %s", jw.header.Get("ETag"), first.KID, jw.body)
-	}
-	if r := e.get(t, "/.well-known/jwks.json", ""); r.status != 200 {
-		t.Fatal(r.status)
 	}
 	if r := e.do(t, http.MethodGet, "/.well-known/jwks.json", "", nil, "If-None-Match", etag1); r.status != http.StatusOK {
 		t.Errorf("If-None-Match with the pre-rotation ETag: status %d, want 200", r.status)
