@@ -61,6 +61,9 @@ func (b *Backend) Sign(ctx context.Context, cred signer.Credential, v int, alg s
 	}
 	sec, err := c.Logical().WriteWithContext(ctx, b.signPath(), body)
 	if err != nil {
+		if statusOf(err) >= 500 && b.refusesVersion(ctx, v) {
+			return nil, fmt.Errorf("%w: vault refuses to sign with version %d (below min_encryption_version, trimmed, or not created)", signer.ErrNoKey, v)
+		}
 		return nil, b.callerError(ctx, c, "sign", err)
 	}
 	if sec == nil || sec.Data == nil {
@@ -78,6 +81,20 @@ func (b *Backend) Sign(ctx context.Context, cred signer.Credential, v int, alg s
 		return nil, fmt.Errorf("vault: sign: decode signature: %w", err)
 	}
 	return sig, nil
+}
+
+// refusesVersion reports whether the key's own settings forbid signing with
+// version v. Vault answers such a sign request with a 500 (its "user error"
+// is lost on the way), which would otherwise look like an outage.
+func (b *Backend) refusesVersion(ctx context.Context, v int) bool {
+	ctx, cancel := context.WithTimeout(ctx, b.callerTimeout)
+	defer cancel()
+	ki, err := b.readKey(ctx)
+	if err != nil {
+		return false
+	}
+	_, exists := ki.Keys[strconv.Itoa(v)]
+	return !exists || v < ki.MinEncryptionVersion || v < ki.MinAvailableVersion
 }
 
 // callerClient returns a client that carries token alone: a clone of

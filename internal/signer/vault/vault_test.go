@@ -86,8 +86,12 @@ func TestBootstrapRefusesWrongSetup(t *testing.T) {
 		t.Errorf("kv v1 mount: error %v, want one saying it is kv version 1", err)
 	}
 
+	other := vaulttest.UniqueName("kv")
+	if err := e.root.Sys().Mount(other, &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
+		t.Fatal(err)
+	}
 	opts = e.bootstrapOptions()
-	opts.Mount = e.kv // a kv mount where transit is expected
+	opts.Mount = other // a kv mount where transit is expected
 	if _, err := Bootstrap(ctx, e.root, opts); err == nil || !strings.Contains(err.Error(), "not transit") {
 		t.Errorf("kv mount as transit: error %v", err)
 	}
