@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh — helpers for bench/run: processes, ports, HTTP waits, wrk, medians.
 # Sourced, not executed. Expects OUT (results dir) and WORK (scratch dir) to be set.
 
@@ -24,10 +25,10 @@ start_bg() {
 }
 
 stop_pid() {
-	local pid=$1 i
+	local pid=$1 _
 	kill -0 "$pid" 2>/dev/null || return 0
 	kill -TERM "$pid" 2>/dev/null || return 0
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		kill -0 "$pid" 2>/dev/null || return 0
 		sleep 0.1
 	done
@@ -60,8 +61,8 @@ alloc_port() {
 
 # wait_http URL PID LOG [SECONDS] — wait until URL answers 2xx while PID lives.
 wait_http() {
-	local url=$1 pid=$2 logfile=$3 limit=${4:-60} i
-	for i in $(seq $((limit * 10))); do
+	local url=$1 pid=$2 logfile=$3 limit=${4:-60} _
+	for _ in $(seq $((limit * 10))); do
 		if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then return 0; fi
 		if ! kill -0 "$pid" 2>/dev/null; then
 			tail -n 20 "$logfile" >&2 || true

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -163,5 +162,3 @@ func verifyFileChain(ctx context.Context, path, dataDir string) error {
 	}
 	return audit.VerifyFile(path, versions)
 }
-
-var errNoVault = errors.New("VAULT_ADDR is not set")

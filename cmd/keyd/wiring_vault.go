@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/openedx-keyd/keyd/internal/api"
+	"github.com/openedx-keyd/keyd/internal/audit"
+	"github.com/openedx-keyd/keyd/internal/clock"
+	"github.com/openedx-keyd/keyd/internal/config"
+	"github.com/openedx-keyd/keyd/internal/signer"
+	"github.com/openedx-keyd/keyd/internal/signer/vault"
+)
+
+// vaultClient is a client for VAULT_ADDR with token (keyd's own, or an
+// operator's or auditor's for the CLI tools).
+func vaultClient(token string) (*vaultapi.Client, error) {
+	if os.Getenv("VAULT_ADDR") == "" {
+		return nil, errors.New("VAULT_ADDR is not set")
+	}
+	if token == "" {
+		return nil, errors.New("no Vault token: set VAULT_TOKEN")
+	}
+	cfg := vaultapi.DefaultConfig()
+	if cfg.Error != nil {
+		return nil, fmt.Errorf("vault config: %w", cfg.Error)
+	}
+	cfg.Timeout = 5 * time.Second
+	cfg.MaxRetries = 1
+	c, err := vaultapi.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	c.SetToken(token)
+	return c, nil
+}
+
+// vaultWiring is production mode: keys in Vault transit, records and the
+// audit chain in KV v2, roles decided by Vault.
+func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring, error) {
+	client, err := vaultClient(os.Getenv("VAULT_TOKEN"))
+	if err != nil {
+		return nil, err
+	}
+	b, err := vault.New(vault.Config{
+		Client: client, Mount: cfg.VaultMount, Key: cfg.VaultKey, KVMount: cfg.VaultKVMount,
+		Algorithm: cfg.Algorithm, Now: clk.Now, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := b.CheckCannotSign(ctx); err != nil {
+		return nil, err
+	}
+	trail := audit.NewLog(audit.NewVaultStore(client, cfg.VaultKVMount), clk.Now)
+	return &wiring{
+		backend: b,
+		auth:    vaultAuth{b},
+		events:  auditEvents{trail},
+		audit:   auditTrail{trail, b},
+		start: func(ctx context.Context) {
+			if err := b.StartRenewal(ctx); err != nil {
+				log.Error("cannot schedule the renewal of keyd's Vault token", "err", err)
+			}
+		},
+	}, nil
+}
+
+// vaultAuth asks Vault whether a caller's token holds a role.
+type vaultAuth struct{ b *vault.Backend }
+
+func (a vaultAuth) Authorize(ctx context.Context, token string, roles ...api.Role) (api.Principal, error) {
+	err := signer.ErrUnauthenticated
+	for _, r := range roles {
+		p, e := a.b.Authorize(ctx, token, string(r))
+		if e == nil {
+			return api.Principal{Role: r, Actor: p.Actor, Credential: signer.Credential{Token: token}}, nil
+		}
+		if !errors.Is(e, signer.ErrUnauthenticated) {
+			err = e // a known token without this role, or Vault unavailable
+		}
+	}
+	return api.Principal{}, err
+}
+
+// vaultFlagSet holds the Vault names shared by bootstrap and audit verify.
+type vaultFlagSet struct {
+	raw   map[string]*string
+	token *string
+}
+
+func vaultFlags(fs *flag.FlagSet, names ...string) *vaultFlagSet {
+	return &vaultFlagSet{
+		raw:   config.Flags(fs, append(names, "vault-mount", "vault-key", "vault-kv-mount")...),
+		token: fs.String("token", "", "Vault token (default: VAULT_TOKEN)"),
+	}
+}
+
+func (v *vaultFlagSet) get(name string) string { return *v.raw[name] }
+
+func (v *vaultFlagSet) client() (*vaultapi.Client, error) {
+	tok := *v.token
+	if tok == "" {
+		tok = os.Getenv("VAULT_TOKEN")
+	}
+	return vaultClient(tok)
+}
+
+// cmdBootstrap is `keyd bootstrap`: idempotent Vault setup with an
+// operator's token.
+func cmdBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bootstrap", flag.ContinueOnError)
+	vf := vaultFlags(fs, "algorithm")
+	if !parseFlags(fs, args, stderr) {
+		return 2
+	}
+	alg, err := signer.ParseAlgorithm(vf.get("algorithm"))
+	if err != nil {
+		fmt.Fprintln(stderr, "keyd bootstrap: --algorithm:", err)
+		return 2
+	}
+	client, err := vf.client()
+	if err != nil {
+		return fail(stderr, err)
+	}
+	lines, err := vault.Bootstrap(ctx, client, vault.BootstrapOptions{
+		Algorithm: alg, Mount: vf.get("vault-mount"), Key: vf.get("vault-key"), KVMount: vf.get("vault-kv-mount"),
+	})
+	for _, l := range lines {
+		fmt.Fprintln(stdout, l)
+	}
+	if err != nil {
+		return fail(stderr, err)
+	}
+	return 0
+}
+
+// verifyVaultChain checks the chain in KV with the auditor's own token,
+// without trusting keyd, and reconciles it with the transit key's versions.
+func verifyVaultChain(ctx context.Context, vf *vaultFlagSet) error {
+	client, err := vf.client()
+	if err != nil {
+		return err
+	}
+	b, err := vault.New(vault.Config{Client: client, Mount: vf.get("vault-mount"), Key: vf.get("vault-key"), KVMount: vf.get("vault-kv-mount")})
+	if err != nil {
+		return err
+	}
+	versions, err := heldVersions(ctx, b)
+	if err != nil {
+		return fmt.Errorf("read the key versions: %w", err)
+	}
+	return audit.VerifyStore(ctx, audit.NewVaultStore(client, vf.get("vault-kv-mount")), versions)
+}
