@@ -90,7 +90,7 @@ target() {
 }
 
 # load NAME SECONDS LOGFILE — run wrk against target NAME; prints
-# "rps p50_us p99_us". Any non-2xx answer or socket error fails the run.
+# "rps p50_us p99_us requests". Any non-2xx answer or socket error fails the run.
 load() {
 	local name=$1 secs=$2 logfile=$3
 	local -a hdrs=()
@@ -108,7 +108,7 @@ load() {
 	((r[requests] > 0)) || die "no request completed against $name (log: $logfile)"
 	((r[non2xx] == 0)) || die "$name answered ${r[non2xx]} non-2xx responses (log: $logfile)"
 	((r[socket_errors] == 0)) || die "$name had ${r[socket_errors]} socket errors (log: $logfile)"
-	echo "${r[rps]} ${r[p50_us]} ${r[p99_us]}"
+	echo "${r[rps]} ${r[p50_us]} ${r[p99_us]} ${r[requests]}"
 }
 
 # --- statistics ---------------------------------------------------------------

@@ -4,7 +4,11 @@
 // go-jose v4 and a key generated at start, and answers {"token": "..."}.
 // No authentication, no token policy, no logging, no metrics.
 //
-//	floor --listen 127.0.0.1:9000 --algorithm ES256
+// With --jwks FILE it also serves that file's bytes at GET
+// /.well-known/jwks.json with keyd's headers: plain net/http, the ceiling of
+// any Go server on the machine, to compare with nginx.
+//
+//	floor --listen 127.0.0.1:9000 --algorithm ES256 [--jwks FILE]
 package main
 
 import (
@@ -13,6 +17,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"flag"
@@ -21,6 +26,7 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -31,6 +37,7 @@ const maxBody = 64 << 10
 func main() {
 	listen := flag.String("listen", "127.0.0.1:9000", "address to listen on")
 	algName := flag.String("algorithm", "ES256", "ES256, RS256 or RS512")
+	jwksFile := flag.String("jwks", "", "serve this file at GET /.well-known/jwks.json")
 	flag.Parse()
 
 	alg := jose.SignatureAlgorithm(*algName)
@@ -52,6 +59,23 @@ func main() {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
+	if *jwksFile != "" {
+		doc, err := os.ReadFile(*jwksFile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		sum := sha256.Sum256(doc)
+		etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:]) + `"`
+		length := strconv.Itoa(len(doc))
+		mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
+			h := w.Header()
+			h.Set("Cache-Control", "public, max-age=300")
+			h.Set("ETag", etag)
+			h.Set("Content-Type", "application/json")
+			h.Set("Content-Length", length)
+			w.Write(doc)
+		})
+	}
 	mux.HandleFunc("POST /v1/sign", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Claims map[string]any `json:"claims"`

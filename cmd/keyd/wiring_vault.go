@@ -60,6 +60,9 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 	if err := b.CheckCannotSign(ctx); err != nil {
 		return nil, err
 	}
+	if err := checkKeyType(ctx, client, cfg); err != nil {
+		return nil, err
+	}
 	trail := audit.NewLog(audit.NewVaultStore(client, cfg.VaultKVMount), clk.Now)
 	return &wiring{
 		backend: b,
@@ -72,6 +75,27 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 			}
 		},
 	}, nil
+}
+
+// checkKeyType refuses an --algorithm the transit key cannot sign with: in
+// Vault every version of a key has the key's type, set by keyd bootstrap.
+func checkKeyType(ctx context.Context, client *vaultapi.Client, cfg *config.Config) error {
+	want, err := vault.KeyType(cfg.Algorithm)
+	if err != nil {
+		return err
+	}
+	path := cfg.VaultMount + "/keys/" + cfg.VaultKey
+	sec, err := client.Logical().ReadWithContext(ctx, path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if sec == nil {
+		return fmt.Errorf("the transit key %s does not exist: run keyd bootstrap first", path)
+	}
+	if got, _ := sec.Data["type"].(string); got != want {
+		return fmt.Errorf("--algorithm %s needs a %s key but %s is %s: set --algorithm to fit the key, or bootstrap a new --vault-key", cfg.Algorithm, want, path, got)
+	}
+	return nil
 }
 
 // vaultAuth asks Vault whether a caller's token holds a role.

@@ -34,6 +34,7 @@ const MaxBody = 64 << 10
 type Lifecycle interface {
 	Snapshot() *rotation.Snapshot
 	Rotate(ctx context.Context, emergency bool, reason, actor string) (rotation.Published, error)
+	Refresh(ctx context.Context, since time.Time) error
 	Health() rotation.Health
 }
 
@@ -164,7 +165,21 @@ func (s *Server) sign(c echo.Context) error {
 		return errNoActiveKey
 	}
 	k := snap.Signing
-	jwt, err := signer.Assemble(c.Request().Context(), s.cfg.Backend, p.Credential, k, tok.Payload)
+	ctx := c.Request().Context()
+	jwt, err := signer.Assemble(ctx, s.cfg.Backend, p.Credential, k, tok.Payload)
+	if errors.Is(err, signer.ErrNoKey) {
+		// Another replica activated a newer key and the backend now refuses
+		// this one: re-read the keys and sign once more with the new key.
+		if rerr := s.cfg.Lifecycle.Refresh(ctx, snap.At); rerr == nil {
+			if snap = s.cfg.Lifecycle.Snapshot(); snap.HasActive && snap.Signing.Version != k.Version {
+				k = snap.Signing
+				jwt, err = signer.Assemble(ctx, s.cfg.Backend, p.Credential, k, tok.Payload)
+			}
+		}
+		if errors.Is(err, signer.ErrNoKey) {
+			err = errNoActiveKey
+		}
+	}
 	if err != nil {
 		s.log.Warn("sign failed", "kid", k.KID, "jti", tok.JTI, "sub", tok.Sub, "grant_type", tok.GrantType, "actor", p.Actor, "result", "error", "err", err)
 		s.signDone("error", string(k.Alg))

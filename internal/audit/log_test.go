@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -131,7 +132,8 @@ func TestRecordIgnoresCallerChainFields(t *testing.T) {
 // valid chain with every event exactly once.
 func concurrentReplicas(t *testing.T, a, b Store, n int) {
 	t.Helper()
-	logs := []*Log{NewLog(a, nil), NewLog(b, nil)}
+	var conflicts atomic.Int64
+	logs := []*Log{NewLog(countConflicts{a, &conflicts}, nil), NewLog(countConflicts{b, &conflicts}, nil)}
 	const workers = 4
 	var wg sync.WaitGroup
 	errs := make(chan error, len(logs)*workers)
@@ -160,6 +162,7 @@ func concurrentReplicas(t *testing.T, a, b Store, n int) {
 	for err := range errs {
 		t.Fatal(err)
 	}
+	t.Logf("%d appends lost a race and were retried", conflicts.Load())
 	for _, s := range []Store{a, b} {
 		evs, err := s.Read(context.Background(), 0)
 		if err != nil {
@@ -179,6 +182,20 @@ func concurrentReplicas(t *testing.T, a, b Store, n int) {
 			seen[ev.Version] = true
 		}
 	}
+}
+
+// countConflicts counts the appends that lose the race for a seq.
+type countConflicts struct {
+	Store
+	n *atomic.Int64
+}
+
+func (c countConflicts) Append(ctx context.Context, ev Event) error {
+	err := c.Store.Append(ctx, ev)
+	if errors.Is(err, ErrSeqTaken) {
+		c.n.Add(1)
+	}
+	return err
 }
 
 func TestConcurrentFileReplicas(t *testing.T) {

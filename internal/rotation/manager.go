@@ -143,6 +143,18 @@ func (m *Manager) Kick() {
 	}
 }
 
+// Refresh re-reads the backend unless a snapshot newer than since exists:
+// the sign path calls it when the backend refuses a version that another
+// replica has just retired, so concurrent callers share one re-read.
+func (m *Manager) Refresh(ctx context.Context, since time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.snap.Load(); s != nil && s.At.After(since) {
+		return nil
+	}
+	return m.tickLocked(ctx, "scheduler")
+}
+
 // Tick reads the backend, applies every transition now due and publishes a
 // new snapshot. A failed step leaves a state the next tick completes.
 func (m *Manager) Tick(ctx context.Context) error {
