@@ -21,7 +21,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var spec struct {
-		OpenAPI string                                      `yaml:"openapi"`
+		OpenAPI string `yaml:"openapi"`
 		Paths   map[string]map[string]struct {
 			Responses map[string]any `yaml:"responses"`
 		} `yaml:"paths"`
