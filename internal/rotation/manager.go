@@ -212,6 +212,14 @@ func (m *Manager) apply(ctx context.Context, keys []signer.Key, plan Plan, actor
 			return false, m.actionFailed(ctx, "bootstrap", 1, err)
 		}
 		return true, nil
+	case !keys[0].HasRecord && keys[0].Version == 1:
+		// The first key made by `keyd bootstrap` (Vault): write its record.
+		rec := NewRecord(1, keys[0].Algorithm, m.cfg.Rules, keys[0].CreatedAt, false)
+		rec.Actor, rec.Reason = "keyd bootstrap", "first key"
+		if _, err := m.cfg.Backend.Create(ctx, rec); err != nil && !errors.Is(err, signer.ErrAlreadyRotated) {
+			return false, m.actionFailed(ctx, "bootstrap", 1, err)
+		}
+		return true, nil
 	case plan.Mismatch != "":
 		return false, nil // follow the records, change nothing
 	case plan.DestroyBelow > 0:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +16,8 @@ import (
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
 )
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // recorder collects events like the audit trail would (deduplicated).
 type recorder struct {
@@ -103,7 +107,7 @@ func hourly(t *testing.T) Rules {
 
 func newManager(t *testing.T, b Backend, clk clock.Clock, ev Events) *Manager {
 	t.Helper()
-	m, err := New(Config{Backend: b, Rules: hourly(t), Algorithm: signer.ES256, Clock: clk, Events: ev, Refresh: time.Minute})
+	m, err := New(Config{Backend: b, Rules: hourly(t), Algorithm: signer.ES256, Clock: clk, Events: ev, Refresh: time.Minute, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +373,7 @@ func TestMismatchCreatesAndDestroysNothing(t *testing.T) {
 	}
 	r := hourly(t)
 	r.PropagationDelay = 5 * time.Minute
-	other, _ := New(Config{Backend: b, Rules: r, Algorithm: signer.ES256, Clock: clk, Events: &recorder{}})
+	other, _ := New(Config{Backend: b, Rules: r, Algorithm: signer.ES256, Clock: clk, Events: &recorder{}, Logger: quiet})
 	clk.Advance(2 * time.Hour)
 	if err := other.Tick(ctx); err != nil {
 		t.Fatal(err)
