@@ -47,30 +47,82 @@ func (b *Backend) Sign(ctx context.Context, cred signer.Credential, v int, alg s
 	if v < 1 { // key_version 0 would mean "the newest", which may be pending
 		return nil, fmt.Errorf("%w: version %d", signer.ErrNoKey, v)
 	}
-	body, err := signParams(alg)
+	params, err := signParams(alg)
 	if err != nil {
 		return nil, err
 	}
-	body["input"] = base64.StdEncoding.EncodeToString(input)
-	body["key_version"] = v
-	body["marshaling_algorithm"] = "jws"
-
 	c, err := b.callerClient(cred.Token)
 	if err != nil {
 		return nil, err
 	}
+	k := laneKey{token: hashKey("lane", cred.Token), v: v, alg: alg}
+	return b.batches.do(ctx, k, input, func(inputs [][]byte) []signResult {
+		// The call serves several requests: it must not die with the first
+		// one's context, only with the caller timeout.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.callerTimeout)
+		defer cancel()
+		return b.signCall(ctx, c, v, params, inputs)
+	})
+}
+
+// signCall signs inputs with version v in one transit call (batch_input when
+// there are several) and returns one result per input.
+func (b *Backend) signCall(ctx context.Context, c *api.Client, v int, params map[string]any, inputs [][]byte) []signResult {
+	body := make(map[string]any, len(params)+3)
+	for k, val := range params {
+		body[k] = val
+	}
+	body["key_version"] = v
+	body["marshaling_algorithm"] = "jws"
+	if len(inputs) == 1 {
+		body["input"] = base64.StdEncoding.EncodeToString(inputs[0])
+	} else {
+		items := make([]map[string]string, len(inputs))
+		for i, in := range inputs {
+			items[i] = map[string]string{"input": base64.StdEncoding.EncodeToString(in)}
+		}
+		body["batch_input"] = items
+	}
+	results := make([]signResult, len(inputs))
+	fail := func(err error) []signResult {
+		for i := range results {
+			results[i].err = err
+		}
+		return results
+	}
 	sec, err := c.Logical().WriteWithContext(ctx, b.signPath(), body)
 	if err != nil {
 		if statusOf(err) >= 500 && b.refusesVersion(ctx, v) {
-			return nil, fmt.Errorf("%w: vault refuses to sign with version %d (below min_encryption_version, trimmed, or not created)", signer.ErrNoKey, v)
+			return fail(fmt.Errorf("%w: vault refuses to sign with version %d (below min_encryption_version, trimmed, or not created)", signer.ErrNoKey, v))
 		}
-		return nil, b.callerError(ctx, c, "sign", err)
+		return fail(b.callerError(ctx, c, "sign", err))
 	}
 	if sec == nil || sec.Data == nil {
-		return nil, fmt.Errorf("vault: sign: empty answer")
+		return fail(fmt.Errorf("vault: sign: empty answer"))
 	}
-	s, _ := sec.Data["signature"].(string)
-	// The signature is "vault:v<N>:" followed by base64url (jws marshaling).
+	if len(inputs) == 1 {
+		s, _ := sec.Data["signature"].(string)
+		results[0].sig, results[0].err = decodeSignature(s, v)
+		return results
+	}
+	items, _ := sec.Data["batch_results"].([]any)
+	if len(items) != len(inputs) {
+		return fail(fmt.Errorf("vault: sign: %d batch results for %d inputs", len(items), len(inputs)))
+	}
+	for i, it := range items {
+		m, _ := it.(map[string]any)
+		if e, _ := m["error"].(string); e != "" {
+			results[i].err = fmt.Errorf("%w: vault refused to sign: %s", signer.ErrNoKey, e)
+			continue
+		}
+		s, _ := m["signature"].(string)
+		results[i].sig, results[i].err = decodeSignature(s, v)
+	}
+	return results
+}
+
+// decodeSignature takes the raw JWS signature out of "vault:v<N>:<base64url>".
+func decodeSignature(s string, v int) ([]byte, error) {
 	prefix := "vault:v" + strconv.Itoa(v) + ":"
 	enc, ok := strings.CutPrefix(s, prefix)
 	if !ok {

@@ -72,6 +72,7 @@ type Backend struct {
 
 	clients    *cache[*api.Client] // caller clients by token hash
 	principals *cache[Principal]   // positive Authorize results by role and token hash
+	batches    *batcher            // coalesces concurrent signs of one caller
 }
 
 var _ signer.Backend = (*Backend)(nil)
@@ -119,6 +120,7 @@ func New(cfg Config) (*Backend, error) {
 		records:       make(map[int]signer.Record),
 		clients:       newCache[*api.Client](1024),
 		principals:    newCache[Principal](1024),
+		batches:       newBatcher(),
 	}
 	if b.callerTimeout <= 0 {
 		b.callerTimeout = DefaultCallerTimeout

@@ -1,0 +1,81 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/openedx-keyd/keyd/internal/signer"
+)
+
+// TestBatcherCoalescesOneLane checks the batching itself: requests of one
+// lane that arrive while a call is in flight share the next call, each
+// request gets its own result, and lanes never mix.
+func TestBatcherCoalescesOneLane(t *testing.T) {
+	bt := newBatcher()
+	var calls atomic.Int32
+	var held sync.Map
+	release := make(chan struct{})
+	send := func(lane string) sendFunc {
+		return func(inputs [][]byte) []signResult {
+			calls.Add(1)
+			if _, seen := held.LoadOrStore(lane, true); !seen {
+				<-release // hold each lane's first call while the others queue up
+			}
+			out := make([]signResult, len(inputs))
+			for i, in := range inputs {
+				if string(in) == "bad" {
+					out[i].err = errors.New("refused")
+					continue
+				}
+				out[i].sig = []byte(lane + ":" + string(in))
+			}
+			return out
+		}
+	}
+	a := laneKey{token: [32]byte{1}, v: 1, alg: signer.ES256}
+	b := laneKey{token: [32]byte{2}, v: 1, alg: signer.ES256}
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	run := func(k laneKey, lane, in string) {
+		defer wg.Done()
+		sig, err := bt.do(context.Background(), k, []byte(in), send(lane))
+		switch {
+		case in == "bad" && err == nil:
+			errs <- fmt.Errorf("%s/%s: no error", lane, in)
+		case in != "bad" && string(sig) != lane+":"+in:
+			errs <- fmt.Errorf("%s/%s: got %q, %v", lane, in, sig, err)
+		}
+	}
+	wg.Add(1)
+	go run(a, "a", "first")
+	for calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	for i := range 40 {
+		wg.Add(2)
+		go run(a, "a", fmt.Sprint(i))
+		go run(b, "b", fmt.Sprint(i))
+	}
+	wg.Add(1)
+	go run(a, "a", "bad")
+	time.Sleep(50 * time.Millisecond) // let them queue behind the held call
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Lane a: the held call, then 41 queued requests in batches of at most
+	// 32 (2 calls). Lane b: its own calls, never merged with a's.
+	if n := calls.Load(); n > 6 {
+		t.Errorf("%d transit calls for 82 requests: not coalesced", n)
+	}
+	if len(bt.lanes) != 0 {
+		t.Errorf("%d lanes left after all requests finished", len(bt.lanes))
+	}
+}
