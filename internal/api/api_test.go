@@ -48,12 +48,16 @@ var now = time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
 // switchBackend is the local backend whose Sign can be made unavailable.
 type switchBackend struct {
 	signer.Backend
-	down atomic.Bool
+	down        atomic.Bool
+	refuseBelow atomic.Int64 // versions another replica has retired
 }
 
 func (b *switchBackend) Sign(ctx context.Context, cred signer.Credential, v int, alg signer.Algorithm, input []byte) ([]byte, error) {
 	if b.down.Load() {
 		return nil, fmt.Errorf("test: backend down: %w", signer.ErrUnavailable)
+	}
+	if int64(v) < b.refuseBelow.Load() {
+		return nil, fmt.Errorf("test: version %d pinned out: %w", v, signer.ErrNoKey)
 	}
 	return b.Backend.Sign(ctx, cred, v, alg, input)
 }
@@ -825,4 +829,24 @@ func FuzzSignRequest(f *testing.F) {
 			t.Fatalf("body %q: status %d with a malformed error body %s", body, r.status, r.body)
 		}
 	})
+}
+
+// TestSignAfterAnotherReplicaActivatedANewKey: the backend refuses the
+// version this replica's snapshot still calls active (another replica has
+// activated the next one and pinned signing to it); keyd re-reads the keys
+// and signs with the new active key instead of failing.
+func TestSignAfterAnotherReplicaActivatedANewKey(t *testing.T) {
+	e := newEnv(t, signer.ES256, true)
+	rot := decode[rotateResponse](t, e.post(t, "/v1/rotate", adminTok, `{}`))
+	e.clk.Advance(25 * time.Hour) // version 2 is due to sign, but no tick has run here
+	e.backend.refuseBelow.Store(2)
+	r := e.post(t, "/v1/sign", signerTok, signBody("", ""))
+	if r.status != http.StatusOK {
+		t.Fatalf("sign = %d %s", r.status, r.body)
+	}
+	if got := decode[signResponse](t, r); got.KID != rot.KID {
+		t.Fatalf("signed with kid %s, want the new active key %s", got.KID, rot.KID)
+	}
+	e.backend.refuseBelow.Store(3) // no key the backend accepts: 503, never a 500
+	checkError(t, e.post(t, "/v1/sign", signerTok, signBody("", "")), http.StatusServiceUnavailable, "no_active_key")
 }
