@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"testing"
 
 	"github.com/openedx-keyd/keyd/internal/testkeyd"
@@ -18,21 +17,7 @@ import (
 
 var keydBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "keyd-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	keydBin, err = testkeyd.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testkeyd.Main(m, &keydBin) }
 
 // fastLifecycle is the second-scale setting of the lifecycle tests.
 var fastLifecycle = []string{

@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -21,20 +20,7 @@ import (
 
 var keydBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "keyd-interop-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if keydBin, err = testkeyd.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testkeyd.Main(m, &keydBin) }
 
 // need fails (in CI) or skips (elsewhere) when a tool is missing.
 func need(t *testing.T, what string, ok bool) {

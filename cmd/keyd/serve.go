@@ -89,7 +89,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Logger:    log,
 		Metrics:   m,
 		Refresh:   cfg.Refresh(),
-		OnChange:  publishJWKS(handler, log),
+		OnChange:  api.PublishKeys(handler, log),
 	})
 	if err != nil {
 		return err
@@ -147,28 +147,4 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	log.Info("keyd stopped")
 	return nil
-}
-
-// publishJWKS rebuilds the JWKS document when the published keys change.
-func publishJWKS(h *jwks.Handler, log *slog.Logger) func(*rotation.Snapshot) {
-	var last string
-	return func(s *rotation.Snapshot) {
-		keys := make([]jwks.Key, 0, len(s.Keys))
-		id := ""
-		for _, k := range s.Keys {
-			keys = append(keys, jwks.Key{KID: k.KID, Alg: string(k.Algorithm), Public: k.Public})
-			id += k.KID + ","
-		}
-		if id == last {
-			return
-		}
-		doc, err := jwks.Build(keys)
-		if err != nil {
-			log.Error("cannot build the JWKS; keeping the previous one", "err", err)
-			return
-		}
-		h.Set(doc)
-		last = id
-		log.Info("jwks published", "keys", len(keys), "etag", doc.ETag)
-	}
 }

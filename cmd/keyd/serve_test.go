@@ -19,29 +19,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/openedx-keyd/keyd/internal/testkeyd"
 )
 
 // keydBin is the keyd binary built once for this test binary by TestMain.
 var keydBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "keyd-serve-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "temp dir:", err)
-		os.Exit(1)
-	}
-	keydBin = filepath.Join(dir, "keyd")
-	build := exec.Command("go", "build", "-o", keydBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "go build keyd:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testkeyd.Main(m, &keydBin) }
 
 // defaultIssuer is the contract's default --issuer.
 const defaultIssuer = "http://localhost:18000/oauth2"

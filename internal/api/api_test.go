@@ -118,7 +118,7 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool) *testEnv {
 		Events:    noEvents{},
 		Logger:    log,
 		Metrics:   m,
-		OnChange:  publishJWKS(t, handler),
+		OnChange:  api.PublishKeys(handler, log),
 	})
 	if err != nil {
 		t.Fatalf("rotation.New: %v", err)
@@ -147,30 +147,6 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool) *testEnv {
 	return env
 }
 
-// publishJWKS is cmd/keyd/serve.go's: rebuild the JWKS when the keys change.
-func publishJWKS(t testing.TB, h *jwks.Handler) func(*rotation.Snapshot) {
-	var last string
-	return func(s *rotation.Snapshot) {
-		keys := make([]jwks.Key, 0, len(s.Keys))
-		id := ""
-		for _, k := range s.Keys {
-			keys = append(keys, jwks.Key{KID: k.KID, Alg: string(k.Algorithm), Public: k.Public})
-			id += k.KID + ","
-		}
-		if id == last {
-			return
-		}
-		doc, err := jwks.Build(keys)
-		if err != nil {
-			t.Errorf("jwks.Build: %v", err)
-			return
-		}
-		h.Set(doc)
-		last = id
-	}
-}
-
-// result is one HTTP exchange.
 type result struct {
 	status int
 	header http.Header

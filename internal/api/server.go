@@ -323,3 +323,21 @@ func (s *Server) readyz(c echo.Context) error {
 	}
 	return c.JSON(status, r)
 }
+
+// PublishKeys is the rotation OnChange hook that keeps the JWKS document in
+// step with the published keys (pending, active, retiring).
+func PublishKeys(h *jwks.Handler, log *slog.Logger) func(*rotation.Snapshot) {
+	return func(s *rotation.Snapshot) {
+		keys := make([]jwks.Key, 0, len(s.Keys))
+		for _, k := range s.Keys {
+			keys = append(keys, jwks.Key{KID: k.KID, Alg: string(k.Algorithm), Public: k.Public})
+		}
+		doc, changed, err := h.Publish(keys)
+		switch {
+		case err != nil:
+			log.Error("cannot build the JWKS; keeping the previous one", "err", err)
+		case changed:
+			log.Info("jwks published", "keys", doc.Keys, "etag", doc.ETag)
+		}
+	}
+}

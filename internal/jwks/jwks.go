@@ -52,6 +52,7 @@ func Build(keys []Key) (*Document, error) {
 // Handler serves the current Document. Until Set is called it answers 503.
 type Handler struct {
 	doc          atomic.Pointer[Document]
+	kids         atomic.Pointer[string] // the key IDs of doc, to skip rebuilding it
 	cacheControl string
 	// Observe, when set, is told the status of each response (200 or 304).
 	Observe func(status int)
@@ -64,6 +65,27 @@ func NewHandler(maxAge time.Duration) *Handler {
 
 // Set publishes a new document.
 func (h *Handler) Set(d *Document) { h.doc.Store(d) }
+
+// Publish builds and serves the document of keys unless it already serves
+// those very keys (same kids in the same order). It reports whether the
+// document changed.
+func (h *Handler) Publish(keys []Key) (*Document, bool, error) {
+	var ids strings.Builder
+	for _, k := range keys {
+		ids.WriteString(k.KID + ",")
+	}
+	id := ids.String()
+	if last := h.kids.Load(); last != nil && *last == id {
+		return h.doc.Load(), false, nil
+	}
+	doc, err := Build(keys)
+	if err != nil {
+		return nil, false, err
+	}
+	h.Set(doc)
+	h.kids.Store(&id)
+	return doc, true, nil
+}
 
 // Current returns the published document, or nil.
 func (h *Handler) Current() *Document { return h.doc.Load() }

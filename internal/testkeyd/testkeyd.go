@@ -30,6 +30,25 @@ func Build(dir string) (string, error) {
 	return bin, nil
 }
 
+// Main is a TestMain for packages that run keyd processes: it builds keyd
+// once into a temporary dir, stores its path in *bin, runs the tests and
+// removes the dir.
+func Main(m *testing.M, bin *string) {
+	dir, err := os.MkdirTemp("", "keyd-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if *bin, err = Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // FreeAddr returns a loopback host:port that was free a moment ago.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
