@@ -90,7 +90,8 @@ target() {
 }
 
 # load NAME SECONDS LOGFILE — run wrk against target NAME; prints
-# "rps p50_us p99_us requests". Any non-2xx answer or socket error fails the run.
+# "rps p50_us p99_us requests failed", rps counting 2xx answers only. A socket
+# error, or non-2xx answers to more than 1% of the requests, fails the run.
 load() {
 	local name=$1 secs=$2 logfile=$3
 	local -a hdrs=()
@@ -106,9 +107,12 @@ load() {
 	local kv
 	for kv in ${line#WRK_RESULT }; do r[${kv%%=*}]=${kv#*=}; done
 	((r[requests] > 0)) || die "no request completed against $name (log: $logfile)"
-	((r[non2xx] == 0)) || die "$name answered ${r[non2xx]} non-2xx responses (log: $logfile)"
 	((r[socket_errors] == 0)) || die "$name had ${r[socket_errors]} socket errors (log: $logfile)"
-	echo "${r[rps]} ${r[p50_us]} ${r[p99_us]} ${r[requests]}"
+	((r[non2xx] * 100 <= r[requests])) ||
+		die "$name answered ${r[non2xx]} of ${r[requests]} requests with an error (log: $logfile)"
+	local ok_rps
+	ok_rps=$(awk -v n="${r[requests]}" -v f="${r[non2xx]}" -v d="${r[duration_us]}" 'BEGIN {printf "%.1f", (n - f) / (d / 1e6)}')
+	echo "$ok_rps ${r[p50_us]} ${r[p99_us]} ${r[requests]} ${r[non2xx]}"
 }
 
 # --- statistics ---------------------------------------------------------------

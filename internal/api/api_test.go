@@ -123,6 +123,7 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool) *testEnv {
 	if err != nil {
 		t.Fatalf("rotation.New: %v", err)
 	}
+	metrics.WatchLifecycle(reg, mgr, clk.Now)
 	if tick {
 		if err := mgr.Tick(context.Background()); err != nil {
 			t.Fatalf("first Tick: %v", err)
@@ -751,11 +752,19 @@ func TestMetrics(t *testing.T) {
 	if r := e.do(t, http.MethodGet, "/.well-known/jwks.json", "", nil, "If-None-Match", etag); r.status != 304 {
 		t.Fatalf("If-None-Match: status %d", r.status)
 	}
+	decode[rotateResponse](t, e.post(t, "/v1/rotate", adminTok, `{}`))
+	e.clk.Advance(time.Hour)
 	r := e.get(t, "/metrics", "")
 	if r.status != http.StatusOK {
 		t.Fatalf("/metrics: status %d", r.status)
 	}
 	for _, want := range []string{
+		`keyd_rotations_total{outcome="created"} 1`,
+		`keyd_active_key_age_seconds 3600`,
+		`keyd_next_transition_seconds 82800`, // the new key activates 24h after the rotation
+		`keyd_rotation_overdue 0`,
+		`keyd_config_mismatch 0`,
+		`keyd_backend_up 1`,
 		`keyd_sign_requests_total{alg="ES256",result="ok"} 1`,
 		`keyd_sign_requests_total{alg="",result="refused"} 1`,
 		`keyd_jwks_requests_total{status="200"} 1`,
