@@ -72,8 +72,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	handler := jwks.NewHandler(cfg.JWKSMaxAge)
 
 	m := metrics.New(reg)
+	ok, notModified := m.JWKSRequests.WithLabelValues("200"), m.JWKSRequests.WithLabelValues("304")
 	handler.Observe = func(status int) {
-		m.JWKSRequests.WithLabelValues(fmt.Sprint(status)).Inc()
+		if status == http.StatusNotModified {
+			notModified.Inc()
+		} else {
+			ok.Inc()
+		}
 	}
 	mgr, err := rotation.New(rotation.Config{
 		Backend: w.backend,
@@ -119,7 +124,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	})
 	srv := &http.Server{
 		Addr:              cfg.Listen,
-		Handler:           e,
+		Handler:           api.WithFastJWKS(e, handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

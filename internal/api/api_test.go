@@ -81,6 +81,7 @@ type testEnv struct {
 	mgr     *rotation.Manager
 	backend *switchBackend
 	audit   *fakeAudit
+	jwks    *jwks.Handler
 }
 
 // newEnv serves api.New over a local backend in a temp dir; with tick the
@@ -129,7 +130,7 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool) *testEnv {
 			t.Fatalf("first Tick: %v", err)
 		}
 	}
-	env := &testEnv{clk: clk, mgr: mgr, backend: &switchBackend{Backend: lb}, audit: &fakeAudit{}}
+	env := &testEnv{clk: clk, mgr: mgr, backend: &switchBackend{Backend: lb}, audit: &fakeAudit{}, jwks: handler}
 	env.handler = api.New(api.Config{
 		Auth:      auth,
 		Backend:   env.backend,
@@ -834,4 +835,30 @@ func TestSignAfterAnotherReplicaActivatedANewKey(t *testing.T) {
 	}
 	e.backend.refuseBelow.Store(3) // no key the backend accepts: 503, never a 500
 	checkError(t, e.post(t, "/v1/sign", signerTok, signBody("", "")), http.StatusServiceUnavailable, "no_active_key")
+}
+
+// TestFastJWKS: the fast path serves the JWKS exactly like the routed
+// handler, and leaves every other request to echo.
+func TestFastJWKS(t *testing.T) {
+	e := newEnv(t, signer.ES256, true)
+	h := api.WithFastJWKS(e.handler, e.jwks)
+	for _, tt := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/.well-known/jwks.json", 200},
+		{http.MethodHead, "/.well-known/jwks.json", 200},
+		{http.MethodPost, "/.well-known/jwks.json", 405},
+		{http.MethodGet, "/healthz", 200},
+		{http.MethodGet, "/nope", 404},
+	} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(tt.method, tt.path, nil))
+		if w.Code != tt.want {
+			t.Errorf("%s %s = %d, want %d", tt.method, tt.path, w.Code, tt.want)
+		}
+		if tt.path == "/.well-known/jwks.json" && tt.want == 200 && (w.Header().Get("ETag") == "" || w.Header().Get("Cache-Control") != "public, max-age=300") {
+			t.Errorf("%s JWKS headers: %v", tt.method, w.Header())
+		}
+	}
 }

@@ -341,3 +341,16 @@ func PublishKeys(h *jwks.Handler, log *slog.Logger) func(*rotation.Snapshot) {
 		}
 	}
 }
+
+// WithFastJWKS serves GET and HEAD of the JWKS straight from h and every
+// other request through next: the JWKS is the hottest route (every IDA
+// fetches it) and needs neither routing nor the error renderer.
+func WithFastJWKS(next http.Handler, h *jwks.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.well-known/jwks.json" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

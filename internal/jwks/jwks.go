@@ -29,6 +29,9 @@ type Document struct {
 	Body []byte
 	ETag string // strong, quoted
 	Keys int
+
+	// Header values, built once so that serving allocates nothing.
+	etag, length []string
 }
 
 // Build encodes keys (public members only) as {"keys":[...]}.
@@ -46,21 +49,24 @@ func Build(keys []Key) (*Document, error) {
 		return nil, fmt.Errorf("jwks: encode: %w", err)
 	}
 	sum := sha256.Sum256(body)
-	return &Document{Body: body, ETag: `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`, Keys: len(keys)}, nil
+	etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`
+	return &Document{Body: body, ETag: etag, Keys: len(keys), etag: []string{etag}, length: []string{strconv.Itoa(len(body))}}, nil
 }
 
 // Handler serves the current Document. Until Set is called it answers 503.
 type Handler struct {
 	doc          atomic.Pointer[Document]
 	kids         atomic.Pointer[string] // the key IDs of doc, to skip rebuilding it
-	cacheControl string
+	cacheControl []string
 	// Observe, when set, is told the status of each response (200 or 304).
 	Observe func(status int)
 }
 
+var contentJSON = []string{"application/json"}
+
 // NewHandler returns a Handler whose responses may be cached for maxAge.
 func NewHandler(maxAge time.Duration) *Handler {
-	return &Handler{cacheControl: "public, max-age=" + strconv.Itoa(int(maxAge.Seconds()))}
+	return &Handler{cacheControl: []string{"public, max-age=" + strconv.Itoa(int(maxAge.Seconds()))}}
 }
 
 // Set publishes a new document.
@@ -102,15 +108,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(`{"error":"not_ready","message":"keyd has no keys to publish yet."}`))
 		return
 	}
-	hdr.Set("Cache-Control", h.cacheControl)
-	hdr.Set("ETag", d.ETag)
+	// Canonical keys assigned directly: the values are shared, never modified.
+	hdr["Cache-Control"] = h.cacheControl
+	hdr["Etag"] = d.etag
 	if etagMatches(r.Header.Get("If-None-Match"), d.ETag) {
 		w.WriteHeader(http.StatusNotModified)
 		h.observe(http.StatusNotModified)
 		return
 	}
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Content-Length", strconv.Itoa(len(d.Body)))
+	hdr["Content-Type"] = contentJSON
+	hdr["Content-Length"] = d.length
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		w.Write(d.Body)
@@ -126,10 +133,9 @@ func (h *Handler) observe(status int) {
 
 // etagMatches implements If-None-Match's weak comparison (RFC 9110 13.1.2).
 func etagMatches(header, etag string) bool {
-	if header == "" {
-		return false
-	}
-	for _, t := range strings.Split(header, ",") {
+	for header != "" {
+		var t string
+		t, header, _ = strings.Cut(header, ",")
 		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
 		if t == "*" || t == etag {
 			return true
