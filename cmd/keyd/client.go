@@ -175,6 +175,7 @@ func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	c := clientFlags(fs)
 	emergency := fs.Bool("emergency", false, "activate the new key at once and destroy every older key")
 	reason := fs.String("reason", "", "why (required with --emergency)")
+	adopt := fs.Bool("adopt-settings", false, "create the key under this replica's settings although they differ from the newest key's")
 	if !parseFlags(fs, args, stderr) {
 		return 2
 	}
@@ -183,7 +184,7 @@ func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 2
 	}
 	var raw []byte
-	if err := c.do(ctx, http.MethodPost, "/v1/rotate", map[string]any{"emergency": *emergency, "reason": *reason}, &raw); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/v1/rotate", map[string]any{"emergency": *emergency, "reason": *reason, "adopt_settings": *adopt}, &raw); err != nil {
 		return fail(stderr, err)
 	}
 	stdout.Write(append(raw, '\n'))

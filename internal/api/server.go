@@ -33,7 +33,7 @@ const MaxBody = 64 << 10
 // Lifecycle is what the API needs from the rotation manager.
 type Lifecycle interface {
 	Snapshot() *rotation.Snapshot
-	Rotate(ctx context.Context, emergency bool, reason, actor string) (rotation.Published, error)
+	Rotate(ctx context.Context, req rotation.RotateRequest) (rotation.Published, error)
 	Refresh(ctx context.Context, since time.Time) error
 	Health() rotation.Health
 }
@@ -242,6 +242,9 @@ func describe(k rotation.Published) keyInfo {
 type rotateRequest struct {
 	Emergency bool   `json:"emergency"`
 	Reason    string `json:"reason"`
+	// AdoptSettings (an extension of the contract): create the key under
+	// this replica's settings although they differ from the newest key's.
+	AdoptSettings bool `json:"adopt_settings"`
 }
 
 func (s *Server) rotate(c echo.Context) error {
@@ -258,7 +261,7 @@ func (s *Server) rotate(c echo.Context) error {
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil || dec.More() {
-			return apiError(http.StatusBadRequest, "bad_body", `The body must be {"emergency": bool, "reason": "..."} with no other members.`)
+			return apiError(http.StatusBadRequest, "bad_body", `The body must be {"emergency": bool, "reason": "...", "adopt_settings": bool} with no other members.`)
 		}
 	}
 	req.Reason = strings.TrimSpace(req.Reason)
@@ -268,7 +271,14 @@ func (s *Server) rotate(c echo.Context) error {
 	if len(req.Reason) > 1024 {
 		return apiError(http.StatusBadRequest, "reason_too_long", "The reason must be at most 1024 bytes.")
 	}
-	k, err := s.cfg.Lifecycle.Rotate(c.Request().Context(), req.Emergency, req.Reason, p.Actor)
+	k, err := s.cfg.Lifecycle.Rotate(c.Request().Context(), rotation.RotateRequest{
+		Emergency: req.Emergency, Reason: req.Reason, Actor: p.Actor, AdoptSettings: req.AdoptSettings,
+	})
+	if errors.Is(err, rotation.ErrConfigMismatch) {
+		return apiError(http.StatusConflict, "config_mismatch", "This replica's settings differ from the newest key's ("+
+			strings.TrimPrefix(err.Error(), rotation.ErrConfigMismatch.Error()+": ")+
+			"); deploy the same settings on every replica, then rotate with \"adopt_settings\": true to adopt them.")
+	}
 	if err != nil {
 		if !errors.Is(err, signer.ErrUnavailable) {
 			s.log.Error("rotation failed", "actor", p.Actor, "err", err)

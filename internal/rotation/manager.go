@@ -81,6 +81,7 @@ type Manager struct {
 	mu        sync.Mutex // serialises Tick and Rotate in this process
 	kids      map[int]string
 	emitted   map[string]bool
+	unsent    map[string]Event // events the trail could not take yet, by id
 	pinned    int
 	retryAt   time.Time // earliest next attempt at a failed action
 	backoff   time.Duration
@@ -89,8 +90,25 @@ type Manager struct {
 	backendUp atomic.Bool
 }
 
-// ErrNoKey is returned when there is no active key yet.
-var ErrNoKey = errors.New("rotation: no active key yet")
+// Errors callers branch on.
+var (
+	// ErrNoKey is returned when there is no active key yet.
+	ErrNoKey = errors.New("rotation: no active key yet")
+	// ErrConfigMismatch refuses a normal rotation on a replica whose
+	// settings differ from the newest key's, unless it adopts them.
+	ErrConfigMismatch = errors.New("rotation: this replica's settings differ from the newest key's")
+)
+
+// RotateRequest is an on-demand rotation.
+type RotateRequest struct {
+	Emergency bool
+	Reason    string
+	Actor     string
+	// AdoptSettings lets a normal rotation create its key under this
+	// replica's settings although they differ from the newest key's: the
+	// operator's explicit step after changing the settings everywhere.
+	AdoptSettings bool
+}
 
 // New checks cfg and returns a Manager; call Tick or Run to start it.
 func New(cfg Config) (*Manager, error) {
@@ -106,7 +124,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = 10 * time.Second
 	}
-	return &Manager{cfg: cfg, kick: make(chan struct{}, 1), kids: map[int]string{}, emitted: map[string]bool{}}, nil
+	return &Manager{cfg: cfg, kick: make(chan struct{}, 1), kids: map[int]string{}, emitted: map[string]bool{}, unsent: map[string]Event{}}, nil
 }
 
 // Snapshot returns the latest snapshot, or nil before the first.
@@ -173,7 +191,8 @@ func (m *Manager) tickLocked(ctx context.Context, actor string) error {
 			return m.actionFailed(ctx, "emergency", in.After+1, err)
 		}
 	}
-	for range 3 { // at most: create, then destroy, then publish
+	m.flushUnsent(ctx)
+	for range 4 { // at most: a record, a creation, a destruction, then publish
 		keys, err := m.cfg.Backend.Keys(ctx)
 		if err != nil {
 			return m.readFailed("keys", err)
@@ -181,6 +200,7 @@ func (m *Manager) tickLocked(ctx context.Context, actor string) error {
 		m.backendUp.Store(true)
 		now := m.cfg.Clock.Now()
 		plan := Evaluate(keys, m.cfg.Rules, now)
+		m.reportTransitions(ctx, keys, plan, now) // before any destruction, so the trail stays in order
 		acted, err := m.apply(ctx, keys, plan, actor)
 		if err != nil {
 			return err
@@ -195,7 +215,10 @@ func (m *Manager) tickLocked(ctx context.Context, actor string) error {
 		m.lastErr.Store(nil)
 		return nil
 	}
-	return nil
+	err = errors.New("rotation: the keys did not settle after four steps; retrying on the next tick")
+	msg := err.Error()
+	m.lastErr.Store(&msg)
+	return err
 }
 
 // apply performs the plan's create and destroy steps; it reports whether it
@@ -216,7 +239,11 @@ func (m *Manager) apply(ctx context.Context, keys []signer.Key, plan Plan, actor
 		// The first key made by `keyd bootstrap` (Vault): write its record.
 		rec := NewRecord(1, keys[0].Algorithm, m.cfg.Rules, keys[0].CreatedAt, false)
 		rec.Actor, rec.Reason = "keyd bootstrap", "first key"
-		if _, err := m.cfg.Backend.Create(ctx, rec); err != nil && !errors.Is(err, signer.ErrAlreadyRotated) {
+		_, err := m.cfg.Backend.Create(ctx, rec)
+		switch {
+		case errors.Is(err, signer.ErrAlreadyRotated):
+			return false, nil // the backend cannot add it now; the derived record stands
+		case err != nil:
 			return false, m.actionFailed(ctx, "bootstrap", 1, err)
 		}
 		return true, nil
@@ -266,7 +293,6 @@ func (m *Manager) publish(ctx context.Context, plan Plan, now time.Time) error {
 		s.Keys = append(s.Keys, Published{KeyState: ks, KID: m.kid(ks.Key)})
 	}
 	for _, p := range s.Keys {
-		m.reportTransitions(ctx, p)
 		if p.State == Active {
 			s.Signing = signer.NewSigningKey(p.Version, p.Algorithm, p.KID)
 			s.HasActive = true
@@ -304,14 +330,40 @@ func creationEvent(p Published) Event {
 
 func (e Event) id() string { return fmt.Sprintf("%s/%d", e.Type, e.Version) }
 
-func (m *Manager) reportTransitions(ctx context.Context, p Published) {
-	m.emit(ctx, creationEvent(p))
-	if p.State != Pending {
-		m.emit(ctx, Event{Type: "activated", Version: p.Version, KID: p.KID, Actor: "scheduler"})
+// reportTransitions sends the events of every transition the plan shows,
+// including those of keys about to be destroyed (a replica that was down
+// while a key retired still reports it, before the destruction).
+func (m *Manager) reportTransitions(ctx context.Context, keys []signer.Key, plan Plan, now time.Time) {
+	published := map[int]KeyState{}
+	for _, ks := range plan.Published {
+		published[ks.Version] = ks
 	}
-	if p.State == Retiring {
-		m.emit(ctx, Event{Type: "retired", Version: p.Version, KID: p.KID, Actor: "scheduler",
-			Reason: "verify-only until " + p.RetiresAt.Format(time.RFC3339)})
+	cut := 0 // versions below an emergency key never retired: they were cut off
+	for _, k := range keys {
+		if k.Emergency {
+			cut = k.Version
+		}
+	}
+	for _, k := range keys {
+		ks, ok := published[k.Version]
+		if !ok { // to be destroyed now
+			ks = KeyState{Key: k, State: Retiring}
+			if k.Version < cut {
+				ks.State = Pending // no retired event: an emergency cut it off
+			}
+		}
+		p := Published{KeyState: ks, KID: m.kid(k)}
+		m.emit(ctx, creationEvent(p))
+		if ks.State != Pending || !k.ActivatesAt.After(now) {
+			m.emit(ctx, Event{Type: "activated", Version: p.Version, KID: p.KID, Actor: "scheduler"})
+		}
+		if ks.State == Retiring {
+			reason := "verify-only"
+			if !ks.RetiresAt.IsZero() {
+				reason += " until " + ks.RetiresAt.Format(time.RFC3339)
+			}
+			m.emit(ctx, Event{Type: "retired", Version: p.Version, KID: p.KID, Actor: "scheduler", Reason: reason})
+		}
 	}
 }
 
@@ -323,9 +375,21 @@ func (m *Manager) emit(ctx context.Context, e Event) {
 	}
 	if err := m.cfg.Events.Emit(ctx, e); err != nil {
 		m.cfg.Logger.Error("audit event not recorded; retrying next tick", "type", e.Type, "version", e.Version, "err", err)
+		if _, queued := m.unsent[id]; !queued {
+			m.unsent[id] = e
+		}
 		return
 	}
 	m.emitted[id] = true
+	delete(m.unsent, id)
+}
+
+// flushUnsent retries the events the trail could not take: a destruction is
+// not observable again once it has happened, so its event must not be lost.
+func (m *Manager) flushUnsent(ctx context.Context) {
+	for _, e := range m.unsent {
+		m.emit(ctx, e)
+	}
 }
 
 func (m *Manager) kid(k signer.Key) string {
@@ -344,7 +408,10 @@ func (m *Manager) kid(k signer.Key) string {
 // Rotate creates a new version on demand. A normal rotation while a key is
 // still pending creates nothing and returns the pending key; an emergency
 // records its intent, creates a key active at once and destroys every other.
-func (m *Manager) Rotate(ctx context.Context, emergency bool, reason, actor string) (Published, error) {
+// A normal rotation on a replica whose settings differ from the newest
+// key's is refused unless it adopts them; an emergency never is (its key
+// signs at once and every older key goes, so no setting can make it unsafe).
+func (m *Manager) Rotate(ctx context.Context, req RotateRequest) (Published, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	keys, err := m.cfg.Backend.Keys(ctx)
@@ -356,8 +423,8 @@ func (m *Manager) Rotate(ctx context.Context, emergency bool, reason, actor stri
 		newest = keys[len(keys)-1].Version
 	}
 	var v int
-	if emergency {
-		in := signer.Intent{After: newest, Reason: reason, Actor: actor, At: m.cfg.Clock.Now()}
+	if req.Emergency {
+		in := signer.Intent{After: newest, Reason: req.Reason, Actor: req.Actor, At: m.cfg.Clock.Now()}
 		if err := m.cfg.Backend.SaveIntent(ctx, in); err != nil {
 			return Published{}, fmt.Errorf("rotation: record emergency intent: %w", err)
 		}
@@ -368,14 +435,18 @@ func (m *Manager) Rotate(ctx context.Context, emergency bool, reason, actor stri
 		m.cfg.Metrics.Rotation("emergency")
 	} else {
 		plan := Evaluate(keys, m.cfg.Rules, m.cfg.Clock.Now())
+		if plan.Mismatch != "" && !req.AdoptSettings {
+			return Published{}, fmt.Errorf("%w: %s", ErrConfigMismatch, plan.Mismatch)
+		}
 		v = newest
 		if plan.Bootstrap || plan.Active.Version == newest {
 			rec := NewRecord(newest+1, m.cfg.Algorithm, m.cfg.Rules, m.cfg.Clock.Now(), false)
-			rec.Actor, rec.Reason = actor, reason
+			rec.Actor, rec.Reason = req.Actor, req.Reason
 			_, err := m.cfg.Backend.Create(ctx, rec)
 			switch {
 			case errors.Is(err, signer.ErrAlreadyRotated):
 				m.cfg.Metrics.Rotation("already_rotated")
+				v = 0 // another replica made it: answer with the newest key
 			case err != nil:
 				m.cfg.Metrics.Rotation("failed")
 				return Published{}, fmt.Errorf("rotation: create version %d: %w", newest+1, err)
@@ -385,11 +456,17 @@ func (m *Manager) Rotate(ctx context.Context, emergency bool, reason, actor stri
 			}
 		}
 	}
-	if err := m.tickLocked(ctx, actor); err != nil {
+	if err := m.tickLocked(ctx, req.Actor); err != nil {
 		return Published{}, err
 	}
 	// The key asked for; after a lost race, the newest key another replica made.
 	s := m.snap.Load()
+	if s == nil || len(s.Keys) == 0 {
+		return Published{}, ErrNoKey
+	}
+	if v == 0 {
+		return s.Keys[len(s.Keys)-1], nil
+	}
 	for _, p := range s.Keys {
 		if p.Version != v {
 			continue
@@ -399,9 +476,6 @@ func (m *Manager) Rotate(ctx context.Context, emergency bool, reason, actor stri
 			return Published{}, fmt.Errorf("rotation: version %d created but its audit event is not recorded yet; it is retried on the next tick", v)
 		}
 		return p, nil
-	}
-	if len(s.Keys) == 0 {
-		return Published{}, ErrNoKey
 	}
 	return s.Keys[len(s.Keys)-1], nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -311,12 +312,12 @@ func TestEmergencyRotation(t *testing.T) {
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Rotate(ctx, false, "", "role:admin"); err != nil { // v2 pending
+	if _, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"}); err != nil { // v2 pending
 		t.Fatal(err)
 	}
 	// Crash half-way: the emergency key exists, older keys not yet destroyed.
 	fb.failDestroy = 1
-	if _, err := m.Rotate(ctx, true, "key leaked", "role:admin"); err == nil {
+	if _, err := m.Rotate(ctx, RotateRequest{Emergency: true, Reason: "key leaked", Actor: "role:admin"}); err == nil {
 		t.Fatal("emergency with failing destroy reported success")
 	}
 	in, err := fb.LoadIntent(ctx)
@@ -350,11 +351,11 @@ func TestRotateWhilePendingReturnsThePendingKey(t *testing.T) {
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	a, err := m.Rotate(ctx, false, "", "role:admin")
+	a, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := m.Rotate(ctx, false, "", "role:admin")
+	b, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,6 +385,119 @@ func TestMismatchCreatesAndDestroysNothing(t *testing.T) {
 	if h := other.Health(); h.ConfigMismatch == "" || !other.ConfigMismatch() {
 		t.Fatalf("mismatch not reported: %+v", h)
 	}
+	// A normal rotation there is refused, unless the operator adopts the
+	// settings; an emergency is never refused.
+	if _, err := other.Rotate(ctx, RotateRequest{Actor: "role:admin"}); !errors.Is(err, ErrConfigMismatch) {
+		t.Fatalf("rotate on a mismatched replica: err = %v", err)
+	}
+	p, err := other.Rotate(ctx, RotateRequest{Actor: "role:admin", AdoptSettings: true})
+	if err != nil || p.Version != 2 || p.PropagationDelay != 5*time.Minute {
+		t.Fatalf("adopting rotation: %+v, %v", p.Record, err)
+	}
+	if _, err := m.Rotate(ctx, RotateRequest{Emergency: true, Reason: "leak", Actor: "role:admin"}); err != nil {
+		t.Fatalf("emergency on a replica whose settings now differ: %v", err)
+	}
+}
+
+func TestRotateAfterLosingTheRaceReturnsTheNewKey(t *testing.T) {
+	dir := t.TempDir()
+	clk := clock.NewFake(t0)
+	var ms []*Manager
+	for range 2 {
+		b, err := local.New(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, newManager(t, b, clk, &recorder{}))
+	}
+	ctx := context.Background()
+	if err := ms[0].Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ms[1].Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Replica 1 decides on version 2 from its own read, but replica 0 creates it first.
+	lost := &racing{Backend: ms[1].cfg.Backend, before: func() { ms[0].Rotate(ctx, RotateRequest{Actor: "role:admin"}) }}
+	ms[1].cfg.Backend = lost
+	p, err := ms[1].Rotate(ctx, RotateRequest{Actor: "role:admin"})
+	if err != nil || p.Version != 2 || p.State != Pending {
+		t.Fatalf("rotate after a lost race = version %d %s, %v; want the pending version 2", p.Version, p.State, err)
+	}
+}
+
+// racing runs before once, just before the first Create.
+type racing struct {
+	Backend
+	before func()
+	once   sync.Once
+}
+
+func (r *racing) Create(ctx context.Context, rec signer.Record) (signer.Key, error) {
+	r.once.Do(r.before)
+	return r.Backend.Create(ctx, rec)
+}
+
+func TestDestroyedEventIsRetriedUntilRecorded(t *testing.T) {
+	clk := clock.NewFake(t0)
+	ev := &recorder{}
+	m := newManager(t, newLocal(t), clk, ev)
+	ctx := context.Background()
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Hour) // rotation
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(11 * time.Minute) // activation
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(8 * time.Minute) // past retires_at: version 1 is destroyed while the trail is down
+	ev.mu.Lock()
+	ev.fail = true
+	ev.mu.Unlock()
+	_ = m.Tick(ctx)
+	ev.mu.Lock()
+	ev.fail = false
+	ev.mu.Unlock()
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ev.count("destroyed") != 1 {
+		t.Fatalf("destroyed event lost: %+v", ev.events)
+	}
+}
+
+func TestRetirementReportedAfterDowntime(t *testing.T) {
+	dir := t.TempDir()
+	clk := clock.NewFake(t0)
+	b, _ := local.New(dir)
+	m := newManager(t, b, clk, &recorder{})
+	ctx := context.Background()
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"}); err != nil {
+		t.Fatal(err)
+	}
+	// keyd is down while version 2 activates and version 1 retires; a fresh
+	// process starts long after version 1's retires_at.
+	clk.Advance(3 * time.Hour)
+	ev := &recorder{}
+	fresh := newManager(t, b, clk, ev)
+	if err := fresh.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, e := range ev.events {
+		order = append(order, e.id())
+	}
+	want := "bootstrap/1 activated/1 retired/1 created/2 activated/2 destroyed/1"
+	if got := strings.Join(order, " "); !strings.Contains(got, "retired/1") || strings.Index(got, "destroyed/1") < strings.Index(got, "activated/2") {
+		t.Fatalf("events after downtime: %s\nwant in this order: %s", got, want)
+	}
 }
 
 func TestRotationNotReportedDoneWithoutItsAuditEvent(t *testing.T) {
@@ -397,7 +511,7 @@ func TestRotationNotReportedDoneWithoutItsAuditEvent(t *testing.T) {
 	ev.mu.Lock()
 	ev.fail = true
 	ev.mu.Unlock()
-	if _, err := m.Rotate(ctx, false, "", "role:admin"); err == nil {
+	if _, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"}); err == nil {
 		t.Fatal("rotation reported done although its audit event was not recorded")
 	}
 	ev.mu.Lock()

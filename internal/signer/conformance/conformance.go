@@ -279,11 +279,11 @@ func testLifecycleWithFailures(t *testing.T, alg signer.Algorithm, e Env) {
 	}
 
 	// An emergency interrupted after its key exists completes on the next tick.
-	if _, err := m.Rotate(ctx, false, "", "role:admin"); err != nil {
+	if _, err := m.Rotate(ctx, rotation.RotateRequest{Actor: "role:admin"}); err != nil {
 		t.Fatal(err)
 	}
 	fb.fail["destroy"] = true
-	if _, err := m.Rotate(ctx, true, "drill", "role:admin"); err == nil {
+	if _, err := m.Rotate(ctx, rotation.RotateRequest{Emergency: true, Reason: "drill", Actor: "role:admin"}); err == nil {
 		t.Fatal("emergency with a failing destroy reported success")
 	}
 	if err := tick(); err != nil {

@@ -207,6 +207,15 @@ func (b *Backend) PinSigning(ctx context.Context, v int) error {
 	if int64(v) <= b.pinned.Load() {
 		return nil
 	}
+	lock, err := fsutil.LockFile(filepath.Join(b.dir, "lock"))
+	if err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	defer lock.Unlock()
+	if cur := b.minSigning(); cur >= v { // another process pinned as high or higher: never lower it
+		b.pinned.Store(int64(cur))
+		return nil
+	}
 	if err := fsutil.WriteFileAtomic(filepath.Join(b.dir, "keys", "min_signing_version"), []byte(strconv.Itoa(v)), 0o600); err != nil {
 		return fmt.Errorf("local: pin signing version: %w", err)
 	}

@@ -105,7 +105,12 @@ func (b *Backend) Authorize(ctx context.Context, token, role string) (Principal,
 // with the key (a root or over-broad token), checked with
 // sys/capabilities-self on the sign path and its hash-algorithm form.
 func (b *Backend) CheckCannotSign(ctx context.Context) error {
-	for _, p := range []string{b.signPath(), b.signPath() + "/sha2-512"} {
+	// The sign endpoint also takes the hash algorithm as a path segment.
+	paths := []string{b.signPath()}
+	for _, h := range []string{"sha1", "sha2-224", "sha2-256", "sha2-384", "sha2-512", "sha3-224", "sha3-256", "sha3-384", "sha3-512", "none"} {
+		paths = append(paths, b.signPath()+"/"+h)
+	}
+	for _, p := range paths {
 		caps, err := b.client.Sys().CapabilitiesSelfWithContext(ctx, p)
 		if err != nil {
 			return wrap("check keyd's own capabilities", err)

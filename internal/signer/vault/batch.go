@@ -48,8 +48,9 @@ type sendFunc func(inputs [][]byte) []signResult
 func newBatcher() *batcher { return &batcher{lanes: map[laneKey]*lane{}} }
 
 // do signs input, in a batch with other requests of the same lane. The first
-// request of an idle lane becomes its sender and sends batches until the
-// lane's queue is empty; the others wait for their own result.
+// request of an idle lane starts a sender that sends batches until the
+// lane's queue is empty; every request waits for its own result or its
+// context, whichever comes first.
 func (bt *batcher) do(ctx context.Context, k laneKey, input []byte, send sendFunc) ([]byte, error) {
 	p := &pending{input: input, done: make(chan signResult, 1)}
 	bt.mu.Lock()
@@ -64,7 +65,10 @@ func (bt *batcher) do(ctx context.Context, k laneKey, input []byte, send sendFun
 	bt.mu.Unlock()
 
 	if sender {
-		bt.drain(k, l, send)
+		// The lane is drained by its own goroutine, not by this request:
+		// under steady load the queue may never empty, and no request may
+		// wait longer than its own context allows.
+		go bt.drain(k, l, send)
 	}
 	select {
 	case r := <-p.done:

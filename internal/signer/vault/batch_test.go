@@ -75,7 +75,40 @@ func TestBatcherCoalescesOneLane(t *testing.T) {
 	if n := calls.Load(); n > 6 {
 		t.Errorf("%d transit calls for 82 requests: not coalesced", n)
 	}
-	if len(bt.lanes) != 0 {
-		t.Errorf("%d lanes left after all requests finished", len(bt.lanes))
+	// The senders retire their lanes once the queues are empty.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		bt.mu.Lock()
+		n := len(bt.lanes)
+		bt.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d lanes left after all requests finished", n)
+		}
+		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestBatcherCallerLeavesOnItsDeadline: under steady load the lane never
+// empties, yet the request that opened it returns on its own deadline.
+func TestBatcherCallerLeavesOnItsDeadline(t *testing.T) {
+	bt := newBatcher()
+	k := laneKey{token: [32]byte{3}, v: 1, alg: signer.ES256}
+	release := make(chan struct{})
+	send := func(inputs [][]byte) []signResult {
+		<-release
+		return make([]signResult, len(inputs))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	if _, err := bt.do(ctx, k, []byte("x"), send); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the caller's deadline", err)
+	}
+	if took := time.Since(began); took > time.Second {
+		t.Fatalf("the first caller waited %v for a stuck batch", took)
+	}
+	close(release)
 }

@@ -190,5 +190,7 @@ func (b *Backend) callerError(ctx context.Context, c *api.Client, op string, err
 	case status == 400 && op == "sign":
 		return fmt.Errorf("%w: vault refused to sign: %w", signer.ErrNoKey, err)
 	}
-	return fmt.Errorf("vault: %s: %w", op, err)
+	// Anything else (a 404 for a missing key, a 412 from a lagging standby,
+	// ...) is Vault not serving the request: unavailable, never a 500.
+	return fmt.Errorf("%w: vault %s: %w", signer.ErrUnavailable, op, err)
 }

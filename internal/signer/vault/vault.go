@@ -86,7 +86,9 @@ const (
 
 	// claimTimeout is how old a rotation claim must be before another
 	// replica may take it over (its holder is presumed dead).
-	claimTimeout = 60 * time.Second
+	// It is judged on the replicas' clocks, so it is well above any clock
+	// skew a deployment tolerates.
+	claimTimeout = 5 * time.Minute
 )
 
 // New returns a Backend. It makes no Vault call; CheckCannotSign is the
@@ -223,9 +225,12 @@ func (b *Backend) readKey(ctx context.Context) (*keyInfo, error) {
 	return parseKeyInfo(sec.Data)
 }
 
-// Keys lists the versions whose private material still exists (at or above
-// min_decryption_version), oldest first. It costs one transit read once the
-// lifecycle records are cached.
+// Keys lists the versions whose private material still exists, oldest
+// first: those Vault has not trimmed (at or above min_available_version).
+// A version below min_decryption_version but not yet trimmed (a trim that
+// failed, or a crash between the two calls of DestroyBelow) is still
+// listed, so the lifecycle destroys it again and records it. It costs one
+// transit read once the lifecycle records are cached.
 func (b *Backend) Keys(ctx context.Context) ([]signer.Key, error) {
 	ki, err := b.readKey(ctx)
 	if err != nil {
@@ -237,7 +242,7 @@ func (b *Backend) Keys(ctx context.Context) ([]signer.Key, error) {
 		if err != nil {
 			return nil, fmt.Errorf("vault: key version %q: %w", s, err)
 		}
-		if v >= ki.MinDecryptionVersion {
+		if v >= ki.MinAvailableVersion {
 			versions = append(versions, v)
 		}
 	}

@@ -305,7 +305,7 @@ func TestRotationClaim(t *testing.T) {
 	}
 
 	// The holder died: 61 s later its claim is taken over.
-	later := e.newBackend(t, e.srv.Client(t, e.serverToken), func() time.Time { return time.Now().Add(61 * time.Second) })
+	later := e.newBackend(t, e.srv.Client(t, e.serverToken), func() time.Time { return time.Now().Add(claimTimeout + time.Second) })
 	k, err := later.Create(ctx, e.record(2))
 	if err != nil {
 		t.Fatalf("take over a stale claim: %v", err)
