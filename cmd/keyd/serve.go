@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -130,6 +132,17 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
+	}
+	if addr := os.Getenv("KEYD_PPROF_LISTEN"); addr != "" {
+		// Profiling for benchmarks (bench/run): off unless asked for, on a
+		// listener of its own, never on the API's.
+		go func() {
+			log.Warn("pprof listening", "addr", addr)
+			mux := http.NewServeMux()
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			log.Error("pprof stopped", "err", http.ListenAndServe(addr, mux))
+		}()
 	}
 	errc := make(chan error, 1)
 	go func() {
