@@ -168,14 +168,6 @@ func Parse(raw map[string]*string) (*Config, error) {
 				c.PropagationDelay, need, c.Refresh(), c.JWKSMaxAge)
 		}
 	}
-	if c.Schedule != nil && c.PropagationDelay > 0 && c.MaxTokenLifetime > 0 {
-		// A key must finish its pending period before the next is due, or
-		// rotations would be skipped: keep the schedule's period above it.
-		t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-		if period := c.Schedule.Next(c.Schedule.Next(t0)).Sub(c.Schedule.Next(t0)); period <= c.PropagationDelay {
-			bad("rotation-schedule", "%q rotates every %s, not longer than --propagation-delay %s: keys would never activate on time", c.RotationSchedule, period, c.PropagationDelay)
-		}
-	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		bad("tls-cert", "--tls-cert and --tls-key must be set together")
 	}
