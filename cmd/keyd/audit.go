@@ -120,8 +120,8 @@ func cmdAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
 	file := fs.String("file", "", "the local audit log (<data-dir>/audit.log), checked offline")
 	dataDir := fs.String("data-dir", "", "data dir whose keys the chain must account for (default: the log's directory)")
-	vaultMode := fs.Bool("vault", false, "check the chain in Vault KV with the auditor's own token (VAULT_ADDR, --token or VAULT_TOKEN)")
-	vf := vaultFlags(fs)
+	vaultMode := fs.Bool("vault", false, "check the chain in Vault KV with the auditor's own token (VAULT_ADDR; --token, KEYD_TOKEN or VAULT_TOKEN)")
+	vf := vaultFlags(fs, []string{"KEYD_TOKEN", "VAULT_TOKEN"}) // the auditor's token, as for the other client commands
 	if !parseFlags(fs, args, stderr) {
 		return 2
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -119,12 +120,16 @@ func (a vaultAuth) Authorize(ctx context.Context, token string, roles ...api.Rol
 type vaultFlagSet struct {
 	raw   map[string]*string
 	token *string
+	envs  []string // where the token comes from without --token, in order
 }
 
-func vaultFlags(fs *flag.FlagSet, names ...string) *vaultFlagSet {
+// vaultFlags registers the Vault names, names among the serve settings, and
+// --token, which otherwise comes from the first of envs that is set.
+func vaultFlags(fs *flag.FlagSet, envs []string, names ...string) *vaultFlagSet {
 	return &vaultFlagSet{
 		raw:   config.Flags(fs, append(names, "vault-mount", "vault-key", "vault-kv-mount")...),
-		token: fs.String("token", "", "Vault token (default: VAULT_TOKEN)"),
+		token: fs.String("token", "", "Vault token (default: "+strings.Join(envs, ", then ")+")"),
+		envs:  envs,
 	}
 }
 
@@ -132,8 +137,10 @@ func (v *vaultFlagSet) get(name string) string { return *v.raw[name] }
 
 func (v *vaultFlagSet) client() (*vaultapi.Client, error) {
 	tok := *v.token
-	if tok == "" {
-		tok = os.Getenv("VAULT_TOKEN")
+	for _, env := range v.envs {
+		if tok == "" {
+			tok = os.Getenv(env)
+		}
 	}
 	return vaultClient(tok)
 }
@@ -142,7 +149,7 @@ func (v *vaultFlagSet) client() (*vaultapi.Client, error) {
 // operator's token.
 func cmdBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bootstrap", flag.ContinueOnError)
-	vf := vaultFlags(fs, "algorithm")
+	vf := vaultFlags(fs, []string{"VAULT_TOKEN"}, "algorithm") // the operator's token
 	if !parseFlags(fs, args, stderr) {
 		return 2
 	}
