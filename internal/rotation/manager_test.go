@@ -232,17 +232,26 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-func TestReplicasCreateOneVersionPerRotation(t *testing.T) {
+// replicas returns n managers on one local data dir, as n keyd processes
+// on one host, sharing the clock clk.
+func replicas(t *testing.T, n int, clk clock.Clock) (string, []*Manager) {
+	t.Helper()
 	dir := t.TempDir()
-	clk := clock.NewFake(t0)
 	var ms []*Manager
-	for range 3 {
+	for range n {
 		b, err := local.New(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ms = append(ms, newManager(t, b, clk, &recorder{}))
 	}
+	return dir, ms
+}
+
+
+func TestReplicasCreateOneVersionPerRotation(t *testing.T) {
+	clk := clock.NewFake(t0)
+	dir, ms := replicas(t, 3, clk)
 	ctx := context.Background()
 	for step := 0; step < 5*60; step++ {
 		var wg sync.WaitGroup
@@ -400,16 +409,7 @@ func TestMismatchCreatesAndDestroysNothing(t *testing.T) {
 }
 
 func TestRotateAfterLosingTheRaceReturnsTheNewKey(t *testing.T) {
-	dir := t.TempDir()
-	clk := clock.NewFake(t0)
-	var ms []*Manager
-	for range 2 {
-		b, err := local.New(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ms = append(ms, newManager(t, b, clk, &recorder{}))
-	}
+	_, ms := replicas(t, 2, clock.NewFake(t0))
 	ctx := context.Background()
 	if err := ms[0].Tick(ctx); err != nil {
 		t.Fatal(err)
