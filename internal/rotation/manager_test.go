@@ -248,7 +248,6 @@ func replicas(t *testing.T, n int, clk clock.Clock) (string, []*Manager) {
 	return dir, ms
 }
 
-
 func TestReplicasCreateOneVersionPerRotation(t *testing.T) {
 	clk := clock.NewFake(t0)
 	dir, ms := replicas(t, 3, clk)
