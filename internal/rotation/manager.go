@@ -235,17 +235,7 @@ func (m *Manager) apply(ctx context.Context, keys []signer.Key, plan Plan, actor
 			return false, m.actionFailed(ctx, "bootstrap", 1, err)
 		}
 		return true, nil
-	case !keys[0].HasRecord && keys[0].Version == 1:
-		// The first key made by `keyd bootstrap` (Vault): write its record.
-		rec := NewRecord(1, keys[0].Algorithm, m.cfg.Rules, keys[0].CreatedAt, false)
-		rec.Actor, rec.Reason = "keyd bootstrap", "first key"
-		_, err := m.cfg.Backend.Create(ctx, rec)
-		switch {
-		case errors.Is(err, signer.ErrAlreadyRotated):
-			return false, nil // the backend cannot add it now; the derived record stands
-		case err != nil:
-			return false, m.actionFailed(ctx, "bootstrap", 1, err)
-		}
+	case m.writeMissingRecords(ctx, plan):
 		return true, nil
 	case plan.Mismatch != "":
 		return false, nil // follow the records, change nothing
@@ -271,6 +261,44 @@ func (m *Manager) apply(ctx context.Context, keys []signer.Key, plan Plan, actor
 		return true, nil
 	}
 	return false, nil
+}
+
+// RecordWriter is implemented by a backend that can hold a key without its
+// lifecycle record (Vault: the first key made by keyd bootstrap, or a crash
+// between creating a version and writing its record).
+type RecordWriter interface {
+	WriteRecord(ctx context.Context, rec signer.Record) error
+}
+
+// writeMissingRecords stores the record the rules derived for each published
+// key that has none, so that every replica follows one record instead of
+// deriving its own from its own settings. It reports whether it wrote any.
+func (m *Manager) writeMissingRecords(ctx context.Context, plan Plan) bool {
+	rw, ok := m.cfg.Backend.(RecordWriter)
+	if !ok {
+		return false
+	}
+	wrote := false
+	for _, ks := range plan.Published {
+		if ks.HasRecord {
+			continue
+		}
+		rec := ks.Record
+		rec.Actor, rec.Reason = "scheduler", "record written after the key (lost to a crash)"
+		if ks.Version == 1 {
+			rec.Actor, rec.Reason = "keyd bootstrap", "first key"
+		}
+		switch err := rw.WriteRecord(ctx, rec); {
+		case err == nil:
+			wrote = true
+		case errors.Is(err, signer.ErrAlreadyRotated):
+			wrote = true // another replica wrote it: re-read to follow it
+		default:
+			m.cfg.Logger.Warn("cannot write a missing lifecycle record; using the derived one", "version", ks.Version, "err", err)
+			m.cfg.Metrics.BackendError("record")
+		}
+	}
+	return wrote
 }
 
 func (m *Manager) destroy(ctx context.Context, keys []signer.Key, below int, actor, reason string) error {

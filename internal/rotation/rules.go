@@ -168,6 +168,8 @@ func ceilSecond(t time.Time) time.Time {
 // crash between creating the key and writing its record; or the first key,
 // made by `keyd bootstrap`): the oldest key is the bootstrap key, active at
 // once; any other is a normal rotation, pending for the propagation delay.
+// The manager then writes this record to the backend once, so that replicas
+// with other settings follow it instead of deriving their own.
 func withRecords(keys []signer.Key, r Rules) []signer.Key {
 	out := make([]signer.Key, len(keys))
 	copy(out, keys)

@@ -435,6 +435,25 @@ func (b *Backend) Create(ctx context.Context, rec signer.Record) (signer.Key, er
 }
 
 // writeRecord writes rec once (check-and-set 0).
+// WriteRecord stores the lifecycle record of a version Vault holds without
+// one: the first key, made by keyd bootstrap, or a version whose record was
+// lost to a crash between the transit rotate and the record write. The
+// record is created once (check-and-set 0), so every replica then follows
+// the same one; when another replica wrote it first, ErrAlreadyRotated.
+func (b *Backend) WriteRecord(ctx context.Context, rec signer.Record) error {
+	ki, err := b.readKey(ctx)
+	if err != nil {
+		return err
+	}
+	if _, ok := ki.Keys[strconv.Itoa(rec.Version)]; !ok {
+		return fmt.Errorf("%w: version %d of %s", signer.ErrNoKey, rec.Version, b.keyPath())
+	}
+	if !fits(rec.Algorithm, ki.Type) {
+		return fmt.Errorf("vault: algorithm %q cannot use key %s of type %s", rec.Algorithm, b.keyPath(), ki.Type)
+	}
+	return b.writeRecord(ctx, rec)
+}
+
 func (b *Backend) writeRecord(ctx context.Context, rec signer.Record) error {
 	data, err := encode(rec)
 	if err != nil {
