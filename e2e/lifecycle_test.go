@@ -79,7 +79,7 @@ func (v *cachingVerifier) key(kid string) (*jose.JSONWebKey, error) {
 }
 
 func (v *cachingVerifier) verify(token string) error {
-	jws, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS512, jose.RS256, jose.ES256, jose.EdDSA})
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS512, jose.RS256, jose.ES256, jose.EdDSA})
 	if err != nil {
 		return err
 	}

@@ -453,7 +453,7 @@ func TestSign(t *testing.T) {
 	if len(keys) != 1 {
 		t.Fatalf("the JWKS has %d keys with kid %s, want 1", len(keys), got.KID)
 	}
-	jws, err := jose.ParseSigned(got.Token, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(got.Token, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,7 +68,7 @@ func signs(t *testing.T, e Env, alg signer.Algorithm, k signer.Key) error {
 	if err != nil {
 		return err
 	}
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
 	if err != nil {
 		t.Fatalf("version %d made an unparsable JWS: %v", k.Version, err)
 	}

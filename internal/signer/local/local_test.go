@@ -77,7 +77,7 @@ func signJWS(t *testing.T, b signer.Backend, k signer.Key, payload string) (stri
 // verifyJWS checks token with go-jose against pub and returns its payload.
 func verifyJWS(t *testing.T, token string, alg signer.Algorithm, pub any) string {
 	t.Helper()
-	jws, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
 	if err != nil {
 		t.Fatalf("ParseSigned: %v", err)
 	}
@@ -123,7 +123,7 @@ func TestSignVerifyEveryAlgorithm(t *testing.T) {
 			if got := verifyJWS(t, token, tt.alg, k.Public); got != payload {
 				t.Errorf("payload = %s, want %s", got, payload)
 			}
-			jws, _ := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(tt.alg)})
+			jws, _ := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(tt.alg)})
 			h := jws.Signatures[0].Protected
 			wantKID, _ := signer.KID(k.Public)
 			if h.Algorithm != string(tt.alg) || h.KeyID != wantKID || h.ExtraHeaders["typ"] != "JWT" {

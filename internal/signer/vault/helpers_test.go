@@ -121,7 +121,7 @@ func signJWT(b *Backend, token string, k signer.Key) (string, error) {
 // verifyJWT checks tok with go-jose and the public key from Keys.
 func verifyJWT(t *testing.T, tok string, k signer.Key) {
 	t.Helper()
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(k.Algorithm)})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(k.Algorithm)})
 	if err != nil {
 		t.Fatalf("parse %s token: %v", k.Algorithm, err)
 	}
