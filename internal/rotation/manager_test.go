@@ -45,6 +45,13 @@ func (r *recorder) Emit(_ context.Context, e Event) error {
 	return nil
 }
 
+// setFail makes the trail refuse (true) or take (false) events.
+func (r *recorder) setFail(fail bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fail = fail
+}
+
 func (r *recorder) count(typ string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -454,13 +461,9 @@ func TestDestroyedEventIsRetriedUntilRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Advance(8 * time.Minute) // past retires_at: version 1 is destroyed while the trail is down
-	ev.mu.Lock()
-	ev.fail = true
-	ev.mu.Unlock()
+	ev.setFail(true)
 	_ = m.Tick(ctx)
-	ev.mu.Lock()
-	ev.fail = false
-	ev.mu.Unlock()
+	ev.setFail(false)
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -507,15 +510,11 @@ func TestRotationNotReportedDoneWithoutItsAuditEvent(t *testing.T) {
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ev.mu.Lock()
-	ev.fail = true
-	ev.mu.Unlock()
+	ev.setFail(true)
 	if _, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"}); err == nil {
 		t.Fatal("rotation reported done although its audit event was not recorded")
 	}
-	ev.mu.Lock()
-	ev.fail = false
-	ev.mu.Unlock()
+	ev.setFail(false)
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -102,19 +102,23 @@ func (b *Backend) Authorize(ctx context.Context, token, role string) (Principal,
 }
 
 // CheckCannotSign returns ErrTokenCanSign when keyd's own token could sign
-// with the key (a root or over-broad token), checked with
-// sys/capabilities-self on the sign path and its hash-algorithm form.
+// with the key (a root or over-broad token), checked with one
+// sys/capabilities-self call on the sign path and all its hash-algorithm forms.
 func (b *Backend) CheckCannotSign(ctx context.Context) error {
 	// The sign endpoint also takes the hash algorithm as a path segment.
 	paths := []string{b.signPath()}
 	for _, h := range []string{"sha1", "sha2-224", "sha2-256", "sha2-384", "sha2-512", "sha3-224", "sha3-256", "sha3-384", "sha3-512", "none"} {
 		paths = append(paths, b.signPath()+"/"+h)
 	}
+	sec, err := b.client.Logical().WriteWithContext(ctx, "sys/capabilities-self", map[string]any{"paths": paths})
+	if err != nil {
+		return wrap("check keyd's own capabilities", err)
+	}
+	if sec == nil || sec.Data == nil {
+		return errors.New("vault: check keyd's own capabilities: empty answer")
+	}
 	for _, p := range paths {
-		caps, err := b.client.Sys().CapabilitiesSelfWithContext(ctx, p)
-		if err != nil {
-			return wrap("check keyd's own capabilities", err)
-		}
+		caps, _ := sec.Data[p].([]any)
 		for _, c := range caps {
 			if c == "update" || c == "create" || c == "root" {
 				return ErrTokenCanSign
