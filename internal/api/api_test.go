@@ -314,7 +314,7 @@ func TestErrorStatuses(t *testing.T) {
 
 		// 422: claims that break the token policy.
 		{"missing grant_type", "POST", "/v1/sign", signerTok, `{"claims":{"iss":"` + issuer + `","aud":"a","sub":"alice"}}`, false, 422, "invalid_claim"},
-		{"empty grant_type", "POST", "/v1/sign", signerTok, `{"claims":{"iss":"` + issuer + `","aud":"a","sub":"alice","grant_type":""}}`, false, 422, "invalid_claim"},
+		{"grant_type a number", "POST", "/v1/sign", signerTok, `{"claims":{"iss":"` + issuer + `","aud":"a","sub":"alice","grant_type":7}}`, false, 422, "invalid_claim"},
 		{"grant_type not a string", "POST", "/v1/sign", signerTok, `{"claims":{"iss":"` + issuer + `","aud":"a","sub":"alice","grant_type":1}}`, false, 422, "invalid_claim"},
 		{"missing sub", "POST", "/v1/sign", signerTok, `{"claims":{"iss":"` + issuer + `","aud":"a","grant_type":"password"}}`, false, 422, "invalid_claim"},
 		{"missing aud", "POST", "/v1/sign", signerTok, `{"claims":{"iss":"` + issuer + `","sub":"alice","grant_type":"password"}}`, false, 422, "invalid_claim"},
@@ -340,6 +340,38 @@ func TestErrorStatuses(t *testing.T) {
 			}
 			checkError(t, e.do(t, tt.method, tt.path, tt.token, body, "Content-Type", "application/json"), tt.status, tt.code)
 		})
+	}
+}
+
+// TestEmptyGrantTypeSigned: the LMS writes "grant_type": "" for tokens not
+// issued through an OAuth grant (create_jwt_for_user); keyd signs them as
+// they are and the session exchange, not keyd, refuses them.
+func TestEmptyGrantTypeSigned(t *testing.T) {
+	e := newEnv(t, signer.ES256, true)
+	r := e.do(t, http.MethodPost, "/v1/sign", signerTok,
+		strings.NewReader(`{"claims":{"iss":"`+issuer+`","aud":"a","sub":"alice","grant_type":""}}`),
+		"Content-Type", "application/json")
+	if r.status != http.StatusOK {
+		t.Fatalf("status = %d, want 200 (body %s)", r.status, r.body)
+	}
+	var resp struct{ Token string }
+	if err := json.Unmarshal(r.body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(resp.Token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("token %q is not a compact JWS", resp.Token)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	if gt, ok := claims["grant_type"]; !ok || gt != "" {
+		t.Errorf("grant_type = %#v (present %v), want the empty string", gt, ok)
 	}
 }
 

@@ -194,7 +194,8 @@ func (p Policy) checkClaims(c knownClaims) error {
 	case c.iss.kind != kindString:
 		return refused(CodeInvalidClaim, `Claim "iss" must be a string.`)
 	case !slices.Contains(p.Issuers, c.iss.text):
-		return refused(CodeIssuerNotAllowed, `Claim "iss" is not an issuer keyd signs for.`)
+		return refused(CodeIssuerNotAllowed, "Claim \"iss\" %q is not an issuer keyd signs for; accepted: %s.",
+			c.iss.text, strings.Join(p.Issuers, ", "))
 	case c.aud == nil:
 		return refused(CodeInvalidClaim, `Claim "aud" is required.`)
 	case !validAudience(c.aud):
@@ -205,7 +206,7 @@ func (p Policy) checkClaims(c knownClaims) error {
 		name     string
 		v        *value
 		optional bool
-	}{{"sub", c.sub, false}, {"grant_type", c.grantType, false}, {"jti", c.jti, true}} {
+	}{{"sub", c.sub, false}, {"jti", c.jti, true}} {
 		switch {
 		case r.v == nil && r.optional:
 		case r.v == nil:
@@ -213,6 +214,15 @@ func (p Policy) checkClaims(c knownClaims) error {
 		case !r.v.isNonEmptyString():
 			return refused(CodeInvalidClaim, "Claim %q must be a non-empty string.", r.name)
 		}
+	}
+	// grant_type is required and a string, but may be empty: the LMS writes
+	// "" for tokens not issued through an OAuth grant (create_jwt_for_user),
+	// and the session exchange, not keyd, accepts only "password".
+	switch {
+	case c.grantType == nil:
+		return refused(CodeInvalidClaim, `Claim "grant_type" is required.`)
+	case c.grantType.kind != kindString:
+		return refused(CodeInvalidClaim, `Claim "grant_type" must be a string (it may be empty).`)
 	}
 	if c.nbf != nil && c.nbf.kind != kindNumber {
 		return refused(CodeInvalidClaim, `Claim "nbf" must be a number.`)
