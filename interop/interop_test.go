@@ -47,6 +47,7 @@ func sign(t *testing.T, url, token string) string {
 	}})
 	req, _ := http.NewRequestWithContext(context.Background(), "POST", url+"/v1/sign", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

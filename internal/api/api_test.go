@@ -277,8 +277,18 @@ func TestErrorStatuses(t *testing.T) {
 		{"claims missing", "POST", "/v1/sign", signerTok, `{"ttl":"1m"}`, false, 400, "invalid_request"},
 		{"body not an object", "POST", "/v1/sign", signerTok, `[1,2]`, false, 400, "invalid_request"},
 		{"unknown request member", "POST", "/v1/sign", signerTok, `{"claims":{},"header":{"alg":"none"}}`, false, 400, "unknown_member"},
-		{"rotate with unknown member", "POST", "/v1/rotate", adminTok, `{"force":true}`, false, 400, "bad_body"},
-		{"rotate with malformed JSON", "POST", "/v1/rotate", adminTok, `{"emergency":`, false, 400, "bad_body"},
+		{"rotate with unknown member", "POST", "/v1/rotate", adminTok, `{"force":true}`, false, 400, "unknown_member"},
+		{"rotate with malformed JSON", "POST", "/v1/rotate", adminTok, `{"emergency":`, false, 400, "invalid_json"},
+		{"rotate with trailing data", "POST", "/v1/rotate", adminTok, `{}{"emergency":true,"reason":"x"}`, false, 400, "invalid_json"},
+		{"rotate body not an object", "POST", "/v1/rotate", adminTok, `[{"emergency":true}]`, false, 400, "invalid_request"},
+		{"rotate emergency in another case", "POST", "/v1/rotate", adminTok, `{"emergency":false,"EMERGENCY":true,"reason":"x"}`, false, 400, "unknown_member"},
+		{"rotate emergency capitalised", "POST", "/v1/rotate", adminTok, `{"Emergency":true,"reason":"x"}`, false, 400, "unknown_member"},
+		{"rotate emergency twice", "POST", "/v1/rotate", adminTok, `{"emergency":false,"emergency":true,"reason":"x"}`, false, 400, "duplicate_member"},
+		{"rotate reason twice", "POST", "/v1/rotate", adminTok, `{"reason":"routine","reason":"cover-up"}`, false, 400, "duplicate_member"},
+		{"rotate emergency a string", "POST", "/v1/rotate", adminTok, `{"emergency":"true","reason":"x"}`, false, 400, "invalid_request"},
+		{"rotate emergency null", "POST", "/v1/rotate", adminTok, `{"emergency":null}`, false, 400, "invalid_request"},
+		{"rotate reason a number", "POST", "/v1/rotate", adminTok, `{"reason":7}`, false, 400, "invalid_request"},
+		{"rotate invalid UTF-8", "POST", "/v1/rotate", adminTok, "{\"reason\":\"\xff\"}", false, 400, "invalid_json"},
 		{"rotate emergency without reason", "POST", "/v1/rotate", adminTok, `{"emergency":true}`, false, 400, "reason_required"},
 		{"rotate emergency with blank reason", "POST", "/v1/rotate", adminTok, `{"emergency":true,"reason":"  "}`, false, 400, "reason_required"},
 		{"audit since -1", "GET", "/v1/audit?since=-1", auditorTok, "", false, 400, "bad_since"},
@@ -423,6 +433,7 @@ func TestBodyLimit(t *testing.T) {
 				t.Fatal(err)
 			}
 			req.Header.Set("Authorization", "Bearer "+signerTok)
+			req.Header.Set("Content-Type", "application/json")
 			if tt.chunked != (req.ContentLength == 0) {
 				t.Fatalf("ContentLength = %d: the body would not be sent as intended", req.ContentLength)
 			}
@@ -736,6 +747,73 @@ func TestKeysAndRotate(t *testing.T) {
 	checkRows(t, "v3 active "+ts(24*time.Hour)+" "+ts(24*time.Hour)+" null")
 	if jw := e.get(t, "/.well-known/jwks.json", ""); strings.Contains(string(jw.body), first.KID) {
 		t.Errorf("after the emergency the JWKS still publishes %s", first.KID)
+	}
+}
+
+// TestRotateLooseBodiesRotateNothing: a rotate body that a proxy or a
+// reviewer could read otherwise than keyd (a member twice, a name in another
+// case, not sent as JSON) is refused before anything is created or destroyed.
+func TestRotateLooseBodiesRotateNothing(t *testing.T) {
+	e := newEnv(t, signer.ES256, true)
+	before := keyRows(t, e, adminTok)
+	for _, tt := range []struct{ body, contentType string }{
+		{`{"emergency":false,"EMERGENCY":true,"reason":"x"}`, "application/json"},
+		{`{"emergency":false,"emergency":true,"reason":"x"}`, "application/json"},
+		{`{"Emergency":true,"Reason":"x"}`, "application/json"},
+		{`{"emergency":true,"reason":"x"}`, "text/plain"},
+		{`{"emergency":true,"reason":"x"}`, "application/x-www-form-urlencoded"},
+		{`{"emergency":true,"reason":"x"}`, ""},
+	} {
+		r := e.do(t, http.MethodPost, "/v1/rotate", adminTok, strings.NewReader(tt.body), "Content-Type", tt.contentType)
+		if r.status < 400 || r.status >= 500 {
+			t.Errorf("rotate %s as %q: status %d, want a 4xx: %s", tt.body, tt.contentType, r.status, r.body)
+		}
+	}
+	if after := keyRows(t, e, adminTok); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("refused rotate bodies changed the keys:\n %q\nwant\n %q", after, before)
+	}
+}
+
+// TestBodyContentType: a body that is not empty must be application/json
+// (any parameters allowed); an empty rotate body needs no Content-Type.
+func TestBodyContentType(t *testing.T) {
+	e := newEnv(t, signer.ES256, true)
+	for _, tt := range []struct {
+		name, path, token, body, contentType string
+		status                               int
+	}{
+		{"sign as text/plain", "/v1/sign", signerTok, signBody("", ""), "text/plain", 415},
+		{"sign as a form", "/v1/sign", signerTok, signBody("", ""), "application/x-www-form-urlencoded", 415},
+		{"sign without Content-Type", "/v1/sign", signerTok, signBody("", ""), "", 415},
+		{"sign as application/jsonp", "/v1/sign", signerTok, signBody("", ""), "application/jsonp", 415},
+		{"sign with a broken Content-Type", "/v1/sign", signerTok, signBody("", ""), "application/json; =", 415},
+		{"rotate as text/plain", "/v1/rotate", adminTok, `{}`, "text/plain", 415},
+		{"rotate without Content-Type", "/v1/rotate", adminTok, `{"reason":"routine"}`, "", 415},
+		{"sign with charset", "/v1/sign", signerTok, signBody("", ""), "application/json; charset=utf-8", 200},
+		{"sign in capitals", "/v1/sign", signerTok, signBody("", ""), "Application/JSON", 200},
+		{"rotate with an empty body and no Content-Type", "/v1/rotate", adminTok, "", "", 200},
+		{"rotate with an empty body as text/plain", "/v1/rotate", adminTok, "", "text/plain", 200},
+		{"rotate as JSON", "/v1/rotate", adminTok, `{"reason":"routine"}`, "application/json", 200},
+		// Credentials are checked before the body.
+		{"sign as text/plain without a token", "/v1/sign", "", signBody("", ""), "text/plain", 401},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var hdr []string
+			if tt.contentType != "" {
+				hdr = []string{"Content-Type", tt.contentType}
+			}
+			r := e.do(t, http.MethodPost, tt.path, tt.token, strings.NewReader(tt.body), hdr...)
+			switch tt.status {
+			case 200:
+				if r.status != 200 {
+					t.Errorf("status = %d, want 200: %s", r.status, r.body)
+				}
+			case 415:
+				checkError(t, r, 415, "unsupported_media_type")
+			default:
+				checkError(t, r, tt.status, "unauthenticated")
+			}
+		})
 	}
 }
 

@@ -30,6 +30,7 @@ var (
 	errBadCredential = apiError(http.StatusUnauthorized, "unauthenticated", "The bearer token is unknown or expired.")
 	errForbidden     = apiError(http.StatusForbidden, "forbidden", "The bearer token is valid but does not hold the role this route needs.")
 	errTooLarge      = apiError(http.StatusRequestEntityTooLarge, "body_too_large", "The request body is larger than 64 KiB.")
+	errNotJSON       = apiError(http.StatusUnsupportedMediaType, "unsupported_media_type", "Send the body as JSON with Content-Type: application/json.")
 	errUnavailable   = apiError(http.StatusServiceUnavailable, "backend_unavailable", "The key backend is unavailable; retry shortly.")
 	errNoActiveKey   = apiError(http.StatusServiceUnavailable, "no_active_key", "keyd has no active signing key yet; retry shortly.")
 )
@@ -60,7 +61,7 @@ func toError(err error) (*Error, bool) {
 		case http.StatusRequestEntityTooLarge:
 			return errTooLarge, true
 		case http.StatusUnsupportedMediaType:
-			return apiError(he.Code, "unsupported_media_type", "Send the body as application/json."), true
+			return errNotJSON, true
 		}
 		if he.Code >= 400 && he.Code < 500 {
 			return apiError(he.Code, "bad_request", "The request is malformed."), true

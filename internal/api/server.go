@@ -6,10 +6,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -119,7 +119,9 @@ func (s *Server) authorize(c echo.Context, roles ...Role) (Principal, error) {
 	return s.cfg.Auth.Authorize(c.Request().Context(), strings.TrimSpace(tok), roles...)
 }
 
-// readBody reads at most MaxBody bytes; a longer body is a 413.
+// readBody reads at most MaxBody bytes; a longer body is a 413. A body that
+// is not empty must be sent as application/json (a 415 otherwise), so that
+// what a proxy or a reviewer takes the body for is what keyd decodes.
 func readBody(c echo.Context) ([]byte, error) {
 	r := c.Request()
 	if r.ContentLength > MaxBody {
@@ -132,7 +134,17 @@ func readBody(c echo.Context) ([]byte, error) {
 	if len(b) > MaxBody {
 		return nil, errTooLarge
 	}
+	if len(bytes.TrimSpace(b)) > 0 && !isJSON(r.Header.Get("Content-Type")) {
+		return nil, errNotJSON
+	}
 	return b, nil
+}
+
+// isJSON reports whether a Content-Type is application/json, with any
+// parameters (charset=utf-8).
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
 }
 
 type signResponse struct {
@@ -239,12 +251,35 @@ func describe(k rotation.Published) keyInfo {
 	return ki
 }
 
+// rotateMembers are the members of a rotate body; adopt_settings (an
+// extension of the contract) creates the key under this replica's settings
+// although they differ from the newest key's.
+var rotateMembers = []string{"emergency", "reason", "adopt_settings"}
+
 type rotateRequest struct {
-	Emergency bool   `json:"emergency"`
-	Reason    string `json:"reason"`
-	// AdoptSettings (an extension of the contract): create the key under
-	// this replica's settings although they differ from the newest key's.
-	AdoptSettings bool `json:"adopt_settings"`
+	Emergency, AdoptSettings bool
+	Reason                   string
+}
+
+// decodeRotate decodes a rotate body as strictly as a sign body; an empty
+// body is a normal rotation.
+func decodeRotate(body []byte) (rotateRequest, error) {
+	var req rotateRequest
+	if len(bytes.TrimSpace(body)) == 0 {
+		return req, nil
+	}
+	b, err := claims.DecodeBody(body, rotateMembers...)
+	if err != nil {
+		return req, err
+	}
+	if req.Emergency, err = b.Bool("emergency"); err != nil {
+		return req, err
+	}
+	if req.AdoptSettings, err = b.Bool("adopt_settings"); err != nil {
+		return req, err
+	}
+	req.Reason, err = b.String("reason")
+	return req, err
 }
 
 func (s *Server) rotate(c echo.Context) error {
@@ -256,13 +291,9 @@ func (s *Server) rotate(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var req rotateRequest
-	if len(strings.TrimSpace(string(body))) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil || dec.More() {
-			return apiError(http.StatusBadRequest, "bad_body", `The body must be {"emergency": bool, "reason": "...", "adopt_settings": bool} with no other members.`)
-		}
+	req, err := decodeRotate(body)
+	if err != nil {
+		return err
 	}
 	req.Reason = strings.TrimSpace(req.Reason)
 	if req.Emergency && req.Reason == "" {

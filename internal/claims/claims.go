@@ -81,33 +81,23 @@ type request struct {
 }
 
 func decodeRequest(body []byte) (request, error) {
-	v, err := parseJSON(body)
+	b, err := DecodeBody(body, "claims", "ttl")
 	if err != nil {
-		return request{}, jsonError(err)
-	}
-	if v.kind != kindObject {
-		return request{}, malformed(CodeInvalidRequest, "The request body must be a JSON object.")
+		return request{}, err
 	}
 	var req request
-	var haveClaims bool
-	for _, m := range v.members {
-		switch m.name {
-		case "claims":
-			if m.value.kind != kindObject {
-				return request{}, malformed(CodeInvalidRequest, `Member "claims" must be a JSON object.`)
-			}
-			req.claims, haveClaims = m.value.members, true
-		case "ttl":
-			if req.ttl, err = parseTTL(&m.value); err != nil {
-				return request{}, err
-			}
-		default:
-			return request{}, malformed(CodeUnknownMember,
-				`Member %s is not allowed in the request body; only "claims" and "ttl" are.`, quote(m.name))
-		}
-	}
-	if !haveClaims {
+	claims := b.get("claims")
+	if claims == nil {
 		return request{}, malformed(CodeInvalidRequest, `The request body must have a "claims" object.`)
+	}
+	if claims.kind != kindObject {
+		return request{}, malformed(CodeInvalidRequest, `Member "claims" must be a JSON object.`)
+	}
+	req.claims = claims.members
+	if ttl := b.get("ttl"); ttl != nil {
+		if req.ttl, err = parseTTL(ttl); err != nil {
+			return request{}, err
+		}
 	}
 	return req, nil
 }
