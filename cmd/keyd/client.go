@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -44,7 +45,11 @@ func (c *client) do(ctx context.Context, method, path string, body any, out any)
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.server, "/")+path, rd)
+	base, err := serverURL(c.server)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return fmt.Errorf("bad --server: %w", err)
 	}
@@ -80,14 +85,42 @@ func (c *client) do(ctx context.Context, method, path string, body any, out any)
 	return nil
 }
 
+// serverURL checks --server: an http or https URL with a host (a bare
+// host:port is refused, so a token is never sent where it was not meant to
+// go), returned without a trailing slash.
+func serverURL(server string) (string, error) {
+	s := strings.TrimRight(strings.TrimSpace(server), "/")
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		hostPort := s
+		if i := strings.Index(s, "//"); i >= 0 {
+			hostPort = s[i+2:]
+		}
+		return "", fmt.Errorf("--server %q is not an http:// or https:// URL (for example http://%s)", server, hostPort)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("--server %q must not have a query or fragment", server)
+	}
+	return s, nil
+}
+
 func fail(stderr io.Writer, err error) int {
 	fmt.Fprintln(stderr, "keyd:", err)
 	return 1
 }
 
-// parseFlags parses args; it returns false (after printing) on a usage error.
+// parseFlags parses args; it returns false (after printing) on a usage error
+// or after printing the help (which run turns into exit 0).
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) bool {
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		if s, ok := synopses[fs.Name()]; ok {
+			fmt.Fprint(fs.Output(), s, "\nflags:\n")
+		} else {
+			fmt.Fprintf(fs.Output(), "usage: keyd %s [flags]\n\nflags:\n", fs.Name())
+		}
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return false
 	}
@@ -140,27 +173,47 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		stdout.Write(append(raw, '\n'))
 		return 0
 	}
-	var out struct {
-		Keys []struct {
-			KID         string  `json:"kid"`
-			State       string  `json:"state"`
-			Alg         string  `json:"alg"`
-			Version     int     `json:"version"`
-			CreatedAt   *string `json:"created_at"`
-			ActivatesAt *string `json:"activates_at"`
-			RetiresAt   *string `json:"retires_at"`
-		}
-	}
+	var out keyList
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return fail(stderr, err)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	printKeys(stdout, out.Keys)
+	return 0
+}
+
+// keyRow is one entry of GET /v1/keys.
+type keyRow struct {
+	KID         string  `json:"kid"`
+	State       string  `json:"state"`
+	Alg         string  `json:"alg"`
+	Version     int     `json:"version"`
+	CreatedAt   *string `json:"created_at"`
+	ActivatesAt *string `json:"activates_at"`
+	RetiresAt   *string `json:"retires_at"`
+}
+
+type keyList struct {
+	Keys []keyRow `json:"keys"`
+}
+
+// find returns the entry of version v, or nil.
+func (l keyList) find(v int) *keyRow {
+	for i := range l.Keys {
+		if l.Keys[i].Version == v {
+			return &l.Keys[i]
+		}
+	}
+	return nil
+}
+
+// printKeys prints key entries as the table of `keyd keys`.
+func printKeys(w io.Writer, keys []keyRow) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VERSION\tSTATE\tALG\tKID\tCREATED\tACTIVATES\tRETIRES")
-	for _, k := range out.Keys {
+	for _, k := range keys {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Version, k.State, k.Alg, k.KID, deref(k.CreatedAt), deref(k.ActivatesAt), deref(k.RetiresAt))
 	}
 	tw.Flush()
-	return 0
 }
 
 func deref(s *string) string {
@@ -176,6 +229,7 @@ func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	emergency := fs.Bool("emergency", false, "activate the new key at once and destroy every older key")
 	reason := fs.String("reason", "", "why (required with --emergency)")
 	adopt := fs.Bool("adopt-settings", false, "create the key under this replica's settings although they differ from the newest key's")
+	asJSON := fs.Bool("json", false, "print the raw JSON answer of POST /v1/rotate")
 	if !parseFlags(fs, args, stderr) {
 		return 2
 	}
@@ -183,11 +237,32 @@ func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stderr, "keyd rotate: --emergency needs --reason")
 		return 2
 	}
+	// The keys before and after: a normal rotation while a key is pending
+	// answers with that key, and only the comparison tells that nothing was
+	// created. Reading the keys is best effort (the answer is what counts).
+	var before keyList
+	beforeErr := c.do(ctx, http.MethodGet, "/v1/keys", nil, &before)
 	var raw []byte
 	if err := c.do(ctx, http.MethodPost, "/v1/rotate", map[string]any{"emergency": *emergency, "reason": *reason, "adopt_settings": *adopt}, &raw); err != nil {
 		return fail(stderr, err)
 	}
-	stdout.Write(append(raw, '\n'))
+	if *asJSON {
+		stdout.Write(append(raw, '\n'))
+		return 0
+	}
+	var got keyRow
+	if err := json.Unmarshal(raw, &got); err != nil {
+		return fail(stderr, fmt.Errorf("keyd answered something that is not JSON: %w", err))
+	}
+	row := &got
+	var after keyList
+	if err := c.do(ctx, http.MethodGet, "/v1/keys", nil, &after); err == nil && after.find(got.Version) != nil {
+		row = after.find(got.Version)
+	}
+	if old := before.find(got.Version); beforeErr == nil && old != nil && !*emergency {
+		fmt.Fprintf(stdout, "a key is already pending: nothing created (version %d activates at %s)\n", old.Version, deref(row.ActivatesAt))
+	}
+	printKeys(stdout, []keyRow{*row})
 	return 0
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -30,8 +31,106 @@ tools
   verify       verify a token against a JWKS URL or file
   healthcheck  exit 0 when --url answers 200 (for container healthchecks)
 
-Run "keyd <command> -h" for a command's flags.
+Run "keyd <command> --help" for a command's synopsis and flags.
 `
+
+// synopses is each subcommand's help: its synopsis line, then what it does.
+// The flags follow, from the command's flag set. Keyed by flag set name.
+var synopses = map[string]string{
+	"serve": `usage: keyd serve [flags]
+
+Runs keyd: the JWKS, the sign, keys, rotate and audit API, and the key
+lifecycle. Every flag can also be set by the environment variable named in
+its help; a flag given on the command line wins.
+
+environment (besides the KEYD_* variable of each flag):
+  KEYD_SIGNER_TOKEN, KEYD_ADMIN_TOKEN, KEYD_AUDITOR_TOKEN
+        local backend: the bearer token of each role; one not set is
+        generated at first start and kept in <data-dir>/tokens/<role> (0600)
+  VAULT_ADDR
+        vault backend: the Vault address (required with --backend vault)
+  VAULT_TOKEN
+        vault backend: keyd's own Vault token (policy keyd-server; renewed
+        while keyd runs; a token that can sign is refused)
+  GOGC  Go garbage collector target (default 400 for keyd serve)
+  KEYD_PPROF_LISTEN
+        address of a separate pprof listener (off unless set; for benchmarks)
+`,
+	"bootstrap": `usage: keyd bootstrap [--algorithm A] [--vault-mount M] [--vault-key K] [--vault-kv-mount KV] [--token T]
+
+Sets Vault up for keyd, idempotently, with an operator's token (--token or
+VAULT_TOKEN) at VAULT_ADDR: the transit mount, the KV v2 mount, the signing key
+of the right type, and every policies/*.hcl as a policy named after its file.
+`,
+	"sign": `usage: keyd sign [--ttl D] [--server URL] [--token T] < claims.json
+
+Signs the claims JSON object read from stdin with the signer token and prints
+the token. keyd adds iat, exp (iat + ttl) and jti when absent.
+`,
+	"jwks": `usage: keyd jwks [--format jwks|edx] [--server URL]
+
+Prints the public keys: the JWKS document, or (--format edx) the
+JWT_PUBLIC_SIGNING_JWK_SET setting an Open edX IDA pastes (RSA keys only).
+`,
+	"keys": `usage: keyd keys [--json] [--server URL] [--token T]
+
+Lists the published key versions with their states and lifecycle times
+(auditor or admin token).
+`,
+	"rotate": `usage: keyd rotate [--emergency --reason R] [--json] [--server URL] [--token T]
+
+Rotates the key now (admin token) and prints the new key as a table like
+"keyd keys". A normal rotation publishes a new key that signs after the
+propagation delay; while a key is still pending it creates nothing and says so.
+An emergency makes the new key active at once and destroys every older key.
+`,
+	"audit": `usage: keyd audit [--since SEQ] [--json] [--server URL] [--token T]
+       keyd audit verify (--file PATH [--data-dir DIR] | --vault) [--token T]
+
+Lists the audit trail (auditor token) and says whether its chain verifies.
+"keyd audit verify --help" for the offline check.
+`,
+	"audit verify": `usage: keyd audit verify --file PATH [--data-dir DIR]
+       keyd audit verify --vault [--token T] [--vault-kv-mount KV]
+
+Checks the audit chain without keyd: a local audit.log offline, or the chain
+in Vault KV with the auditor's own token (VAULT_ADDR), and reconciles it with
+the backend's key versions.
+`,
+	"healthcheck": `usage: keyd healthcheck [--url URL]
+
+Exits 0 when URL (default keyd's /readyz) answers 200; for container
+healthchecks.
+`,
+}
+
+// helpRequested reports whether args ask for help: -h, -help or --help
+// before any "--".
+func helpRequested(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
+
+// help prints a command's help on stdout and exits 0 without running it:
+// the command sees only the words before the first flag, then -h.
+func help(ctx context.Context, cmd func(context.Context, []string, io.Reader, io.Writer, io.Writer) int, args []string, stdout io.Writer) int {
+	var words []string
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			break
+		}
+		words = append(words, a)
+	}
+	cmd(ctx, append(words, "-h"), strings.NewReader(""), stdout, stdout)
+	return 0
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -40,36 +139,57 @@ func main() {
 	os.Exit(code)
 }
 
+// commands are the subcommands, by name.
+var commands = map[string]func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int{
+	"serve": func(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) int {
+		return cmdServe(ctx, args, stderr)
+	},
+	"bootstrap": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+		return cmdBootstrap(ctx, args, stdout, stderr)
+	},
+	"sign": cmdSign,
+	"jwks": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+		return cmdJWKS(ctx, args, stdout, stderr)
+	},
+	"keys": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+		return cmdKeys(ctx, args, stdout, stderr)
+	},
+	"rotate": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+		return cmdRotate(ctx, args, stdout, stderr)
+	},
+	"audit": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+		return cmdAudit(ctx, args, stdout, stderr)
+	},
+	"verify": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+		return cmdVerify(ctx, args, stdout, stderr)
+	},
+	"healthcheck": func(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) int {
+		return cmdHealthcheck(ctx, args, stderr)
+	},
+}
+
 // run dispatches to a subcommand and returns the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "serve":
-		return cmdServe(ctx, rest, stderr)
-	case "bootstrap":
-		return cmdBootstrap(ctx, rest, stdout, stderr)
-	case "sign":
-		return cmdSign(ctx, rest, stdin, stdout, stderr)
-	case "jwks":
-		return cmdJWKS(ctx, rest, stdout, stderr)
-	case "keys":
-		return cmdKeys(ctx, rest, stdout, stderr)
-	case "rotate":
-		return cmdRotate(ctx, rest, stdout, stderr)
-	case "audit":
-		return cmdAudit(ctx, rest, stdout, stderr)
-	case "verify":
-		return cmdVerify(ctx, rest, stdout, stderr)
-	case "healthcheck":
-		return cmdHealthcheck(ctx, rest, stderr)
-	case "-h", "--help", "help":
+	name, rest := args[0], args[1:]
+	switch name {
+	case "-h", "--help", "-help", "help":
+		if len(rest) > 0 && commands[rest[0]] != nil { // keyd help rotate
+			return help(ctx, commands[rest[0]], rest[1:], stdout)
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	fmt.Fprintf(stderr, "keyd: unknown command %q\n\n%s", cmd, usage)
-	return 2
+	cmd := commands[name]
+	if cmd == nil {
+		fmt.Fprintf(stderr, "keyd: unknown command %q\n\n%s", name, usage)
+		return 2
+	}
+	if helpRequested(rest) {
+		return help(ctx, cmd, rest, stdout)
+	}
+	return cmd(ctx, rest, stdin, stdout, stderr)
 }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -64,9 +66,25 @@ type wiring struct {
 }
 
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	// Bind (and load the TLS certificate) before anything else: a port that
+	// another process holds is an error before keyd touches its keys, and
+	// "listening" is logged only once the socket is keyd's.
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("load --tls-cert and --tls-key: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close()
+
 	clk := clock.Real{}
 	var w *wiring
-	var err error
 	switch cfg.Backend {
 	case "local":
 		w, err = localWiring(cfg, log, clk)
@@ -154,13 +172,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		log.Info("keyd listening", "addr", cfg.Listen, "backend", cfg.Backend, "tls", cfg.TLSCert != "", "algorithm", cfg.Algorithm)
-		if cfg.TLSCert != "" {
-			errc <- srv.ListenAndServeTLS(cfg.TLSCert, cfg.TLSKey)
+		if tlsConfig != nil {
+			srv.TLSConfig = tlsConfig
+			errc <- srv.ServeTLS(ln, "", "") // the certificate is in TLSConfig
 		} else {
-			errc <- srv.ListenAndServe()
+			errc <- srv.Serve(ln)
 		}
 	}()
+	log.Info("keyd listening", "addr", ln.Addr().String(), "backend", cfg.Backend, "tls", cfg.TLSCert != "", "algorithm", cfg.Algorithm)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)

@@ -421,8 +421,8 @@ func TestCLIClients(t *testing.T) {
 			kid, _ = jwtPart(t, out, 0)["kid"].(string)
 		}
 		_, errOut, code := cli(t, `{"iss":"https://evil.example","aud":"a","sub":"s","grant_type":"password"}`, nil, "sign", "--token", signerTok)
-		if code != 1 || !strings.Contains(errOut, "issuer_not_allowed") {
-			t.Errorf("keyd sign with a foreign iss: exit %d, stderr %q; want 1 naming issuer_not_allowed", code, errOut)
+		if code != 1 || !strings.Contains(errOut, "issuer_not_allowed") || !strings.Contains(errOut, "accepted: "+defaultIssuer) {
+			t.Errorf("keyd sign with a foreign iss: exit %d, stderr %q; want 1 naming issuer_not_allowed and the accepted issuers", code, errOut)
 		}
 	})
 
@@ -464,7 +464,7 @@ func TestCLIClients(t *testing.T) {
 		if code != 1 || !strings.Contains(errOut, "does not hold the role") || !strings.Contains(errOut, "403") {
 			t.Errorf("keyd rotate with the signer token: exit %d, stderr %q; want 1 and a 403 message", code, errOut)
 		}
-		out, errOut, code := cli(t, "", nil, "rotate", "--token", adminTok)
+		out, errOut, code := cli(t, "", nil, "rotate", "--token", adminTok, "--json")
 		if code != 0 {
 			t.Fatalf("keyd rotate with the admin token: exit %d: %s", code, errOut)
 		}
