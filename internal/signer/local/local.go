@@ -18,11 +18,13 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 
@@ -32,11 +34,17 @@ import (
 
 // Backend keeps keys under <dir>/keys. Several processes may share one data
 // dir: creation and destruction are serialised by an flock on <dir>/lock.
+//
+// A key file that cannot be read as a key (corrupt, truncated, a stray
+// directory or a file of another version) is moved to <dir>/quarantine and
+// reported by Problems, so one bad file never hides the sound keys; its
+// version number stays used (the high-water mark is raised first).
 type Backend struct {
 	dir string
 
-	mu    sync.RWMutex
-	cache map[int]*entry // immutable once loaded; dropped when the file goes
+	mu          sync.RWMutex
+	cache       map[int]*entry    // immutable once loaded; dropped when the file goes
+	quarantined map[string]string // quarantine file name -> why, this process
 
 	pinned atomic.Int64 // signatures below this version are refused
 }
@@ -57,7 +65,7 @@ func New(dir string) (*Backend, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o700); err != nil {
 		return nil, fmt.Errorf("local: create key dir: %w", err)
 	}
-	b := &Backend{dir: dir, cache: map[int]*entry{}}
+	b := &Backend{dir: dir, cache: map[int]*entry{}, quarantined: map[string]string{}}
 	b.pinned.Store(int64(b.minSigning()))
 	return b, nil
 }
@@ -82,8 +90,8 @@ func (b *Backend) versions() ([]int, error) {
 			continue
 		}
 		v, err := strconv.Atoi(strings.TrimSuffix(name, ".json"))
-		if err != nil || v <= 0 {
-			continue
+		if err != nil || v <= 0 || name != filepath.Base(b.keyPath(v)) {
+			continue // not a key file name (e.g. "5.json" would alias 00000005.json)
 		}
 		vs = append(vs, v)
 	}
@@ -139,7 +147,11 @@ func (b *Backend) Keys(ctx context.Context) ([]signer.Key, error) {
 			continue // destroyed by another process meanwhile
 		}
 		if err != nil {
-			return nil, err
+			// One bad file must not hide the sound keys: set it aside.
+			if qerr := b.quarantineKey(v, err); qerr != nil {
+				return nil, fmt.Errorf("%w (and it cannot be set aside: %w)", err, qerr)
+			}
+			continue
 		}
 		keys = append(keys, signer.Key{Record: e.rec, Public: e.priv.Public(), HasRecord: true})
 	}
@@ -166,8 +178,15 @@ func (b *Backend) Create(ctx context.Context, rec signer.Record) (signer.Key, er
 		newest = vs[len(vs)-1]
 	}
 	// A version number is never reused, even after its file is destroyed.
+	onDisk := newest
 	if hw := b.highWater(); hw > newest {
 		newest = hw
+	}
+	if rec.Version == onDisk+1 && rec.Version <= newest && slices.Contains(b.QuarantinedVersions(), newest) {
+		// The newest version ever made was set aside (quarantine): the
+		// caller cannot see it, and its number is never reused, so the new
+		// key takes the next unused number.
+		rec.Version = newest + 1
 	}
 	if rec.Version != newest+1 {
 		return signer.Key{}, signer.ErrAlreadyRotated
@@ -336,26 +355,157 @@ func (b *Backend) SaveIntent(ctx context.Context, in signer.Intent) error {
 	if err != nil {
 		return fmt.Errorf("local: encode intent: %w", err)
 	}
+	lock, err := fsutil.LockFile(filepath.Join(b.dir, "lock"))
+	if err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	defer lock.Unlock() // so that a corrupt intent set aside is never a new one
 	if err := fsutil.WriteFileAtomic(b.intentPath(), raw, 0o600); err != nil {
 		return fmt.Errorf("local: write intent: %w", err)
 	}
 	return nil
 }
 
-// LoadIntent returns the recorded intent, or nil.
+// LoadIntent returns the recorded intent, or nil. An intent file that cannot
+// be read as one is set aside in the quarantine (see Problems) instead of
+// stopping every tick; a new emergency writes a new one.
 func (b *Backend) LoadIntent(ctx context.Context) (*signer.Intent, error) {
 	raw, err := os.ReadFile(b.intentPath())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
+	in, err := readIntent(raw, err)
+	if err == nil {
+		return in, nil
+	}
+	lock, lerr := fsutil.LockFile(filepath.Join(b.dir, "lock"))
+	if lerr != nil {
+		return nil, fmt.Errorf("local: %w", lerr)
+	}
+	defer lock.Unlock()
+	raw, rerr := os.ReadFile(b.intentPath()) // again: a new emergency may have replaced it
+	if errors.Is(rerr, os.ErrNotExist) {
+		return nil, nil
+	}
+	if in, rerr := readIntent(raw, rerr); rerr == nil {
+		return in, nil
+	}
+	err = fmt.Errorf("local: intent file %s is corrupt: %w", b.intentPath(), err)
+	if qerr := b.quarantine(b.intentPath(), err); qerr != nil {
+		return nil, fmt.Errorf("%w (and it cannot be set aside: %w)", err, qerr)
+	}
+	return nil, nil
+}
+
+func readIntent(raw []byte, err error) (*signer.Intent, error) {
 	if err != nil {
-		return nil, fmt.Errorf("local: read intent: %w", err)
+		return nil, err
 	}
 	var in signer.Intent
 	if err := json.Unmarshal(raw, &in); err != nil {
-		return nil, fmt.Errorf("local: intent file %s is corrupt: %w", b.intentPath(), err)
+		return nil, err
 	}
 	return &in, nil
+}
+
+func (b *Backend) quarantineDir() string { return filepath.Join(b.dir, "quarantine") }
+
+// quarantineKey sets aside the file of version v, which load refused with
+// why. It re-reads the file under the lock (another process may have
+// destroyed or quarantined it meanwhile) and raises the high-water mark to v
+// before moving it, so the number is never given to another key.
+func (b *Backend) quarantineKey(v int, why error) error {
+	lock, err := fsutil.LockFile(filepath.Join(b.dir, "lock"))
+	if err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	defer lock.Unlock()
+	if _, err := b.load(v); err == nil || errors.Is(err, signer.ErrNoKey) {
+		return nil // sound after all, or gone
+	}
+	if b.highWater() < v {
+		if err := fsutil.WriteFileAtomic(b.highWaterPath(), []byte(strconv.Itoa(v)), 0o600); err != nil {
+			return fmt.Errorf("local: write version counter: %w", err)
+		}
+	}
+	return b.quarantine(b.keyPath(v), why)
+}
+
+// quarantine moves path into <dir>/quarantine under a new name and keeps why
+// for Problems. The caller holds the lock when other processes may race.
+func (b *Backend) quarantine(path string, why error) error {
+	if err := os.MkdirAll(b.quarantineDir(), 0o700); err != nil {
+		return fmt.Errorf("local: create quarantine dir: %w", err)
+	}
+	base := filepath.Base(path) + "." + time.Now().UTC().Format("20060102T150405Z")
+	for i := 0; ; i++ {
+		name := base
+		if i > 0 {
+			name = fmt.Sprintf("%s-%d", base, i)
+		}
+		dst := filepath.Join(b.quarantineDir(), name)
+		if _, err := os.Lstat(dst); err == nil && i < 100 {
+			continue
+		}
+		if err := os.Rename(path, dst); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil // moved or destroyed by another process
+			}
+			return fmt.Errorf("local: quarantine %s: %w", path, err)
+		}
+		if err := fsutil.SyncDir(b.quarantineDir()); err != nil {
+			return fmt.Errorf("local: %w", err)
+		}
+		if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
+			return fmt.Errorf("local: %w", err)
+		}
+		b.mu.Lock()
+		b.quarantined[name] = why.Error()
+		b.mu.Unlock()
+		return nil
+	}
+}
+
+// Problems describes every file set aside in <dir>/quarantine, with the
+// reason when this process moved it. They stay reported until an operator
+// has examined and removed them.
+func (b *Backend) Problems() []string {
+	ents, err := os.ReadDir(b.quarantineDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return []string{fmt.Sprintf("cannot list the quarantine %s: %v", b.quarantineDir(), err)}
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	var out []string
+	for _, e := range ents {
+		msg := fmt.Sprintf("unreadable file set aside as %s", filepath.Join(b.quarantineDir(), e.Name()))
+		if why := b.quarantined[e.Name()]; why != "" {
+			msg += ": " + why
+		}
+		out = append(out, msg+"; examine it, then remove it from the quarantine")
+	}
+	return out
+}
+
+// QuarantinedVersions lists the key versions whose files are in the
+// quarantine: versions the audit trail knows that did not vanish unseen.
+func (b *Backend) QuarantinedVersions() []int {
+	ents, _ := os.ReadDir(b.quarantineDir())
+	var vs []int
+	for _, e := range ents {
+		name, _, ok := strings.Cut(e.Name(), ".json.")
+		if !ok {
+			continue
+		}
+		if v, err := strconv.Atoi(name); err == nil && v > 0 && !slices.Contains(vs, v) {
+			vs = append(vs, v)
+		}
+	}
+	sort.Ints(vs)
+	return vs
 }
 
 // ClearIntent removes the intent file.

@@ -1,0 +1,93 @@
+package local
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/openedx-keyd/keyd/internal/signer"
+)
+
+// TestBadKeyFileIsSetAside: a corrupt pending key, a stray directory and a
+// file of another version in keys/ are moved to the quarantine; the sound
+// keys keep being listed and signing, and no version number is reused.
+func TestBadKeyFileIsSetAside(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	b := newBackend(t, dir)
+	k1 := mustCreate(t, b, 1, signer.ES256)
+	mustCreate(t, b, 2, signer.ES256)
+	mustCreate(t, b, 3, signer.ES256)
+	other, _ := os.ReadFile(b.keyPath(1))
+	// Fault injection: v3 (the pending key) torn, a stray directory, a copy
+	// of v1 named as v9, and an alias name that must not count as a version.
+	if err := os.WriteFile(b.keyPath(3), []byte(`{"record":{"vers`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(b.keyPath(7), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b.keyPath(9), other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "keys", "2.json"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	fresh := newBackend(t, dir) // nothing cached
+	if got, want := versions(t, fresh), []int{1, 2}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("versions = %v, want %v", got, want)
+	}
+	for _, v := range []int{3, 7, 9} {
+		if _, err := os.Lstat(fresh.keyPath(v)); !os.IsNotExist(err) {
+			t.Errorf("%s still in keys/ (%v), want it in the quarantine", fresh.keyPath(v), err)
+		}
+	}
+	if got := fresh.QuarantinedVersions(); !reflect.DeepEqual(got, []int{3, 7, 9}) {
+		t.Errorf("QuarantinedVersions = %v, want [3 7 9]", got)
+	}
+	problems := strings.Join(fresh.Problems(), "\n")
+	for _, want := range []string{"00000003.json", "00000007.json", "00000009.json", "corrupt", "quarantine"} {
+		if !strings.Contains(problems, want) {
+			t.Errorf("Problems do not mention %q:\n%s", want, problems)
+		}
+	}
+	if _, err := signJWS(t, fresh, k1, "still signs"); err != nil {
+		t.Errorf("sign with the sound v1: %v", err)
+	}
+	// The rotation code asks for the version after the newest it sees (3):
+	// it gets one above every number ever used.
+	k, err := fresh.Create(ctx, record(3, signer.ES256))
+	if err != nil {
+		t.Fatalf("Create after the quarantine: %v", err)
+	}
+	if k.Version != 10 {
+		t.Errorf("new key is version %d, want 10 (3, 7 and 9 are never reused)", k.Version)
+	}
+	if _, err := fresh.Create(ctx, record(3, signer.ES256)); err == nil {
+		t.Error("a second Create(3) succeeded; want ErrAlreadyRotated")
+	}
+	if got, want := versions(t, newBackend(t, dir)), []int{1, 2, 10}; !reflect.DeepEqual(got, want) {
+		t.Errorf("versions after restart = %v, want %v", got, want)
+	}
+}
+
+// TestQuarantineRaisesTheHighWaterMark: a corrupt newest key whose number
+// the counter does not hold yet (a crash before the counter was written)
+// still never has its number reused.
+func TestQuarantineRaisesTheHighWaterMark(t *testing.T) {
+	dir := t.TempDir()
+	b := newBackend(t, dir)
+	mustCreate(t, b, 1, signer.EdDSA)
+	if err := os.WriteFile(b.keyPath(2), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	versions(t, b)
+	k, err := b.Create(context.Background(), record(2, signer.EdDSA))
+	if err != nil || k.Version != 3 {
+		t.Fatalf("Create = v%d, %v; want v3", k.Version, err)
+	}
+}
