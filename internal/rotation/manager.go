@@ -301,15 +301,27 @@ func (m *Manager) writeMissingRecords(ctx context.Context, plan Plan) bool {
 	return wrote
 }
 
+// destroy destroys every version below below. The destroyed events are
+// recorded first: a destruction cannot be observed again once done, so a
+// crash right after it must not lose them (a retry after a failed destruction
+// finds them already in the trail). When the trail refuses them the
+// destruction goes ahead all the same (a retired or compromised key must not
+// outlive an audit outage) and they stay queued; a crash then shows as a
+// version that vanished without a destroyed event, which audit verification
+// reports.
 func (m *Manager) destroy(ctx context.Context, keys []signer.Key, below int, actor, reason string) error {
-	if err := m.cfg.Backend.DestroyBelow(ctx, below); err != nil {
-		return err
-	}
+	var gone []int
 	for _, k := range keys {
 		if k.Version < below {
 			m.emit(ctx, Event{Type: "destroyed", Version: k.Version, KID: m.kid(k), Actor: actor, Reason: reason})
-			m.cfg.Logger.Info("key destroyed", "version", k.Version)
+			gone = append(gone, k.Version)
 		}
+	}
+	if err := m.cfg.Backend.DestroyBelow(ctx, below); err != nil {
+		return err
+	}
+	for _, v := range gone {
+		m.cfg.Logger.Info("key destroyed", "version", v)
 	}
 	return nil
 }
