@@ -2,6 +2,8 @@ package main
 
 import (
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -130,5 +132,32 @@ func TestRotateTable(t *testing.T) {
 	stdout, _, code := runKeyd(t, "", nil, "rotate", "--server", p.url, "--token", admin, "--json")
 	if code != 0 || !strings.HasPrefix(stdout, `{"kid":`) {
 		t.Errorf("keyd rotate --json: exit %d: %s", code, stdout)
+	}
+}
+
+// TestVaultErrorsAreOneLine: a token Vault refuses (bootstrap with a weak
+// token, audit verify --vault with the admin's) is one line naming the path
+// and Vault's reason, not the vault/api package's multi-line dump.
+func TestVaultErrorsAreOneLine(t *testing.T) {
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		w.Write([]byte(`{"errors":["1 error occurred:\n\t* permission denied\n\n"]}`))
+	}))
+	defer fake.Close()
+	env := []string{"VAULT_ADDR=" + fake.URL, "VAULT_TOKEN=hvs.weak"}
+	for _, tt := range []struct {
+		args []string
+		path string
+	}{
+		{[]string{"bootstrap"}, "GET /v1/sys/mounts"},
+		{[]string{"audit", "verify", "--vault", "--token", "hvs.admin"}, "/v1/"},
+	} {
+		_, stderr, code := runKeyd(t, "", env, tt.args...)
+		line := strings.TrimSpace(stderr)
+		if code != 1 || strings.Contains(line, "\n") || !strings.Contains(line, tt.path) ||
+			!strings.Contains(line, ": 403: ") || !strings.Contains(line, "permission denied") || strings.Contains(line, "Error making API request") {
+			t.Errorf("keyd %s: exit %d, stderr:\n%s\nwant exit 1 and one line naming %s, 403 and permission denied", strings.Join(tt.args, " "), code, stderr, tt.path)
+		}
 	}
 }

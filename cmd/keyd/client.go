@@ -14,6 +14,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/openedx-keyd/keyd/internal/signer/vault"
 )
 
 // client is what every client subcommand shares: --server and --token.
@@ -104,8 +106,9 @@ func serverURL(server string) (string, error) {
 	return s, nil
 }
 
+// fail prints err as one line (a Vault API error included) and returns 1.
 func fail(stderr io.Writer, err error) int {
-	fmt.Fprintln(stderr, "keyd:", err)
+	fmt.Fprintln(stderr, "keyd:", vault.Explain(err))
 	return 1
 }
 

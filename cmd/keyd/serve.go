@@ -26,6 +26,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
+	"github.com/openedx-keyd/keyd/internal/signer/vault"
 )
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
@@ -48,6 +49,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 	if err := serve(ctx, cfg, log); err != nil {
+		err = vault.Explain(err)
 		log.Error("keyd stopped", "err", err)
 		fmt.Fprintln(stderr, "keyd serve:", err)
 		return 1

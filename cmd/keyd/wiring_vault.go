@@ -176,7 +176,12 @@ func cmdBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 // verifyVaultChain checks the chain in KV with the auditor's own token,
 // without trusting keyd, and reconciles it with the transit key's versions.
+// A Vault error is one line naming the path and Vault's reason.
 func verifyVaultChain(ctx context.Context, vf *vaultFlagSet) error {
+	return vault.Explain(checkVaultChain(ctx, vf))
+}
+
+func checkVaultChain(ctx context.Context, vf *vaultFlagSet) error {
 	client, err := vf.client()
 	if err != nil {
 		return err

@@ -42,7 +42,7 @@ func (b *Backend) renewLoop(ctx context.Context, ttl time.Duration) {
 		sec, err := b.client.Auth().Token().RenewSelfWithContext(ctx, 0)
 		if err != nil || sec == nil || sec.Auth == nil {
 			left := time.Until(expires)
-			b.log.Error("vault token renewal failed", "err", err, "expires_in", left.Round(time.Second))
+			b.log.Error("vault token renewal failed", "err", Explain(err), "expires_in", left.Round(time.Second))
 			wait = max(left/3, time.Second)
 			continue
 		}

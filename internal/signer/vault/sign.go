@@ -176,6 +176,10 @@ func (b *Backend) callerClient(token string) (*api.Client, error) {
 // answers 403 both for an unknown token and for a valid one without the
 // right policy: a lookup-self with the same token tells them apart.
 func (b *Backend) callerError(ctx context.Context, c *api.Client, op string, err error) error {
+	return Explain(b.callerCause(ctx, c, op, err))
+}
+
+func (b *Backend) callerCause(ctx context.Context, c *api.Client, op string, err error) error {
 	switch status := statusOf(err); {
 	case isUnavailable(err):
 		return fmt.Errorf("%w: vault %s: %w", signer.ErrUnavailable, op, err)

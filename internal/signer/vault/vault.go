@@ -594,7 +594,7 @@ func wrap(op string, err error) error {
 	case err == nil:
 		return nil
 	case isUnavailable(err):
-		return fmt.Errorf("%w: vault %s: %w", signer.ErrUnavailable, op, err)
+		return Explain(fmt.Errorf("%w: vault %s: %w", signer.ErrUnavailable, op, err))
 	}
-	return fmt.Errorf("vault: %s: %w", op, err)
+	return Explain(fmt.Errorf("vault: %s: %w", op, err))
 }
