@@ -17,6 +17,24 @@ bin/vault: tools/vault/go.mod tools/vault/go.sum
 	cd tools/vault && $(GO) build -trimpath -ldflags "-s -w" -o ../../bin/vault github.com/hashicorp/vault
 	@touch bin/vault
 
+# Everything the tests need, on a fresh clone: the Debian packages (installed
+# when run as root, else one line naming the apt-get command), Go modules,
+# the npm packages of the jose interop test (npm ci when node_modules is
+# missing or older than the lock file) and bin/vault. `make test` runs it first.
+.PHONY: setup debian-packages go-modules npm-packages
+setup: debian-packages go-modules npm-packages vault
+
+debian-packages:
+	@tools/setup-debian
+
+go-modules:
+	$(GO) mod download
+
+npm-packages: interop/js/node_modules/.package-lock.json
+interop/js/node_modules/.package-lock.json: interop/js/package.json interop/js/package-lock.json
+	cd interop/js && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -36,7 +54,7 @@ fuzz:
 e2e: vault build
 	CI=$${CI:-1} $(GO) test -count=1 -timeout 20m ./e2e/
 
-test: lint unit fuzz e2e
+test: setup lint unit fuzz e2e
 
 bench: vault build
 	./bench/run
