@@ -90,6 +90,9 @@ var (
 	ErrSeqTaken = errors.New("audit: seq already taken")
 	// ErrMalformed means a stored entry cannot be read as an event.
 	ErrMalformed = errors.New("audit: malformed entry")
+	// ErrHeadMismatch means the log does not hold the newest event the key
+	// store recorded: it was deleted, replaced or cut off.
+	ErrHeadMismatch = errors.New("audit: the log does not match the head recorded beside the keys")
 )
 
 // Hash returns the hash e should carry: the lowercase hex SHA-256 of the

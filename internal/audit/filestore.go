@@ -3,12 +3,14 @@ package audit
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,15 +27,38 @@ import (
 // of the log, by a torn_record event naming the side file. That happens
 // whenever the store finds one: at open, or later when another process
 // sharing the file crashed.
+//
+// A line in the middle that is not an event (garbage, an edit) is left in
+// place, skipped and reported by Problems: the chain keeps growing from its
+// last good event and every verification names the bad line.
+//
+// With a head file (OpenFileWithHead: <data-dir>/keys/audit-head.json, kept
+// beside the keys) the store remembers the seq and hash of the newest event,
+// so a log deleted, replaced or cut off is reported instead of silently
+// restarting the chain. Once the log disagrees with the head, the head is
+// left as it is (the evidence) until an operator restores the log or removes
+// the head file.
 type FileStore struct {
 	path     string
 	lockPath string
+	headPath string // "" when the store keeps no head
 	now      func() time.Time
 
-	mu     sync.Mutex // serializes this process's users; the flock serializes processes
-	f      *os.File   // the log, opened O_APPEND
-	size   int64      // bytes of f already parsed into events
-	events []Event
+	mu       sync.Mutex // serializes this process's users; the flock serializes processes
+	f        *os.File   // the log, opened O_APPEND
+	size     int64      // bytes of f already parsed into events
+	lines    int        // lines of f already parsed
+	events   []Event
+	bad      []string // lines skipped because they are not events
+	headBad  string   // how the log disagrees with the head file, or ""
+	headErr  string   // why the head file cannot be read or written, or ""
+	problems []string // the above, as of the last operation
+}
+
+// Head is the newest event of a chain, as the head file keeps it.
+type Head struct {
+	Seq  int64  `json:"seq"`
+	Hash string `json:"hash"`
 }
 
 var _ Store = (*FileStore)(nil)
@@ -42,13 +67,20 @@ var _ Store = (*FileStore)(nil)
 // path and repairs a torn last line. now is the clock for torn_record
 // events (nil means time.Now).
 func OpenFile(path string, now func() time.Time) (*FileStore, error) {
+	return OpenFileWithHead(path, "", now)
+}
+
+// OpenFileWithHead is OpenFile with a head file at headPath (see FileStore).
+// A head file missing while the log holds events is written (a data dir from
+// before head files).
+func OpenFileWithHead(path, headPath string, now func() time.Time) (*FileStore, error) {
 	if now == nil {
 		now = time.Now
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	s := &FileStore{path: path, lockPath: path + ".lock", now: now}
+	s := &FileStore{path: path, lockPath: path + ".lock", headPath: headPath, now: now}
 	if err := s.locked(func() error { return nil }); err != nil {
 		s.Close()
 		return nil, err
@@ -127,7 +159,104 @@ func (s *FileStore) locked(fn func() error) error {
 	if err := s.catchUp(); err != nil {
 		return err
 	}
-	return fn()
+	s.checkHead()
+	err = fn()
+	s.advanceHead()
+	s.problems = s.problems[:0]
+	s.problems = append(s.problems, s.bad...)
+	for _, p := range []string{s.headBad, s.headErr} {
+		if p != "" {
+			s.problems = append(s.problems, p)
+		}
+	}
+	return err
+}
+
+// Problems describes what is wrong with the log as of the last operation:
+// lines that are not events, and a log that disagrees with the head file.
+// The chain is not intact while there is any.
+func (s *FileStore) Problems() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.problems)
+}
+
+// ReadHead reads a head file; nil, nil when there is none.
+func ReadHead(path string) (*Head, error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: read head %s: %w", path, err)
+	}
+	var h Head
+	if err := json.Unmarshal(raw, &h); err != nil || h.Seq < 1 || !isHash(h.Hash) {
+		return nil, fmt.Errorf("audit: head file %s is corrupt", path)
+	}
+	return &h, nil
+}
+
+// CheckHead reports how events (a whole chain, in order) disagree with the
+// head the key store recorded, or nil: the chain must hold the head's seq
+// with the head's hash.
+func CheckHead(events []Event, h Head) error {
+	for _, ev := range events {
+		if ev.Seq != h.Seq {
+			continue
+		}
+		if ev.Hash == h.Hash {
+			return nil
+		}
+		return fmt.Errorf("%w: the key store recorded seq %d with hash %s, the log has hash %s there: the log was replaced or rewritten", ErrHeadMismatch, h.Seq, h.Hash, ev.Hash)
+	}
+	if len(events) == 0 {
+		return fmt.Errorf("%w: the key store recorded a chain up to seq %d (hash %s) but the log is empty or missing: it was deleted or replaced", ErrHeadMismatch, h.Seq, h.Hash)
+	}
+	last := events[len(events)-1].Seq
+	return fmt.Errorf("%w: the key store recorded a chain up to seq %d (hash %s) but the log has no seq %d (it ends at seq %d): its tail was cut off or it was replaced", ErrHeadMismatch, h.Seq, h.Hash, h.Seq, last)
+}
+
+// checkHead compares the log with the head file; a mismatch stays reported
+// (and the head untouched) until the two agree again.
+func (s *FileStore) checkHead() {
+	if s.headPath == "" {
+		return
+	}
+	h, err := ReadHead(s.headPath)
+	if err != nil {
+		s.headErr = err.Error() + "; move it aside once examined"
+		return
+	}
+	s.headErr = ""
+	s.headBad = ""
+	if h != nil {
+		if err := CheckHead(s.events, *h); err != nil {
+			s.headBad = s.path + ": " + err.Error()
+		}
+	}
+}
+
+// advanceHead records the newest event in the head file, unless the log
+// disagrees with it. A failure is reported and retried next time; the event
+// itself is durable already.
+func (s *FileStore) advanceHead() {
+	if s.headPath == "" || s.headBad != "" || len(s.events) == 0 {
+		return
+	}
+	if s.headErr != "" {
+		return // a corrupt head file is evidence too: never overwritten
+	}
+	tail := s.tail()
+	if h, err := ReadHead(s.headPath); err == nil && h != nil && h.Seq >= tail.Seq {
+		return
+	}
+	raw, _ := json.Marshal(Head{Seq: tail.Seq, Hash: tail.Hash})
+	if err := fsutil.WriteFileAtomic(s.headPath, raw, 0o600); err != nil {
+		s.headErr = fmt.Sprintf("audit: cannot write head %s: %v", s.headPath, err)
+		return
+	}
+	s.headErr = ""
 }
 
 // catchUp opens the log when needed (again when another process replaced
@@ -153,7 +282,7 @@ func (s *FileStore) catchUp() error {
 		if err != nil {
 			return fmt.Errorf("audit: %w", err)
 		}
-		s.f, s.size, s.events = f, 0, nil
+		s.f, s.size, s.events, s.lines, s.bad = f, 0, nil, 0, nil
 	}
 	if fi.Size() == s.size {
 		return nil
@@ -172,9 +301,12 @@ func (s *FileStore) catchUp() error {
 			if len(rest) == 0 && !validJSON(line) {
 				return s.repair(buf) // last line is garbage: torn
 			}
-			return fmt.Errorf("%w: %s line %d: %v", ErrMalformed, s.path, len(s.events)+1, err)
+			// Left in place (the evidence), skipped, reported.
+			s.bad = append(s.bad, fmt.Sprintf("%s: %s line %d: %v; the line is kept and skipped, the chain is broken there", ErrMalformed, s.path, s.lines+1, err))
+		} else {
+			s.events = append(s.events, ev)
 		}
-		s.events = append(s.events, ev)
+		s.lines++
 		s.size += int64(len(line)) + 1
 		buf = rest
 	}
@@ -195,7 +327,7 @@ func (s *FileStore) create() error {
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	s.f, s.size, s.events = f, 0, nil
+	s.f, s.size, s.events, s.lines, s.bad = f, 0, nil, 0, nil
 	if err := fsutil.SyncDir(filepath.Dir(s.path)); err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
@@ -214,6 +346,7 @@ func (s *FileStore) write(line []byte) error {
 		return fmt.Errorf("audit: fsync %s: %w", s.path, err)
 	}
 	s.size += int64(len(line))
+	s.lines++
 	return nil
 }
 
@@ -257,6 +390,7 @@ func (s *FileStore) repair(torn []byte) error {
 	}
 	s.f.Close()
 	s.f, s.size = f, int64(len(data))
+	s.lines++
 	s.events = append(s.events, ev)
 	return nil
 }

@@ -118,6 +118,16 @@ func (l *Log) Record(ctx context.Context, e Event) (Event, error) {
 	}
 }
 
+// Problems returns what the store reports wrong with the stored chain beyond
+// what Verify sees in the events (a FileStore: lines that are not events, a
+// log that disagrees with the key store's head); nil for other stores.
+func (l *Log) Problems() []string {
+	if p, ok := l.store.(interface{ Problems() []string }); ok {
+		return p.Problems()
+	}
+	return nil
+}
+
 // Events returns the stored events with seq greater than since, in order.
 func (l *Log) Events(ctx context.Context, since int64) ([]Event, error) {
 	return l.store.Read(ctx, since)

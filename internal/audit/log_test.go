@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -310,17 +311,42 @@ func TestOpenRepairsTornLastLine(t *testing.T) {
 	}
 }
 
-func TestOpenRefusesMalformedMiddleLine(t *testing.T) {
+// TestMalformedMiddleLineIsKeptAndReported: a garbage line in the middle of
+// the log no longer stops keyd from starting. The line stays (the evidence),
+// the store reports it, the chain grows from the last good event, and every
+// verification names the line.
+func TestMalformedMiddleLineIsKeptAndReported(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
 	l, s := newFileLog(t, path)
 	mustRecord(t, l, Event{Type: Bootstrap, Version: 1})
+	mustRecord(t, l, Event{Type: Activated, Version: 1})
 	s.Close()
 	data, _ := os.ReadFile(path)
-	if err := os.WriteFile(path, append([]byte("not json\n"), data...), 0o600); err != nil {
+	first, rest, _ := bytes.Cut(data, []byte("\n"))
+	garbage := append(append(first, "\nnot json\n"...), rest...)
+	if err := os.WriteFile(path, garbage, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenFile(path, nil); !errors.Is(err, ErrMalformed) {
-		t.Fatalf("OpenFile = %v, want ErrMalformed", err)
+	s2, err := OpenFile(path, nil)
+	if err != nil {
+		t.Fatalf("OpenFile with a garbage middle line = %v, want it open", err)
+	}
+	defer s2.Close()
+	l2 := NewLog(s2, nil)
+	ev := mustRecord(t, l2, Event{Type: Created, Version: 2})
+	if ev.Seq != 3 {
+		t.Errorf("next event seq %d, want 3", ev.Seq)
+	}
+	if p := strings.Join(l2.Problems(), "\n"); !strings.Contains(p, "line 2") || !strings.Contains(p, "malformed") {
+		t.Errorf("Problems = %q, want line 2 named malformed", p)
+	}
+	raw, _ := os.ReadFile(path)
+	if !bytes.Contains(raw, []byte("\nnot json\n")) {
+		t.Error("the garbage line was removed; it must stay as evidence")
+	}
+	var ce *ChainError
+	if err := VerifyFile(path, nil); !errors.As(err, &ce) || ce.Line != 2 || ce.Problem != Malformed {
+		t.Errorf("VerifyFile = %v, want line 2 malformed", err)
 	}
 }
 

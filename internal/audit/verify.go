@@ -45,26 +45,53 @@ func (e *ChainError) Error() string {
 type KeyVersion struct {
 	Version int
 	KID     string
+	// Quarantined: the backend set the version's unreadable file aside; it
+	// did not vanish unseen, but nothing about it can be checked.
+	Quarantined bool
 }
 
 // ReconcileError lists the key versions the backend holds that have no
-// creation event in the chain: its tail was cut off (or never written).
+// creation event in the chain (its tail was cut off, or never written), and
+// those the chain saw created that the backend no longer holds although no
+// destroyed event says so (deleted outside the lifecycle, or the event lost).
 type ReconcileError struct {
-	Missing []KeyVersion
+	Missing  []KeyVersion
+	Vanished []KeyVersion
 }
 
 func (e *ReconcileError) Error() string {
-	names := make([]string, len(e.Missing))
-	for i, kv := range e.Missing {
+	var parts []string
+	if len(e.Missing) > 0 {
+		parts = append(parts, fmt.Sprintf("%s held by the backend but %s no created, bootstrap or emergency event: the audit tail was cut off",
+			versionNames(e.Missing), plural(e.Missing, "has", "have")))
+	}
+	if len(e.Vanished) > 0 {
+		parts = append(parts, fmt.Sprintf("%s created in the audit but no longer held by the backend, without a destroyed event: deleted outside the lifecycle, or the event was lost",
+			versionNames(e.Vanished)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// versionNames is "key version 3 (kid k) is" or "key versions 3, 4 are".
+func versionNames(kvs []KeyVersion) string {
+	names := make([]string, len(kvs))
+	for i, kv := range kvs {
 		names[i] = strconv.Itoa(kv.Version)
 		if kv.KID != "" {
 			names[i] += " (kid " + kv.KID + ")"
 		}
 	}
 	if len(names) == 1 {
-		return fmt.Sprintf("key version %s is held by the backend but has no created, bootstrap or emergency event: the audit tail was cut off", names[0])
+		return "key version " + names[0] + " is"
 	}
-	return fmt.Sprintf("key versions %s are held by the backend but have no created, bootstrap or emergency event: the audit tail was cut off", strings.Join(names, ", "))
+	return "key versions " + strings.Join(names, ", ") + " are"
+}
+
+func plural(kvs []KeyVersion, one, many string) string {
+	if len(kvs) == 1 {
+		return one
+	}
+	return many
 }
 
 // entry is one record as Verify sees it: the event, the hash of its content
@@ -100,22 +127,50 @@ func Verify(events []Event) error {
 // chain (as Verify) and, when versions is not nil, the reconciliation with
 // the key versions the backend holds. It takes no lock and writes nothing.
 func VerifyFile(path string, versions []KeyVersion) error {
+	_, err := CheckFile(path, versions, nil)
+	return err
+}
+
+// Summary is what a verification read: the number of records and the newest
+// one's seq and hash (to pin elsewhere: a later check of a copy must reach
+// that seq with that hash).
+type Summary struct {
+	Records  int
+	HeadSeq  int64
+	HeadHash string
+}
+
+// CheckFile is VerifyFile that also checks the chain against head (the seq
+// and hash the key store recorded; nil: none) and says what it read. The
+// summary is filled in as far as the file could be read.
+func CheckFile(path string, versions []KeyVersion, head *Head) (Summary, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("audit: %w", err)
+		return Summary{}, fmt.Errorf("audit: %w", err)
 	}
 	entries := parseLines(data)
+	sum := Summary{Records: len(entries)}
+	events := make([]Event, 0, len(entries))
+	for _, e := range entries {
+		if e.fatal == "" {
+			events = append(events, e.ev)
+		}
+	}
+	if n := len(events); n > 0 {
+		sum.HeadSeq, sum.HeadHash = events[n-1].Seq, events[n-1].Hash
+	}
 	if err := verifyEntries(entries); err != nil {
-		return err
+		return sum, err
+	}
+	if head != nil {
+		if err := CheckHead(events, *head); err != nil {
+			return sum, err
+		}
 	}
 	if versions == nil {
-		return nil
+		return sum, nil
 	}
-	events := make([]Event, len(entries))
-	for i, e := range entries {
-		events[i] = e.ev
-	}
-	return Reconcile(events, versions)
+	return sum, Reconcile(events, versions)
 }
 
 // VerifyStore reads the whole chain from s and checks it as VerifyFile does.
@@ -316,12 +371,42 @@ func laterIndex(idx []int, i int) int {
 
 // Reconcile checks the chain against the key versions the backend holds:
 // each must have a created, bootstrap or emergency event, and such an event
-// that names a kid must name the one the backend holds. A held version
-// without its event means the chain's tail was cut off: the error is a
-// *ReconcileError listing every such version.
+// that names a kid must name the one the backend holds; and every version
+// the chain saw created must still be held or have a destroyed event. A held
+// version without its event means the chain's tail was cut off; a version
+// gone without its destroyed event was deleted outside the lifecycle (or its
+// event lost to a crash): the error is a *ReconcileError listing them all.
+//
+// Read the backend's versions before the events: a version destroyed in
+// between then already has its destroyed event (it is recorded first).
 func Reconcile(events []Event, versions []KeyVersion) error {
-	var missing []KeyVersion
+	var missing, vanished []KeyVersion
+	held := map[int]bool{}
 	for _, kv := range versions {
+		held[kv.Version] = true
+	}
+	created, destroyed := map[int]string{}, map[int]bool{}
+	var order []int
+	for _, ev := range events {
+		switch ev.Type {
+		case Created, Bootstrap, Emergency:
+			if _, ok := created[ev.Version]; !ok {
+				order = append(order, ev.Version)
+			}
+			created[ev.Version] = ev.KID
+		case Destroyed:
+			destroyed[ev.Version] = true
+		}
+	}
+	for _, v := range order {
+		if !held[v] && !destroyed[v] {
+			vanished = append(vanished, KeyVersion{Version: v, KID: created[v]})
+		}
+	}
+	for _, kv := range versions {
+		if kv.Quarantined {
+			continue
+		}
 		found, kids := false, []string(nil)
 		for _, ev := range events {
 			if ev.Version != kv.Version || (ev.Type != Created && ev.Type != Bootstrap && ev.Type != Emergency) {
@@ -342,8 +427,8 @@ func Reconcile(events []Event, versions []KeyVersion) error {
 			missing = append(missing, kv)
 		}
 	}
-	if len(missing) > 0 {
-		return &ReconcileError{Missing: missing}
+	if len(missing) > 0 || len(vanished) > 0 {
+		return &ReconcileError{Missing: missing, Vanished: vanished}
 	}
 	return nil
 }

@@ -307,33 +307,58 @@ func TestVerifyEvents(t *testing.T) {
 func TestReconcile(t *testing.T) {
 	lines, evs := tenEvents(t)
 	held := []KeyVersion{{Version: 8, KID: "kid-8"}, {Version: 9, KID: "kid-9"}, {Version: 10, KID: "kid-10"}}
+	// destroyed returns evs followed by destroyed events of versions 1 to n.
+	destroyed := func(evs []Event, n int) []Event {
+		out := slices.Clone(evs)
+		for v := 1; v <= n; v++ {
+			out = append(out, Event{Type: Destroyed, Version: v, KID: fmt.Sprintf("kid-%d", v)})
+		}
+		return out
+	}
 	tests := []struct {
-		name    string
-		events  []Event
-		held    []KeyVersion
-		wantErr string
-		missing []int
+		name     string
+		events   []Event
+		held     []KeyVersion
+		wantErr  string
+		missing  []int
+		vanished []int
 	}{
-		{name: "complete", events: evs, held: held},
-		{name: "no versions held", events: evs, held: nil},
-		{name: "held versions without kid", events: evs, held: []KeyVersion{{Version: 10}}},
+		{name: "complete", events: destroyed(evs, 7), held: held},
+		{
+			name: "no versions held", events: evs, held: nil,
+			wantErr:  "key versions 1 (kid kid-1), 2 (kid kid-2), 3 (kid kid-3), 4 (kid kid-4), 5 (kid kid-5), 6 (kid kid-6), 7 (kid kid-7), 8 (kid kid-8), 9 (kid kid-9), 10 (kid kid-10) are created in the audit but no longer held by the backend, without a destroyed event",
+			vanished: []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+		},
+		{name: "held versions without kid", events: destroyed(evs, 9), held: []KeyVersion{{Version: 10}}},
+		{
+			name:     "a version destroyed without its event",
+			events:   destroyed(evs, 6),
+			held:     held,
+			wantErr:  "key version 7 (kid kid-7) is created in the audit but no longer held by the backend, without a destroyed event: deleted outside the lifecycle, or the event was lost",
+			vanished: []int{7},
+		},
+		{
+			name:   "a quarantined version did not vanish",
+			events: destroyed(evs, 6),
+			held:   append([]KeyVersion{{Version: 7, Quarantined: true}}, held...),
+		},
 		{
 			name:    "tail cut off",
-			events:  evs[:9],
+			events:  destroyed(evs[:9], 7),
 			held:    held,
 			wantErr: "key version 10 (kid kid-10) is held by the backend but has no created, bootstrap or emergency event: the audit tail was cut off",
 			missing: []int{10},
 		},
 		{
 			name:    "longer tail cut off",
-			events:  evs[:7],
+			events:  destroyed(evs[:7], 7),
 			held:    held,
 			wantErr: "key versions 8 (kid kid-8), 9 (kid kid-9), 10 (kid kid-10) are held",
 			missing: []int{8, 9, 10},
 		},
 		{
 			name:    "wrong kid",
-			events:  evs,
+			events:  destroyed(evs, 9),
 			held:    []KeyVersion{{Version: 10, KID: "other"}},
 			wantErr: "key version 10: the backend holds kid other but the audit names kid kid-10",
 		},
@@ -375,11 +400,27 @@ func TestReconcile(t *testing.T) {
 					t.Errorf("missing %v, want %v", got, tc.missing)
 				}
 			}
+			if tc.vanished != nil {
+				if !errors.As(err, &re) {
+					t.Fatalf("Reconcile = %T, want *ReconcileError", err)
+				}
+				var got []int
+				for _, kv := range re.Vanished {
+					got = append(got, kv.Version)
+				}
+				if !slices.Equal(got, tc.vanished) {
+					t.Errorf("vanished %v, want %v", got, tc.vanished)
+				}
+			}
 		})
 	}
 
 	// A log file whose tail was cut off still verifies as a chain, but not
 	// against the key versions the backend holds.
+	held = nil
+	for v := 1; v <= 10; v++ {
+		held = append(held, KeyVersion{Version: v, KID: fmt.Sprintf("kid-%d", v)})
+	}
 	path := writeLines(t, lines[:9])
 	if err := VerifyFile(path, nil); err != nil {
 		t.Fatalf("VerifyFile(cut, no versions) = %v", err)
