@@ -1,0 +1,289 @@
+"""Keeps JWT_AUTH["JWT_PUBLIC_SIGNING_JWK_SET"] equal to keyd's RSA keys, per process.
+
+edx-drf-extensions reads that setting at every decode, so replacing its value is all an IDA needs.
+The first fetch happens in ready(); a refresher thread then runs in each process that decodes
+(started by its first request, so it also starts in every worker a forking server creates), paced
+by keyd's Cache-Control max-age and using If-None-Match. After MAX_STALENESS without a successful
+fetch the set is emptied: no token verifies until keyd is reachable again.
+"""
+
+import logging
+import os
+import random
+import re
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+import requests
+from django.conf import settings
+from django.core.signals import request_started
+
+from ..conf import JwksConfig, validate_jwks
+from ..jwks import EMPTY_SET, JwksError, ProcessSession, edx_setting, fetch, instance_id, rsa_keys
+
+log = logging.getLogger(__name__)
+
+SETTING = "JWT_PUBLIC_SIGNING_JWK_SET"
+DEFAULT_MAX_AGE = 300.0  # when keyd's answer has no max-age (keyd's own default)
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
+
+
+def _jwt_auth() -> Dict[str, Any]:
+    value = getattr(settings, "JWT_AUTH", None)
+    if value is None:
+        value = {}
+        settings.JWT_AUTH = value
+    return value
+
+
+class KeySetFollower:
+    """The key set of one IDA process (see the module doc)."""
+
+    def __init__(self, cfg: JwksConfig) -> None:
+        self.cfg = cfg
+        self.session = ProcessSession(cfg.verify)
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self.static_keys: List[Dict[str, Any]] = []
+        self.keyd_keys: List[Dict[str, Any]] = []
+        self.etag: Optional[str] = None
+        self.max_age = DEFAULT_MAX_AGE
+        self.last_success: Optional[float] = None  # monotonic
+        self.last_success_wall: Optional[float] = None
+        self.last_error: Optional[str] = None
+        self.failures = 0
+        self.emptied = False
+        self.fetches = 0
+        self._refresher: Optional[threading.Thread] = None
+        self._refresher_pid: Optional[int] = None
+        self._stop = threading.Event()
+
+    # -- the value edx-drf-extensions reads -------------------------------------------------
+
+    def load_static(self) -> None:
+        """Keeps the RSA keys of the static value the setting holds at startup (logged)."""
+        static = _jwt_auth().get(SETTING)
+        if not static:
+            log.info("keyd jwks: no static %s at startup; the set is keyd's keys alone", SETTING)
+            return
+        try:
+            self.static_keys = rsa_keys(static)
+        except JwksError as exc:
+            log.error("keyd jwks: the static %s at startup is ignored: %s", SETTING, exc)
+            return
+        log.info("keyd jwks: keeping %d static RSA key(s) of %s from settings (kids %s) next to keyd's; "
+                 "remove the setting's value to drop them", len(self.static_keys), SETTING,
+                 ", ".join(k.get("kid", "?") for k in self.static_keys))
+
+    def _install(self) -> None:
+        keys = list(self.keyd_keys)
+        seen = {(k["n"], k["e"]) for k in keys}
+        keys += [k for k in self.static_keys if (k["n"], k["e"]) not in seen]
+        _jwt_auth()[SETTING] = edx_setting(keys)
+
+    def _empty(self) -> None:
+        # '{"keys":[]}', never "" or None: edx-drf-extensions reads a falsy value as "no asymmetric
+        # keys configured", while an empty set makes every asymmetric decode fail.
+        _jwt_auth()[SETTING] = EMPTY_SET
+        self.emptied = True
+        log.error("keyd jwks: no successful fetch of %s for %ds (MAX_STALENESS): the key set is emptied, "
+                  "no token verifies until keyd answers again", self.cfg.url, int(self.cfg.max_staleness))
+
+    def check_staleness(self) -> bool:
+        """Empties the set when the last successful fetch is older than MAX_STALENESS; True if stale."""
+        with self._lock:
+            since = self.last_success if self.last_success is not None else self._started
+            stale = time.monotonic() - since >= self.cfg.max_staleness
+            if stale and not self.emptied:
+                self._empty()
+            return stale
+
+    # -- fetching ---------------------------------------------------------------------------
+
+    def fetch_once(self, instance: bool = False) -> bool:
+        """Fetches keyd's JWKS once and installs it when it is usable; True on success (200 or 304)."""
+        self.fetches += 1
+        try:
+            resp = fetch(self.session, self.cfg.url, self.cfg.timeout, client=self.cfg.client,
+                         instance=instance, etag=self.etag)
+        except requests.RequestException as exc:
+            return self._failed("cannot fetch {} ({})".format(self.cfg.url, type(exc).__name__))
+        max_age = _max_age(resp.headers.get("Cache-Control", ""))
+        if resp.status_code == 304 and self.keyd_keys:
+            with self._lock:
+                self._succeeded(max_age)
+                if self.emptied:
+                    self._install()
+                    self.emptied = False
+                    log.info("keyd jwks: keyd answers again; key set reinstalled")
+            return True
+        if resp.status_code != 200:
+            return self._failed("{} answered HTTP {}".format(self.cfg.url, resp.status_code))
+        try:
+            keys = rsa_keys(resp.content)
+        except JwksError as exc:
+            return self._failed("refusing the JWKS from {}: {}".format(self.cfg.url, exc))
+        with self._lock:
+            changed = keys != self.keyd_keys or self.emptied
+            self.keyd_keys = keys
+            self.etag = resp.headers.get("ETag")
+            self._succeeded(max_age)
+            self._install()
+            if self.emptied:
+                log.info("keyd jwks: keyd answers again; key set reinstalled")
+            self.emptied = False
+        if changed:
+            log.info("keyd jwks: installed %d key(s) from keyd (kids %s)", len(keys),
+                     ", ".join(k.get("kid", "?") for k in keys))
+        return True
+
+    def _succeeded(self, max_age: Optional[float]) -> None:
+        self.last_success, self.last_success_wall = time.monotonic(), time.time()
+        self.last_error, self.failures = None, 0
+        if max_age is not None:
+            self.max_age = max_age
+
+    def _failed(self, why: str) -> bool:
+        self.last_error, self.failures = why, self.failures + 1
+        log.warning("keyd jwks: %s; the current key set stays", why)
+        return False
+
+    def next_interval(self) -> float:
+        """max-age with ±10% jitter, at least 1 s."""
+        return max(1.0, self.max_age * random.uniform(0.9, 1.1))
+
+    def backoff(self) -> float:
+        """1 s after the first failure, doubling, at most max-age (and at least 1 s)."""
+        return max(1.0, min(2.0 ** (self.failures - 1), self.max_age))
+
+    # -- the per-process refresher ----------------------------------------------------------
+
+    def ensure_refresher(self) -> None:
+        """Starts this process's refresher unless it runs; called by every request (cheap)."""
+        pid = os.getpid()
+        if self._refresher_pid == pid and self._refresher is not None and self._refresher.is_alive():
+            self.check_staleness()
+            return
+        if self._refresher_pid != pid:  # first call in this process (or in a forked child)
+            self._after_fork()
+        with self._lock:
+            if self._refresher is not None and self._refresher.is_alive():
+                return
+            self._stop = threading.Event()
+            t = threading.Thread(target=self._run, args=(self._stop,), name="keyd-jwks-refresher", daemon=True)
+            self._refresher, self._refresher_pid = t, pid
+            t.start()
+        log.info("keyd jwks: refresher started in process %s", instance_id())
+        self.check_staleness()
+
+    def _after_fork(self) -> None:
+        """In a forked child: no refresher thread survived the fork, and the lock may be held."""
+        self._lock = threading.Lock()
+        self._refresher, self._refresher_pid = None, None
+
+    def _run(self, stop: threading.Event) -> None:
+        next_fetch = time.monotonic()  # at once: this process counts as an instance from its start
+        while True:
+            since = self.last_success if self.last_success is not None else self._started
+            deadline = next_fetch if self.emptied else min(next_fetch, since + self.cfg.max_staleness)
+            if stop.wait(max(0.0, deadline - time.monotonic())):
+                return
+            try:
+                self.check_staleness()
+                if time.monotonic() >= next_fetch:
+                    ok = self.fetch_once(instance=True)
+                    next_fetch = time.monotonic() + (self.next_interval() if ok else self.backoff())
+            except Exception:  # the refresher must outlive any surprise
+                log.exception("keyd jwks: refresher error")
+                next_fetch = time.monotonic() + self.backoff()
+
+    def stop(self) -> None:
+        """Stops this process's refresher (tests, shutdown)."""
+        self._stop.set()
+        t = self._refresher
+        if t is not None and t.is_alive() and t is not threading.current_thread():
+            t.join(5)
+
+    @property
+    def refresher_running(self) -> bool:
+        return self._refresher_pid == os.getpid() and self._refresher is not None and self._refresher.is_alive()
+
+    def status(self) -> Dict[str, Any]:
+        """What keyd_jwks_status prints."""
+        held = _jwt_auth().get(SETTING)
+        try:
+            held_keys = rsa_keys(held) if held and held != EMPTY_SET else []
+        except JwksError:
+            held_keys = []
+        keyd_kids = {k.get("kid") for k in self.keyd_keys}
+        return {
+            "url": self.cfg.url,
+            "client": self.cfg.client,
+            "kids": [(k.get("kid", "?"), "keyd" if k.get("kid") in keyd_kids else "static") for k in held_keys],
+            "last_fetch_age": None if self.last_success is None else time.monotonic() - self.last_success,
+            "last_fetch_time": self.last_success_wall,
+            "etag": self.etag,
+            "max_age": self.max_age,
+            "emptied": self.emptied,
+            "last_error": self.last_error,
+            "refresher_running": self.refresher_running,
+            "max_staleness": self.cfg.max_staleness,
+        }
+
+
+def _max_age(cache_control: str) -> Optional[float]:
+    m = _MAX_AGE.search(cache_control or "")
+    return float(m.group(1)) if m else None
+
+
+_follower: Optional[KeySetFollower] = None
+_fork_hook_registered = False
+
+
+def current() -> Optional[KeySetFollower]:
+    """The key set follower installed in this process by the app's ready(), if any."""
+    return _follower
+
+
+def _on_request(sender=None, **kwargs) -> None:
+    f = _follower
+    if f is not None:
+        f.ensure_refresher()
+
+
+def _after_fork_in_child() -> None:
+    f = _follower
+    if f is not None:
+        f._after_fork()
+
+
+def install() -> Optional[KeySetFollower]:
+    """Wires the key set when KEYD_JWKS is set: static keys kept, first fetch, refresher on requests."""
+    global _follower, _fork_hook_registered
+    value = getattr(settings, "KEYD_JWKS", None)
+    if not value:
+        log.info("keyd jwks not installed: KEYD_JWKS is not set")
+        return None
+    cfg = validate_jwks(value)
+    uninstall()
+    follower = KeySetFollower(cfg)
+    follower.load_static()
+    if not follower.fetch_once(instance=False):
+        log.warning("keyd jwks: first fetch failed; %s keeps its configured value until keyd answers", SETTING)
+    _follower = follower
+    request_started.connect(_on_request, dispatch_uid="keyd_openedx.ida.keyset")
+    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook_registered = True
+    log.info("keyd jwks installed: %s follows %s as client %s", SETTING, cfg.url, cfg.client)
+    return follower
+
+
+def uninstall() -> None:
+    """Stops the refresher and disconnects from requests (tests, turning the app off live)."""
+    global _follower
+    if _follower is not None:
+        _follower.stop()
+    _follower = None
+    request_started.disconnect(dispatch_uid="keyd_openedx.ida.keyset")

@@ -1,0 +1,1 @@
+"""Test stand-in package (not Open edX code)."""
