@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"text/tabwriter"
 
 	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/rotation"
@@ -102,12 +101,11 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return fail(stderr, err)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tTIME\tTYPE\tVERSION\tKID\tACTOR\tREASON")
+	t := newTable(stdout, "SEQ", "TIME", "TYPE", "VERSION", "KID", "ACTOR", "REASON")
 	for _, e := range out.Events {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", e.Seq, e.Time, e.Type, e.Version, e.KID, e.Actor, e.Reason)
+		t.row(e.Seq, e.Time, e.Type, e.Version, e.KID, e.Actor, e.Reason)
 	}
-	tw.Flush()
+	t.flush()
 	if !out.ChainValid {
 		fmt.Fprintln(stderr, "keyd audit: the chain does NOT verify; run keyd audit verify for the first bad record")
 		return 1

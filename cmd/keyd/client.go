@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/openedx-keyd/keyd/internal/signer/vault"
@@ -211,12 +210,11 @@ func (l keyList) find(v int) *keyRow {
 
 // printKeys prints key entries as the table of `keyd keys`.
 func printKeys(w io.Writer, keys []keyRow) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "VERSION\tSTATE\tALG\tKID\tCREATED\tACTIVATES\tRETIRES")
+	t := newTable(w, "VERSION", "STATE", "ALG", "KID", "CREATED", "ACTIVATES", "RETIRES")
 	for _, k := range keys {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Version, k.State, k.Alg, k.KID, deref(k.CreatedAt), deref(k.ActivatesAt), deref(k.RetiresAt))
+		t.row(k.Version, k.State, k.Alg, k.KID, deref(k.CreatedAt), deref(k.ActivatesAt), deref(k.RetiresAt))
 	}
-	tw.Flush()
+	t.flush()
 }
 
 func deref(s *string) string {
