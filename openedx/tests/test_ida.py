@@ -1,0 +1,210 @@
+"""The IDA key set against real keyd processes, with a recording proxy where a test must see headers
+or make keyd look broken."""
+
+import json
+import logging
+import os
+import socket
+
+import jwt as pyjwt
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from helpers import canned, decode_as_ida, django_apps, held_set, start_request, wait_until
+
+from keyd_openedx import USER_AGENT
+from keyd_openedx.ida import keyset
+from keyd_openedx.jwks import EMPTY_SET
+
+IDA = ["keyd_openedx.ida.apps.KeydJwksConfig"]
+
+
+def ida_settings(url, static=None, **jwks):
+    jwt_auth = {"JWT_ISSUERS": [{"ISSUER": "http://localhost:18000/oauth2", "AUDIENCE": "openedx",
+                                 "SECRET_KEY": "ida-secret"}]}
+    if static is not None:
+        jwt_auth["JWT_PUBLIC_SIGNING_JWK_SET"] = static
+    return dict(KEYD_JWKS={"URL": url, "CLIENT": "ecommerce", "TIMEOUT": 2, **jwks}, JWT_AUTH=jwt_auth)
+
+
+def keyd_token(keyd, **claims):
+    import requests
+
+    body = {"claims": {"iss": "http://localhost:18000/oauth2", "aud": "openedx", "sub": "s", "grant_type": "password",
+                       **claims}, "ttl": "10m"}
+    r = requests.post(keyd.url + "/v1/sign", json=body, headers={"Authorization": "Bearer " + keyd.signer_token},
+                      timeout=5)
+    r.raise_for_status()
+    return r.json()["token"]
+
+
+def test_value_is_exactly_keyd_jwks_format_edx(keyd, installed):
+    with django_apps(apps=IDA, **ida_settings(keyd.jwks_url)):
+        assert held_set() == keyd.edx_setting()
+        assert decode_as_ida(keyd_token(keyd))["sub"] == "s"
+
+
+def test_static_keys_at_startup_are_kept(start_keyd, lms_key, jwt_auth, installed, caplog):
+    keyd = start_keyd()
+    caplog.set_level(logging.INFO)
+    with django_apps(apps=IDA, **ida_settings(keyd.jwks_url, static=lms_key["public_set"])):
+        held = json.loads(held_set())
+        kids = [k["kid"] for k in held["keys"]]
+        assert kids == [keyd.active_kid(), lms_key["kid"]]
+        assert "keeping 1 static RSA key" in caplog.text and lms_key["kid"] in caplog.text
+        # A token the LMS still signs with its old private key verifies during the rollout...
+        old = pyjwt.encode({"aud": "openedx", "iat": 1, "exp": 4102444800, "sub": "old"},
+                           pyjwt.PyJWK(json.loads(lms_key["private"]), "RS512").key, algorithm="RS512")
+        assert decode_as_ida(old)["sub"] == "old"
+        assert decode_as_ida(keyd_token(keyd))["sub"] == "s"
+    keyset.uninstall()
+    # ...and once the static value is gone from settings, the old key is gone too.
+    with django_apps(apps=IDA, **ida_settings(keyd.jwks_url)):
+        assert [k["kid"] for k in json.loads(held_set())["keys"]] == [keyd.active_kid()]
+        with pytest.raises(pyjwt.PyJWTError):
+            decode_as_ida(old)
+
+
+def test_headers_instance_only_from_the_refresher(start_keyd, proxy_to, installed):
+    keyd = start_keyd("--jwks-max-age", "1s", "--propagation-delay", "2s")
+    proxy = proxy_to(keyd.url)
+    with django_apps(apps=IDA, **ida_settings(proxy.url + "/.well-known/jwks.json")):
+        first = proxy.matching("/.well-known/jwks.json")
+        assert len(first) == 1  # the fetch in ready()
+        h = first[0]["headers"]
+        assert h["Keyd-Client"] == "ecommerce" and h["User-Agent"] == USER_AGENT and "Keyd-Instance" not in h
+        call_command("keyd_jwks_status")  # a management command: no fetch, no instance
+        assert len(proxy.matching("/.well-known/jwks.json")) == 1
+        start_request()
+        me = "{}:{}".format(socket.gethostname(), os.getpid())
+        r = proxy.wait_for(lambda r: r["headers"].get("Keyd-Instance") == me, 5, "a fetch with Keyd-Instance")
+        assert r["headers"]["Keyd-Client"] == "ecommerce" and r["headers"]["User-Agent"] == USER_AGENT
+        # ETag/If-None-Match: keyd answers 304 and the refresher keeps pacing by max-age (1 s ± 10%).
+        proxy.wait_for(lambda r: len(proxy.matching("/.well-known/jwks.json")) >= 5, 10, "five fetches")
+        fetches = [r for r in proxy.matching("/.well-known/jwks.json") if "Keyd-Instance" in r["headers"]]
+        assert all(r["headers"].get("If-None-Match") == keyset.current().etag for r in fetches)
+        gaps = [b["time"] - a["time"] for a, b in zip(fetches, fetches[1:])]
+        assert gaps and all(0.85 <= g <= 1.4 for g in gaps), gaps
+        for _ in range(10):
+            start_request()  # more requests never start a second refresher
+        assert sum(1 for t in __import__("threading").enumerate() if t.name == "keyd-jwks-refresher") == 1
+
+
+@pytest.mark.parametrize("bad", [
+    b"not json at all",
+    b'{"keys": []}',
+    b'{"nokeys": 1}',
+    b'{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",'
+    b'"y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","kid":"ec"}]}',
+    b'{"keys":[{"kty":"RSA","kid":"priv","n":"sXch","e":"AQAB","d":"AQAB"}]}',
+    b'{"keys":[{"kty":"RSA","kid":"broken","n":"!!!","e":"AQAB"}]}',
+], ids=["garbage", "empty", "not-jwks", "ec-only", "private", "bad-modulus"])
+def test_unusable_jwks_is_never_installed(keyd, proxy_to, installed, bad, caplog):
+    proxy = proxy_to(keyd.url)
+    with django_apps(apps=IDA, **ida_settings(proxy.url + "/.well-known/jwks.json")):
+        good = held_set()
+        follower = keyset.current()
+        proxy.override = lambda m, p, h: canned(200, bad, {"Cache-Control": "public, max-age=1", "ETag": '"x"'})
+        assert follower.fetch_once(instance=True) is False
+        assert held_set() == good and follower.etag != '"x"'
+        assert "refusing the JWKS" in follower.last_error
+        proxy.override = None
+        assert follower.fetch_once(instance=True) is True
+        assert held_set() == good
+
+
+def test_first_fetch_failing_keeps_the_static_value(lms_key, proxy_to, keyd, installed):
+    proxy = proxy_to(keyd.url)
+    proxy.override = lambda m, p, h: canned(503, {"error": "backend_unavailable", "message": "x"})
+    with django_apps(apps=IDA, **ida_settings(proxy.url + "/.well-known/jwks.json", static=lms_key["public_set"])):
+        assert held_set() == lms_key["public_set"]
+        proxy.override = None
+        start_request()
+        wait_until(lambda: keyd.active_kid() in held_set(), 5, "keyd's key after keyd answers")
+
+
+def test_failed_fetches_back_off_doubling_up_to_max_age(start_keyd, proxy_to, installed):
+    keyd = start_keyd("--jwks-max-age", "3s")
+    proxy = proxy_to(keyd.url)
+    with django_apps(apps=IDA, **ida_settings(proxy.url + "/.well-known/jwks.json")):
+        proxy.override = lambda m, p, h: canned(503, {"error": "backend_unavailable", "message": "x"}) \
+            if "Keyd-Instance" in h else None
+        start_request()
+        fetches = lambda: [r for r in proxy.matching("/.well-known/jwks.json") if "Keyd-Instance" in r["headers"]]  # noqa: E731
+        wait_until(lambda: len(fetches()) >= 5, 20, "five failed fetches")
+        f = fetches()
+        gaps = [round(b["time"] - a["time"], 1) for a, b in zip(f, f[1:5])]
+        want = [1, 2, 3, 3]  # 1 s, doubling, capped at max-age (3 s)
+        assert all(abs(g - w) <= 0.3 for g, w in zip(gaps, want)), gaps
+
+
+def test_staleness_empties_the_set_and_recovery_refills_it(keyd, proxy_to, installed, caplog):
+    proxy = proxy_to(keyd.url)
+    caplog.set_level(logging.INFO)
+    token = keyd_token(keyd)
+    with django_apps(apps=IDA, **ida_settings(proxy.url + "/.well-known/jwks.json", MAX_STALENESS=2)):
+        assert decode_as_ida(token)
+        proxy.override = lambda m, p, h: canned(503, {"error": "backend_unavailable", "message": "x"})
+        start_request()
+        wait_until(lambda: held_set() == EMPTY_SET, 5, "the set to be emptied")
+        assert keyset.current().emptied
+        with pytest.raises(pyjwt.PyJWTError):
+            decode_as_ida(token)
+        assert any(r.levelno == logging.ERROR and "MAX_STALENESS" in r.getMessage() for r in caplog.records)
+        with pytest.raises(CommandError):
+            call_command("keyd_jwks_status")
+        proxy.override = None
+        wait_until(lambda: held_set() != EMPTY_SET, 10, "the set to come back")
+        assert decode_as_ida(token)
+
+
+def test_forked_child_gets_its_own_refresher(keyd, proxy_to, installed):
+    proxy = proxy_to(keyd.url)
+    with django_apps(apps=IDA, **ida_settings(proxy.url + "/.well-known/jwks.json")):
+        start_request()
+        parent = "{}:{}".format(socket.gethostname(), os.getpid())
+        proxy.wait_for(lambda r: r["headers"].get("Keyd-Instance") == parent, 5, "the parent's refresher")
+        pid = os.fork()
+        if pid == 0:  # the child: what a gunicorn worker forked from a --preload master does
+            code = 1
+            try:
+                follower = keyset.current()
+                before = follower.fetches
+                assert not follower.refresher_running  # threads do not survive a fork
+                start_request()
+                wait_until(lambda: follower.fetches > before, 5, "the child's first fetch")
+                code = 0 if follower.refresher_running else 2
+            finally:
+                os._exit(code)
+        child = "{}:{}".format(socket.gethostname(), pid)
+        proxy.wait_for(lambda r: r["headers"].get("Keyd-Instance") == child, 10, "the child's refresher")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_jwks_status_prints_kids_age_and_etag(lms_key, keyd, installed, capsys):
+    with django_apps(apps=IDA, **ida_settings(keyd.jwks_url, static=lms_key["public_set"])):
+        call_command("keyd_jwks_status")
+        out = capsys.readouterr().out
+    assert "kid: {} (keyd)".format(keyd.active_kid()) in out
+    assert "kid: {} (static)".format(lms_key["kid"]) in out
+    assert "last fetch: " in out and "s ago, ETag \"" in out
+
+
+def test_bad_jwks_settings_name_every_bad_value(installed):
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured) as err:
+        with django_apps(apps=IDA, KEYD_JWKS={"URL": "ftp://x", "CLIENT": "has space", "MAX_STALENESS": 0}):
+            pass
+    for name in ("'URL'", "'CLIENT'", "'MAX_STALENESS'"):
+        assert name in str(err.value)
+
+
+def test_not_configured_is_not_installed(installed, caplog):
+    caplog.set_level(logging.INFO)
+    with django_apps(KEYD_JWKS={}, KEYD_SIGNING={}):
+        assert keyset.current() is None
+    assert "keyd jwks not installed" in caplog.text and "keyd signer not installed" in caplog.text
+
+
