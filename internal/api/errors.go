@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/openedx-keyd/keyd/internal/claims"
+	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
@@ -33,7 +34,23 @@ var (
 	errNotJSON       = apiError(http.StatusUnsupportedMediaType, "unsupported_media_type", "Send the body as JSON with Content-Type: application/json.")
 	errUnavailable   = apiError(http.StatusServiceUnavailable, "backend_unavailable", "The key backend is unavailable; retry shortly.")
 	errNoActiveKey   = apiError(http.StatusServiceUnavailable, "no_active_key", "keyd has no active signing key yet; retry shortly.")
+	errEmergency     = apiError(http.StatusServiceUnavailable, "emergency_pending", "An emergency rotation is under way: the compromised key no longer signs, and signing resumes once the new key is active (see /readyz).")
 )
+
+// emergencyIncomplete is the answer to an emergency rotation that did not
+// complete: exactly what was kept of it, and what happens next.
+func emergencyIncomplete(e *rotation.EmergencyError) *Error {
+	msg := "The emergency rotation is recorded but did not complete; every replica refuses to sign with the compromised keys and retries it until it does (see /readyz)."
+	if !e.Stored {
+		msg = "The emergency rotation could not be recorded in the key backend and did not complete; this replica refuses to sign with the compromised keys and keeps retrying, but other replicas do not know of it and a restart forgets it: repeat the request once the backend accepts writes."
+	}
+	if e.Audited {
+		msg += " A rotation_failed event is in the audit trail."
+	} else {
+		msg += " The audit trail could not take its rotation_failed event yet; it is retried."
+	}
+	return apiError(http.StatusServiceUnavailable, "rotation_failed", msg)
+}
 
 // toError maps any error to the one the client sees. Unknown errors become
 // a 500 whose details stay in the log.
@@ -52,6 +69,10 @@ func toError(err error) (*Error, bool) {
 		return errForbidden, true
 	case errors.Is(err, signer.ErrUnavailable):
 		return errUnavailable, true
+	case errors.Is(err, rotation.ErrEmergencyPending):
+		return errEmergency, true
+	case errors.Is(err, rotation.ErrNoKey):
+		return errNoActiveKey, true
 	case errors.As(err, &he):
 		switch he.Code {
 		case http.StatusNotFound:

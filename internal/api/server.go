@@ -36,6 +36,11 @@ type Lifecycle interface {
 	Rotate(ctx context.Context, req rotation.RotateRequest) (rotation.Published, error)
 	Refresh(ctx context.Context, since time.Time) error
 	Health() rotation.Health
+	// SigningKey is the key a signature made at now uses, by the rules at
+	// that instant (rotation.ErrNoKey, rotation.ErrEmergencyPending).
+	SigningKey(now time.Time) (*rotation.Snapshot, signer.SigningKey, error)
+	// Signed records a signature that version v made at t.
+	Signed(v int, t time.Time)
 }
 
 // AuditTrail reads the audit chain for GET /v1/audit.
@@ -166,31 +171,43 @@ func (s *Server) sign(c echo.Context) error {
 		s.signDone("bad_request", "")
 		return err
 	}
-	tok, err := s.cfg.Policy.Build(body, s.cfg.Clock.Now(), rand.Reader)
+	now := s.cfg.Clock.Now()
+	tok, err := s.cfg.Policy.Build(body, now, rand.Reader)
 	if err != nil {
 		s.signDone("refused", "")
 		return err
 	}
-	snap := s.cfg.Lifecycle.Snapshot()
-	if snap == nil || !snap.HasActive {
-		s.signDone("no_key", "")
-		return errNoActiveKey
+	// The rules at this instant pick the key, not the last snapshot's
+	// active one: a pending key that has reached activates_at signs even if
+	// the lifecycle loop is stalled, and a key an emergency replaces never.
+	snap, k, err := s.cfg.Lifecycle.SigningKey(now)
+	if err != nil {
+		if errors.Is(err, rotation.ErrEmergencyPending) {
+			s.signDone("emergency_pending", "")
+		} else {
+			s.signDone("no_key", "")
+		}
+		return err
 	}
-	k := snap.Signing
 	ctx := c.Request().Context()
 	jwt, err := signer.Assemble(ctx, s.cfg.Backend, p.Credential, k, tok.Payload)
 	if errors.Is(err, signer.ErrNoKey) {
 		// Another replica activated a newer key and the backend now refuses
 		// this one: re-read the keys and sign once more with the new key.
 		if rerr := s.cfg.Lifecycle.Refresh(ctx, snap.At); rerr == nil {
-			if snap = s.cfg.Lifecycle.Snapshot(); snap.HasActive && snap.Signing.Version != k.Version {
-				k = snap.Signing
+			if _, k2, kerr := s.cfg.Lifecycle.SigningKey(s.cfg.Clock.Now()); kerr != nil {
+				err = kerr
+			} else if k2.Version != k.Version {
+				k = k2
 				jwt, err = signer.Assemble(ctx, s.cfg.Backend, p.Credential, k, tok.Payload)
 			}
 		}
 		if errors.Is(err, signer.ErrNoKey) {
 			err = errNoActiveKey
 		}
+	}
+	if err == nil {
+		s.cfg.Lifecycle.Signed(k.Version, s.cfg.Clock.Now()) // retirement counts from here
 	}
 	if err != nil {
 		s.log.Warn("sign failed", "kid", k.KID, "jti", tok.JTI, "sub", tok.Sub, "grant_type", tok.GrantType, "actor", p.Actor, "result", "error", "err", err)
@@ -310,10 +327,15 @@ func (s *Server) rotate(c echo.Context) error {
 			strings.TrimPrefix(err.Error(), rotation.ErrConfigMismatch.Error()+": ")+
 			"); deploy the same settings on every replica, then rotate with \"adopt_settings\": true to adopt them.")
 	}
+	var ee *rotation.EmergencyError
+	if errors.As(err, &ee) {
+		s.log.Error("emergency rotation incomplete", "actor", p.Actor, "intent_stored", ee.Stored, "audited", ee.Audited, "err", err)
+		return emergencyIncomplete(ee)
+	}
 	if err != nil {
 		if !errors.Is(err, signer.ErrUnavailable) {
 			s.log.Error("rotation failed", "actor", p.Actor, "err", err)
-			return apiError(http.StatusServiceUnavailable, "rotation_failed", "The rotation could not be completed; it will be retried and is recorded in the audit trail.")
+			return apiError(http.StatusServiceUnavailable, "rotation_failed", "The rotation could not be completed; the cause is logged and shown in /readyz (lifecycle.last_error). Retry the request.")
 		}
 		return err
 	}

@@ -15,6 +15,8 @@ type Metrics struct {
 	BackendErrors *prometheus.CounterVec   // op
 	Rotations     *prometheus.CounterVec   // outcome
 	JWKSRequests  *prometheus.CounterVec   // status
+	// LifecycleFailures counts failed lifecycle steps (each one backs off).
+	LifecycleFailures *prometheus.CounterVec // op
 }
 
 // Lifecycle is what the rotation loop reports for the gauges.
@@ -29,6 +31,11 @@ type Lifecycle interface {
 	ConfigMismatch() bool
 	// BackendUp is false while the backend cannot be read.
 	BackendUp() bool
+	// Backoff is how long the loop waits before retrying a failing step (0 when healthy).
+	Backoff() time.Duration
+	// EmergencyPending: an emergency rotation is not complete (its keys do
+	// not sign meanwhile); stored is false while its intent is held only in memory.
+	EmergencyPending() (pending, stored bool)
 }
 
 // New registers keyd's counters on reg.
@@ -50,8 +57,11 @@ func New(reg prometheus.Registerer) *Metrics {
 		JWKSRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyd_jwks_requests_total", Help: "JWKS requests by HTTP status (200 or 304).",
 		}, []string{"status"}),
+		LifecycleFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_lifecycle_failures_total", Help: "Failed lifecycle steps by operation; each one backs off.",
+		}, []string{"op"}),
 	}
-	reg.MustRegister(m.SignRequests, m.SignDuration, m.BackendErrors, m.Rotations, m.JWKSRequests)
+	reg.MustRegister(m.SignRequests, m.SignDuration, m.BackendErrors, m.Rotations, m.JWKSRequests, m.LifecycleFailures)
 	return m
 }
 
@@ -76,12 +86,25 @@ func WatchLifecycle(reg prometheus.Registerer, lc Lifecycle, now func() time.Tim
 		func() float64 { return b(lc.ConfigMismatch()) })
 	gauge("keyd_backend_up", "1 while the key backend answers.",
 		func() float64 { return b(lc.BackendUp()) })
+	gauge("keyd_lifecycle_backoff_seconds", "Seconds the lifecycle loop waits before retrying a failing step (0 when healthy).",
+		func() float64 { return lc.Backoff().Seconds() })
+	gauge("keyd_emergency_pending", "1 while an emergency rotation is incomplete (the keys it replaces do not sign).",
+		func() float64 { p, _ := lc.EmergencyPending(); return b(p) })
+	gauge("keyd_emergency_intent_unstored", "1 while an emergency's intent is held only in memory (not stored in the backend).",
+		func() float64 { p, s := lc.EmergencyPending(); return b(p && !s) })
 }
 
 // Rotation counts one rotation outcome.
 func (m *Metrics) Rotation(outcome string) {
 	if m != nil {
 		m.Rotations.WithLabelValues(outcome).Inc()
+	}
+}
+
+// LifecycleFailure counts one failed lifecycle step.
+func (m *Metrics) LifecycleFailure(op string) {
+	if m != nil {
+		m.LifecycleFailures.WithLabelValues(op).Inc()
 	}
 }
 

@@ -54,6 +54,27 @@ type Snapshot struct {
 	Keys      []Published // pending, active, retiring
 	Signing   signer.SigningKey
 	HasActive bool
+	signers   []signer.SigningKey // one per Keys entry
+}
+
+// SigningAt is the key a signature made at now must use under the rules:
+// the newest published key that is active or has reached its activates_at.
+// The sign path asks this at request time, so a snapshot made before a
+// pending key's activation (a lifecycle loop stalled by a slow disk or
+// Vault) never lets the older key sign past it. Both backends allow it: a
+// pin only ever refuses versions below the pinned one.
+func (s *Snapshot) SigningAt(now time.Time) (signer.SigningKey, bool) {
+	for i := len(s.Keys) - 1; i >= 0; i-- {
+		k := s.Keys[i]
+		if k.State != Active && (k.State != Pending || k.ActivatesAt.After(now)) {
+			continue
+		}
+		if i < len(s.signers) {
+			return s.signers[i], true
+		}
+		return signer.NewSigningKey(k.Version, k.Algorithm, k.KID), true
+	}
+	return signer.SigningKey{}, false
 }
 
 // Config wires a Manager.
@@ -83,11 +104,52 @@ type Manager struct {
 	emitted   map[string]bool
 	unsent    map[string]Event // events the trail could not take yet, by id
 	pinned    int
-	retryAt   time.Time // earliest next attempt at a failed action
-	backoff   time.Duration
-	failing   bool
 	lastErr   atomic.Pointer[string]
 	backendUp atomic.Bool
+
+	// failure is the failing step of the loop and its backoff; nil while
+	// the last tick succeeded. Written under mu, read by Run and Health.
+	failure atomic.Pointer[Failure]
+	// lastSigned holds, by version, when this process last signed with it
+	// (*atomic.Int64, Unix nanoseconds): retirement counts from it.
+	lastSigned sync.Map
+	// held is an emergency requested here that has not completed (under
+	// mu); heldStatus mirrors it for Health and the metrics.
+	held       *heldIntent
+	heldStatus atomic.Pointer[EmergencyStatus]
+	// compromisedBelow: versions below it belong to a pending emergency
+	// (one requested here, or an intent any replica stored) and never sign
+	// again. It only grows.
+	compromisedBelow atomic.Int64
+}
+
+// heldIntent is an emergency this process requested and has not completed.
+type heldIntent struct {
+	in     signer.Intent
+	stored bool // SaveIntent succeeded: every replica sees and completes it
+}
+
+// Failure is the failing step of the lifecycle loop.
+type Failure struct {
+	Op       string        `json:"op"`
+	Error    string        `json:"error"`
+	Since    time.Time     `json:"since"`
+	Failures int           `json:"consecutive_failures"`
+	Backoff  time.Duration `json:"-"`
+	RetryAt  time.Time     `json:"retry_at"`
+	action   bool          // a create, destroy, pin or emergency step (else a read)
+}
+
+// EmergencyStatus is an emergency rotation that has not completed.
+type EmergencyStatus struct {
+	After  int       `json:"compromised_up_to_version"`
+	Reason string    `json:"reason"`
+	Actor  string    `json:"actor"`
+	Since  time.Time `json:"since"`
+	// Stored is false while the intent is held only in this process's
+	// memory: other replicas do not know of it and a restart forgets it.
+	Stored    bool   `json:"intent_stored"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Errors callers branch on.
@@ -97,7 +159,28 @@ var (
 	// ErrConfigMismatch refuses a normal rotation on a replica whose
 	// settings differ from the newest key's, unless it adopts them.
 	ErrConfigMismatch = errors.New("rotation: this replica's settings differ from the newest key's")
+	// ErrEmergencyPending refuses to sign with a key that a pending
+	// emergency rotation replaces: it is known compromised.
+	ErrEmergencyPending = errors.New("rotation: an emergency rotation is pending; the compromised key no longer signs")
 )
+
+// EmergencyError is an emergency rotation that did not complete, with what
+// was kept of it, so that the answer can say exactly that.
+type EmergencyError struct {
+	// Stored: the intent is in the backend, so every replica refuses the
+	// compromised keys and completes the emergency. Otherwise it is held
+	// in this process's memory only (and retried by its loop).
+	Stored bool
+	// Audited: a rotation_failed event is in the audit trail.
+	Audited bool
+	Err     error
+}
+
+func (e *EmergencyError) Error() string {
+	return "rotation: emergency rotation incomplete: " + e.Err.Error()
+}
+
+func (e *EmergencyError) Unwrap() error { return e.Err }
 
 // RotateRequest is an on-demand rotation.
 type RotateRequest struct {
@@ -131,19 +214,12 @@ func New(cfg Config) (*Manager, error) {
 func (m *Manager) Snapshot() *Snapshot { return m.snap.Load() }
 
 // Run ticks until ctx ends: at every refresh interval, at the next due
-// transition, and when kicked.
+// transition, and when kicked. After a failed tick it waits out the backoff
+// (failures are logged once per change of state, in failed).
 func (m *Manager) Run(ctx context.Context) {
 	for {
-		if err := m.Tick(ctx); err != nil && ctx.Err() == nil {
-			m.cfg.Logger.Warn("lifecycle tick failed", "err", err)
-		}
-		wait := m.cfg.Refresh
-		now := m.cfg.Clock.Now()
-		if s := m.snap.Load(); s != nil && !s.Plan.NextTransition.IsZero() {
-			if d := s.Plan.NextTransition.Sub(now); d < wait {
-				wait = max(d, 0)
-			}
-		}
+		_ = m.Tick(ctx)
+		wait := m.nextWait(m.cfg.Clock.Now())
 		select {
 		case <-ctx.Done():
 			return
@@ -151,6 +227,25 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-m.kick:
 		}
 	}
+}
+
+// nextWait is how long Run sleeps: until the refresh interval, the next
+// transition, or, while a step fails, the end of its backoff. A transition
+// already in the past (the tick that should have made it failed) never
+// makes the loop spin: the backoff decides.
+func (m *Manager) nextWait(now time.Time) time.Duration {
+	wait := m.cfg.Refresh
+	if s := m.snap.Load(); s != nil && !s.Plan.NextTransition.IsZero() {
+		if d := s.Plan.NextTransition.Sub(now); d < wait {
+			wait = max(d, 0)
+		}
+	}
+	if f := m.failure.Load(); f != nil {
+		if r := f.RetryAt.Sub(now); wait < r {
+			wait = min(r, m.cfg.Refresh) // an action's backoff still lets reads go on
+		}
+	}
+	return wait
 }
 
 // Kick asks Run for an immediate tick.
@@ -170,6 +265,9 @@ func (m *Manager) Refresh(ctx context.Context, since time.Time) error {
 	if s := m.snap.Load(); s != nil && s.At.After(since) {
 		return nil
 	}
+	if f := m.failure.Load(); f != nil && !f.action && m.cfg.Clock.Now().Before(f.RetryAt) {
+		return errors.New("rotation: read backend: " + f.Error) // backing off: no re-read per request
+	}
 	return m.tickLocked(ctx, "scheduler")
 }
 
@@ -182,24 +280,51 @@ func (m *Manager) Tick(ctx context.Context) error {
 }
 
 func (m *Manager) tickLocked(ctx context.Context, actor string) error {
+	allowed := m.actionAllowed()
 	in, err := m.cfg.Backend.LoadIntent(ctx)
 	if err != nil {
-		return m.readFailed("load_intent", err)
+		return m.readFailed(ctx, "load_intent", err)
 	}
-	if in != nil && m.actionAllowed() {
+	switch h := m.held; {
+	case in == nil && h != nil && h.stored:
+		m.emergencyDone(h.in.After) // another replica completed it
+	case in == nil && h != nil && allowed:
+		// An emergency whose intent could not be stored: store it now, so
+		// every replica sees it; complete it from memory meanwhile.
+		if err := m.cfg.Backend.SaveIntent(ctx, h.in); err != nil {
+			m.setHeld(h, fmt.Errorf("store intent: %w", err))
+		} else {
+			h.stored = true
+			m.setHeld(h, nil)
+			m.cfg.Logger.Warn("emergency intent stored", "compromised_up_to_version", h.in.After)
+		}
+		in = &h.in
+	case in != nil && (h == nil || h.in.After < in.After):
+		// Stored by another replica, or before a restart.
+		m.held = &heldIntent{in: *in, stored: true}
+		m.setHeld(m.held, nil)
+	}
+	if in != nil {
+		m.compromised(in.After) // any replica's stored intent: its keys stop signing here too
+	}
+	if in != nil && allowed {
 		if _, err := m.completeEmergency(ctx, *in); err != nil {
+			if m.held != nil {
+				m.setHeld(m.held, err)
+			}
 			return m.actionFailed(ctx, "emergency", in.After+1, err)
 		}
+		m.emergencyDone(in.After)
 	}
 	m.flushUnsent(ctx)
 	for range 4 { // at most: a record, a creation, a destruction, then publish
 		keys, err := m.cfg.Backend.Keys(ctx)
 		if err != nil {
-			return m.readFailed("keys", err)
+			return m.readFailed(ctx, "keys", err)
 		}
 		m.backendUp.Store(true)
 		now := m.cfg.Clock.Now()
-		plan := Evaluate(keys, m.cfg.Rules, now)
+		plan := EvaluateSigned(keys, m.cfg.Rules, now, m.signedTimes())
 		m.reportTransitions(ctx, keys, plan, now) // before any destruction, so the trail stays in order
 		acted, err := m.apply(ctx, keys, plan, actor)
 		if err != nil {
@@ -209,16 +334,14 @@ func (m *Manager) tickLocked(ctx context.Context, actor string) error {
 			continue
 		}
 		if err := m.publish(ctx, plan, now); err != nil {
-			return err
+			return m.actionFailed(ctx, "pin", plan.Active.Version, err)
 		}
-		m.failing, m.backoff = false, 0
-		m.lastErr.Store(nil)
+		if f := m.failure.Load(); f == nil || !f.action || allowed {
+			m.recovered() // a failed action is cleared only by a tick allowed to retry it
+		}
 		return nil
 	}
-	err = errors.New("rotation: the keys did not settle after four steps; retrying on the next tick")
-	msg := err.Error()
-	m.lastErr.Store(&msg)
-	return err
+	return m.actionFailed(ctx, "settle", 0, errors.New("the keys did not settle after four steps"))
 }
 
 // apply performs the plan's create and destroy steps; it reports whether it
@@ -330,14 +453,22 @@ func (m *Manager) destroy(ctx context.Context, keys []signer.Key, below int, act
 func (m *Manager) publish(ctx context.Context, plan Plan, now time.Time) error {
 	s := &Snapshot{At: now, Plan: plan}
 	for _, ks := range plan.Published {
-		s.Keys = append(s.Keys, Published{KeyState: ks, KID: m.kid(ks.Key)})
+		p := Published{KeyState: ks, KID: m.kid(ks.Key)}
+		s.Keys = append(s.Keys, p)
+		s.signers = append(s.signers, signer.NewSigningKey(p.Version, p.Algorithm, p.KID))
 	}
-	for _, p := range s.Keys {
+	for i, p := range s.Keys {
 		if p.State == Active {
-			s.Signing = signer.NewSigningKey(p.Version, p.Algorithm, p.KID)
+			s.Signing = s.signers[i]
 			s.HasActive = true
 		}
 	}
+	m.lastSigned.Range(func(v, _ any) bool { // forget destroyed versions
+		if len(s.Keys) > 0 && v.(int) < s.Keys[0].Version {
+			m.lastSigned.Delete(v)
+		}
+		return true
+	})
 	m.snap.Store(s)
 	if m.cfg.OnChange != nil {
 		m.cfg.OnChange(s)
@@ -345,7 +476,6 @@ func (m *Manager) publish(ctx context.Context, plan Plan, now time.Time) error {
 	// Rule 4: once a key is active the backend itself refuses older versions.
 	if s.HasActive && s.Signing.Version > m.pinned {
 		if err := m.cfg.Backend.PinSigning(ctx, s.Signing.Version); err != nil {
-			m.cfg.Metrics.BackendError("pin")
 			return fmt.Errorf("rotation: pin signing to version %d: %w", s.Signing.Version, err)
 		}
 		m.pinned = s.Signing.Version
@@ -455,8 +585,8 @@ func (m *Manager) Rotate(ctx context.Context, req RotateRequest) (Published, err
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	keys, err := m.cfg.Backend.Keys(ctx)
-	if err != nil {
-		return Published{}, m.readFailed("keys", err)
+	if err != nil && !req.Emergency {
+		return Published{}, m.readFailed(ctx, "keys", err)
 	}
 	newest := 0
 	if len(keys) > 0 {
@@ -464,15 +594,15 @@ func (m *Manager) Rotate(ctx context.Context, req RotateRequest) (Published, err
 	}
 	var v int
 	if req.Emergency {
-		in := signer.Intent{After: newest, Reason: req.Reason, Actor: req.Actor, At: m.cfg.Clock.Now()}
-		if err := m.cfg.Backend.SaveIntent(ctx, in); err != nil {
-			return Published{}, fmt.Errorf("rotation: record emergency intent: %w", err)
+		if err != nil { // the keys cannot be read: every key known here is compromised
+			if s := m.snap.Load(); s != nil && len(s.Keys) > 0 {
+				newest = s.Keys[len(s.Keys)-1].Version
+			}
+			_ = m.readFailed(ctx, "keys", err)
 		}
-		if v, err = m.completeEmergency(ctx, in); err != nil {
-			m.cfg.Metrics.Rotation("failed")
+		if v, err = m.emergency(ctx, signer.Intent{After: newest, Reason: req.Reason, Actor: req.Actor, At: m.cfg.Clock.Now()}); err != nil {
 			return Published{}, err
 		}
-		m.cfg.Metrics.Rotation("emergency")
 	} else {
 		plan := Evaluate(keys, m.cfg.Rules, m.cfg.Clock.Now())
 		if plan.Mismatch != "" && !req.AdoptSettings {
@@ -520,6 +650,83 @@ func (m *Manager) Rotate(ctx context.Context, req RotateRequest) (Published, err
 	return s.Keys[len(s.Keys)-1], nil
 }
 
+// emergency runs an on-demand emergency rotation. From the moment it is
+// asked for, the keys it replaces stop signing in this process (fail
+// closed); the intent is stored so that every replica does the same and a
+// crash completes it. An intent that cannot be stored is held in memory and
+// the loop keeps trying to store and complete it. The key is created even
+// when the intent could not be stored: its own record marks it emergency,
+// so once it exists the rules destroy every older key on every replica.
+func (m *Manager) emergency(ctx context.Context, in signer.Intent) (int, error) {
+	h := &heldIntent{in: in}
+	m.held = h
+	m.compromised(in.After)
+	m.setHeld(h, nil)
+	m.cfg.Logger.Warn("emergency rotation requested: the current keys no longer sign", "compromised_up_to_version", in.After, "reason", in.Reason, "actor", in.Actor)
+	fail := func(step string, err error) (int, error) {
+		err = fmt.Errorf("%s: %w", step, err)
+		m.setHeld(h, err)
+		m.cfg.Metrics.Rotation("failed")
+		_ = m.failed(ctx, "emergency", err, true, false)
+		audited := m.reportFailure(ctx, Event{Type: "rotation_failed", Version: in.After + 1, Actor: in.Actor,
+			Reason: "emergency (" + in.Reason + "): " + err.Error()})
+		m.cfg.Logger.Error("emergency rotation incomplete; the compromised keys do not sign until it completes",
+			"step", step, "intent_stored", h.stored, "audited", audited, "err", err)
+		return 0, &EmergencyError{Stored: h.stored, Audited: audited, Err: err}
+	}
+	if err := m.cfg.Backend.SaveIntent(ctx, in); err != nil {
+		if v, cerr := m.completeEmergency(ctx, in); cerr == nil {
+			// Done without a stored intent: the key's record holds the emergency.
+			m.cfg.Logger.Warn("emergency intent could not be stored; the emergency completed all the same", "err", err)
+			m.emergencyDone(in.After)
+			m.cfg.Metrics.Rotation("emergency")
+			return v, nil
+		}
+		return fail("store intent", err)
+	}
+	h.stored = true
+	m.setHeld(h, nil)
+	v, err := m.completeEmergency(ctx, in)
+	if err != nil {
+		return fail("complete", err)
+	}
+	m.emergencyDone(in.After)
+	m.cfg.Metrics.Rotation("emergency")
+	return v, nil
+}
+
+// compromised marks every version up to after as no longer signing.
+func (m *Manager) compromised(after int) {
+	for {
+		cur := m.compromisedBelow.Load()
+		if int64(after+1) <= cur || m.compromisedBelow.CompareAndSwap(cur, int64(after+1)) {
+			return
+		}
+	}
+}
+
+// setHeld publishes the state of an emergency held here (nil h: none).
+func (m *Manager) setHeld(h *heldIntent, err error) {
+	if h == nil {
+		m.heldStatus.Store(nil)
+		return
+	}
+	st := &EmergencyStatus{After: h.in.After, Reason: h.in.Reason, Actor: h.in.Actor, Since: h.in.At, Stored: h.stored}
+	if err != nil {
+		st.LastError = err.Error()
+	}
+	m.heldStatus.Store(st)
+}
+
+// emergencyDone forgets a completed emergency (and any older one held here).
+func (m *Manager) emergencyDone(after int) {
+	if m.held != nil && m.held.in.After <= after {
+		m.cfg.Logger.Warn("emergency rotation completed", "compromised_up_to_version", m.held.in.After)
+		m.held = nil
+		m.setHeld(nil, nil)
+	}
+}
+
 // completeEmergency finishes an emergency: the key above in.After, marked
 // emergency and active at once, then every older key destroyed, then the
 // intent cleared. Each step is idempotent, so a crash resumes here.
@@ -562,32 +769,133 @@ func (m *Manager) completeEmergency(ctx context.Context, in signer.Intent) (int,
 	return em, nil
 }
 
-func (m *Manager) actionAllowed() bool { return !m.cfg.Clock.Now().Before(m.retryAt) }
+// actionAllowed: no failed action is waiting out its backoff.
+func (m *Manager) actionAllowed() bool {
+	f := m.failure.Load()
+	return f == nil || !f.action || !m.cfg.Clock.Now().Before(f.RetryAt)
+}
 
-// actionFailed records a failed create or destroy and backs off before the next attempt.
+// Backoff bounds: a failed read is retried no less often than the refresh
+// interval (so the snapshot is never staler than configured once the
+// backend answers); a failed action backs off up to maxActionBackoff.
+const (
+	minBackoff       = time.Second
+	maxActionBackoff = 5 * time.Minute
+)
+
+// actionFailed records a failed create, destroy, pin or emergency step: it
+// backs off, and the first failure of a kind is a rotation_failed event.
 func (m *Manager) actionFailed(ctx context.Context, op string, version int, err error) error {
 	m.cfg.Metrics.Rotation("failed")
 	m.cfg.Metrics.BackendError(op)
-	m.backoff = min(max(2*m.backoff, time.Second), 5*time.Minute)
-	m.retryAt = m.cfg.Clock.Now().Add(m.backoff)
-	if !m.failing {
-		m.failing = true
-		m.emit(ctx, Event{Type: "rotation_failed", Version: version, Actor: "scheduler", Reason: op + ": " + err.Error()})
-		delete(m.emitted, Event{Type: "rotation_failed", Version: version}.id())
+	if m.failed(ctx, op, err, true, op != "settle") {
+		m.reportFailure(ctx, Event{Type: "rotation_failed", Version: version, Actor: "scheduler", Reason: op + ": " + err.Error()})
 	}
-	err = fmt.Errorf("rotation: %s: %w", op, err)
-	msg := err.Error()
-	m.lastErr.Store(&msg)
-	return err
+	return fmt.Errorf("rotation: %s: %w", op, err)
 }
 
-func (m *Manager) readFailed(op string, err error) error {
+// readFailed records a backend that cannot be read, and backs off.
+func (m *Manager) readFailed(ctx context.Context, op string, err error) error {
 	m.backendUp.Store(false)
 	m.cfg.Metrics.BackendError(op)
-	err = fmt.Errorf("rotation: read backend: %w", err)
-	msg := err.Error()
+	m.failed(ctx, op, err, false, false)
+	return fmt.Errorf("rotation: read backend: %w", err)
+}
+
+// failed enters or extends the failure state: a bounded exponential backoff,
+// a log line when the state changes (not on every tick), the metrics. It
+// reports whether the state changed and event asks for an audit event.
+func (m *Manager) failed(ctx context.Context, op string, err error, action, event bool) bool {
+	now := m.cfg.Clock.Now()
+	msg := "rotation: " + op + ": " + err.Error()
 	m.lastErr.Store(&msg)
-	return err
+	m.cfg.Metrics.LifecycleFailure(op)
+	prev := m.failure.Load()
+	f := &Failure{Op: op, Error: err.Error(), Since: now, Failures: 1, Backoff: min(minBackoff, m.cfg.Refresh), action: action}
+	if prev != nil {
+		f.Since, f.Failures = prev.Since, prev.Failures+1
+		f.Backoff = 2 * prev.Backoff
+		f.action = action || prev.action
+	}
+	limit := m.cfg.Refresh
+	if f.action {
+		limit = max(limit, maxActionBackoff)
+	}
+	f.Backoff = min(max(f.Backoff, min(minBackoff, m.cfg.Refresh)), limit)
+	f.RetryAt = now.Add(f.Backoff)
+	m.failure.Store(f)
+	changed := prev == nil || prev.Op != op || prev.Error != f.Error
+	if changed {
+		m.cfg.Logger.Warn("lifecycle step failing; backing off", "op", op, "err", err, "retry_in", f.Backoff, "consecutive_failures", f.Failures)
+	} else {
+		m.cfg.Logger.Debug("lifecycle step still failing", "op", op, "retry_in", f.Backoff, "consecutive_failures", f.Failures)
+	}
+	return changed && event
+}
+
+// recovered leaves the failure state after a tick that did all it had to.
+func (m *Manager) recovered() {
+	m.lastErr.Store(nil)
+	if f := m.failure.Swap(nil); f != nil {
+		m.cfg.Logger.Info("lifecycle recovered", "op", f.Op, "failed_for", m.cfg.Clock.Now().Sub(f.Since), "consecutive_failures", f.Failures)
+	}
+}
+
+// reportFailure sends a rotation_failed event and reports whether the trail
+// took it; one it cannot take is queued and retried by the next ticks.
+func (m *Manager) reportFailure(ctx context.Context, e Event) bool {
+	id := e.id()
+	m.emit(ctx, e)
+	ok := m.emitted[id]
+	delete(m.emitted, id) // each new failure of this version is reported again
+	return ok
+}
+
+// SigningKey is the key a signature made at now uses (Snapshot.SigningAt),
+// with the snapshot it comes from. ErrNoKey: none yet; ErrEmergencyPending:
+// the key is one a pending emergency replaces, which never signs again.
+func (m *Manager) SigningKey(now time.Time) (*Snapshot, signer.SigningKey, error) {
+	s := m.snap.Load()
+	if s == nil {
+		return nil, signer.SigningKey{}, ErrNoKey
+	}
+	k, ok := s.SigningAt(now)
+	switch {
+	case !ok:
+		return s, k, ErrNoKey
+	case int64(k.Version) < m.compromisedBelow.Load():
+		return s, k, ErrEmergencyPending
+	}
+	return s, k, nil
+}
+
+// Signed records that version v made a signature at t (after the backend
+// answered): the lifecycle never destroys it before t + retire-after.
+func (m *Manager) Signed(v int, t time.Time) {
+	p, ok := m.lastSigned.Load(v)
+	if !ok {
+		p, _ = m.lastSigned.LoadOrStore(v, new(atomic.Int64))
+	}
+	last := p.(*atomic.Int64)
+	for ns := t.UnixNano(); ; {
+		cur := last.Load()
+		if ns <= cur || last.CompareAndSwap(cur, ns) {
+			return
+		}
+	}
+}
+
+// signedTimes is lastSigned as the rules take it.
+func (m *Manager) signedTimes() map[int]time.Time {
+	var out map[int]time.Time
+	m.lastSigned.Range(func(v, p any) bool {
+		if out == nil {
+			out = map[int]time.Time{}
+		}
+		out[v.(int)] = time.Unix(0, p.(*atomic.Int64).Load()).UTC()
+		return true
+	})
+	return out
 }
 
 // Health is the lifecycle part of /readyz.
@@ -598,11 +906,16 @@ type Health struct {
 	RotationDue    bool   `json:"rotation_overdue"`
 	NextTransition string `json:"next_transition,omitempty"`
 	ActiveVersion  int    `json:"active_version,omitempty"`
+	// Failing is the step the loop is backing off from (absent when healthy).
+	Failing *Failure `json:"failing,omitempty"`
+	// EmergencyPending is an emergency rotation not yet complete: the keys
+	// up to its version do not sign meanwhile.
+	EmergencyPending *EmergencyStatus `json:"emergency_pending,omitempty"`
 }
 
 // Health reports backend, rotation and configuration health.
 func (m *Manager) Health() Health {
-	h := Health{BackendUp: m.backendUp.Load()}
+	h := Health{BackendUp: m.backendUp.Load(), Failing: m.failure.Load(), EmergencyPending: m.heldStatus.Load()}
 	if e := m.lastErr.Load(); e != nil {
 		h.LastError = *e
 	}
@@ -658,3 +971,19 @@ func (m *Manager) ConfigMismatch() bool {
 
 // BackendUp implements metrics.Lifecycle.
 func (m *Manager) BackendUp() bool { return m.backendUp.Load() }
+
+// Backoff implements metrics.Lifecycle: the backoff of the failing step.
+func (m *Manager) Backoff() time.Duration {
+	if f := m.failure.Load(); f != nil {
+		return f.Backoff
+	}
+	return 0
+}
+
+// EmergencyPending implements metrics.Lifecycle.
+func (m *Manager) EmergencyPending() (pending, stored bool) {
+	if st := m.heldStatus.Load(); st != nil {
+		return true, st.Stored
+	}
+	return false, false
+}

@@ -59,6 +59,16 @@ type Plan struct {
 // Evaluate applies the lifecycle rules (DESIGN "Key lifecycle") to the keys
 // a backend holds, oldest first.
 func Evaluate(keys []signer.Key, r Rules, now time.Time) Plan {
+	return EvaluateSigned(keys, r, now, nil)
+}
+
+// EvaluateSigned is Evaluate that also knows when each version last signed
+// (lastSigned, by version; may be nil): a key retires from the later of its
+// successor's activates_at and its last signature, so it is never destroyed
+// earlier than retire-after past a signature it actually made (one that
+// was in flight across the activation, or made while this replica's loop
+// was stalled).
+func EvaluateSigned(keys []signer.Key, r Rules, now time.Time, lastSigned map[int]time.Time) Plan {
 	var p Plan
 	if len(keys) == 0 {
 		p.Bootstrap = true
@@ -103,6 +113,9 @@ func Evaluate(keys []signer.Key, r Rules, now time.Time) Plan {
 		default:
 			ks.State = Retiring
 			ks.DeactivatedAt = live[i+1].ActivatesAt
+			if t := lastSigned[k.Version]; t.After(ks.DeactivatedAt) {
+				ks.DeactivatedAt = t
+			}
 			ks.RetiresAt = ks.DeactivatedAt.Add(max(k.RetireAfter, r.RetireAfter))
 			// Destroy in version order only: a key is destroyed once it and
 			// every older key have passed their retires_at.

@@ -153,3 +153,30 @@ func TestNewRecord(t *testing.T) {
 		}
 	}
 }
+
+// A retiring key retires from its last signature when that is later than
+// its successor's activation (issue 12 item 1).
+func TestEvaluateRetiresFromTheLastSignature(t *testing.T) {
+	r := monthly(t)
+	keys := []signer.Key{key(r, 1, t0, false), key(r, 2, t0.Add(time.Hour), false)}
+	act := keys[1].ActivatesAt
+	for _, tc := range []struct {
+		name string
+		last time.Time
+		want time.Time
+	}{
+		{"signed before the activation", act.Add(-time.Minute), act.Add(r.RetireAfter)},
+		{"signed after the activation", act.Add(5 * time.Second), act.Add(5*time.Second + r.RetireAfter)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := EvaluateSigned(keys, r, act.Add(r.RetireAfter+time.Second), map[int]time.Time{1: tc.last})
+			destroyed := p.DestroyBelow == 2
+			if wantGone := !tc.want.After(act.Add(r.RetireAfter + time.Second)); destroyed != wantGone {
+				t.Fatalf("DestroyBelow = %d, want destroyed=%v", p.DestroyBelow, wantGone)
+			}
+			if !destroyed && !p.Published[0].RetiresAt.Equal(tc.want) {
+				t.Fatalf("retires_at = %v, want %v", p.Published[0].RetiresAt, tc.want)
+			}
+		})
+	}
+}

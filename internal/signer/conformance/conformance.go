@@ -109,6 +109,14 @@ func testPinDestroy(t *testing.T, alg signer.Algorithm, e Env) {
 	ctx := context.Background()
 	k1 := create(t, e.Backend, alg, 1)
 	k2 := create(t, e.Backend, alg, 2)
+	// The sign path uses a pending key from its activates_at on, before the
+	// lifecycle loop raises the pin: a version above the pin signs.
+	if err := e.Backend.PinSigning(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := signs(t, e, alg, k2); err != nil {
+		t.Errorf("version 2 while pinned to 1: %v", err)
+	}
 	if err := e.Backend.PinSigning(ctx, 2); err != nil {
 		t.Fatal(err)
 	}

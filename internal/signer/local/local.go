@@ -48,6 +48,9 @@ type Backend struct {
 
 	pinned atomic.Int64 // signatures below this version are refused
 }
+	// pinSeen is the pin file's modification time (Unix ns) when pinned
+	// was last read from it: Sign re-reads the file when it changes.
+	pinSeen atomic.Int64
 
 type entry struct {
 	rec  signer.Record
@@ -258,6 +261,26 @@ func (b *Backend) DestroyBelow(ctx context.Context, v int) error {
 		return fmt.Errorf("local: %w", err)
 	}
 	defer lock.Unlock()
+// followPin raises pinned to the pin file's when another process on this
+// data dir has raised it (a replica whose lifecycle loop is stalled must not
+// keep signing with a version the others pinned out). It costs one stat.
+func (b *Backend) followPin() {
+	fi, err := os.Stat(filepath.Join(b.dir, "keys", "min_signing_version"))
+	if err != nil {
+		return
+	}
+	mt := fi.ModTime().UnixNano()
+	if prev := b.pinSeen.Load(); mt == prev || !b.pinSeen.CompareAndSwap(prev, mt) {
+		return
+	}
+	for p := int64(b.minSigning()); ; {
+		cur := b.pinned.Load()
+		if p <= cur || b.pinned.CompareAndSwap(cur, p) {
+			return
+		}
+	}
+}
+
 	vs, err := b.versions()
 	if err != nil {
 		return err
@@ -294,6 +317,7 @@ func (b *Backend) Sign(ctx context.Context, _ signer.Credential, v int, alg sign
 // fits reports whether priv is the kind of key alg signs with, so that a
 // key file whose record and key disagree is refused instead of panicking.
 func fits(alg signer.Algorithm, priv crypto.Signer) bool {
+	b.followPin()
 	switch k := priv.(type) {
 	case *rsa.PrivateKey:
 		return alg == signer.RS512 || alg == signer.RS256
