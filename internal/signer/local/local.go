@@ -47,10 +47,10 @@ type Backend struct {
 	quarantined map[string]string // quarantine file name -> why, this process
 
 	pinned atomic.Int64 // signatures below this version are refused
-}
 	// pinSeen is the pin file's modification time (Unix ns) when pinned
 	// was last read from it: Sign re-reads the file when it changes.
 	pinSeen atomic.Int64
+}
 
 type entry struct {
 	rec  signer.Record
@@ -245,22 +245,6 @@ func (b *Backend) PinSigning(ctx context.Context, v int) error {
 	return nil
 }
 
-func (b *Backend) minSigning() int {
-	raw, err := os.ReadFile(filepath.Join(b.dir, "keys", "min_signing_version"))
-	if err != nil {
-		return 0
-	}
-	v, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
-	return v
-}
-
-// DestroyBelow deletes the key files of every version below v.
-func (b *Backend) DestroyBelow(ctx context.Context, v int) error {
-	lock, err := fsutil.LockFile(filepath.Join(b.dir, "lock"))
-	if err != nil {
-		return fmt.Errorf("local: %w", err)
-	}
-	defer lock.Unlock()
 // followPin raises pinned to the pin file's when another process on this
 // data dir has raised it (a replica whose lifecycle loop is stalled must not
 // keep signing with a version the others pinned out). It costs one stat.
@@ -281,6 +265,22 @@ func (b *Backend) followPin() {
 	}
 }
 
+func (b *Backend) minSigning() int {
+	raw, err := os.ReadFile(filepath.Join(b.dir, "keys", "min_signing_version"))
+	if err != nil {
+		return 0
+	}
+	v, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	return v
+}
+
+// DestroyBelow deletes the key files of every version below v.
+func (b *Backend) DestroyBelow(ctx context.Context, v int) error {
+	lock, err := fsutil.LockFile(filepath.Join(b.dir, "lock"))
+	if err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	defer lock.Unlock()
 	vs, err := b.versions()
 	if err != nil {
 		return err
@@ -301,6 +301,7 @@ func (b *Backend) followPin() {
 
 // Sign signs input with version v. The credential was checked by the API.
 func (b *Backend) Sign(ctx context.Context, _ signer.Credential, v int, alg signer.Algorithm, input []byte) ([]byte, error) {
+	b.followPin()
 	if int64(v) < b.pinned.Load() {
 		return nil, fmt.Errorf("local: version %d no longer signs (pinned to %d or newer): %w", v, b.pinned.Load(), signer.ErrNoKey)
 	}
@@ -317,7 +318,6 @@ func (b *Backend) Sign(ctx context.Context, _ signer.Credential, v int, alg sign
 // fits reports whether priv is the kind of key alg signs with, so that a
 // key file whose record and key disagree is refused instead of panicking.
 func fits(alg signer.Algorithm, priv crypto.Signer) bool {
-	b.followPin()
 	switch k := priv.(type) {
 	case *rsa.PrivateKey:
 		return alg == signer.RS512 || alg == signer.RS256
