@@ -13,7 +13,7 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.join(HERE, "standins"), HERE]
 import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from helpers import KEYD_BIN, REPO, VAULT_BIN, Keyd, RecordingProxy, Vault  # noqa: E402
+from helpers import KEYD_BIN, REPO, Keyd, RecordingProxy, Vault, need_vault  # noqa: E402
 
 if not settings.configured:
     settings.configure(
@@ -112,11 +112,7 @@ def installed():
 @pytest.fixture(scope="module")
 def vault():
     """A real Vault dev server (bin/vault from `make vault`). Missing: skip, or fail when CI is set."""
-    if not os.path.exists(VAULT_BIN):
-        msg = "vault binary not found at {}: run `make vault`".format(VAULT_BIN)
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    need_vault()
     v = Vault()
     yield v
     v.stop()
