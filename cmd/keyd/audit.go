@@ -36,15 +36,18 @@ type auditTrail struct {
 }
 
 func (a auditTrail) Page(ctx context.Context, since int64) (any, bool, error) {
+	// The keys first: a key destroyed meanwhile then already has its
+	// destroyed event (recorded before the deletion) in the events read next.
+	versions, verr := heldVersions(ctx, a.backend)
 	all, err := a.log.Events(ctx, 0)
 	if err != nil {
 		return nil, false, fmt.Errorf("read audit chain: %w: %w", err, signer.ErrUnavailable)
 	}
-	valid := audit.Verify(all) == nil
-	if valid {
-		if versions, err := heldVersions(ctx, a.backend); err == nil {
-			valid = audit.Reconcile(all, versions) == nil
-		}
+	// Problems: lines that are not events, a log that disagrees with the
+	// head kept beside the keys (deleted, replaced, cut off).
+	valid := audit.Verify(all) == nil && len(a.log.Problems()) == 0
+	if valid && verr == nil {
+		valid = audit.Reconcile(all, versions) == nil
 	}
 	page := make([]audit.Event, 0, len(all))
 	for _, e := range all {
@@ -70,6 +73,13 @@ func heldVersions(ctx context.Context, b interface {
 			return nil, err
 		}
 		out = append(out, audit.KeyVersion{Version: k.Version, KID: kid})
+	}
+	// Versions whose unreadable file the local store set aside did not
+	// vanish unseen: the audit need not account for them as destroyed.
+	if q, ok := b.(interface{ QuarantinedVersions() []int }); ok {
+		for _, v := range q.QuarantinedVersions() {
+			out = append(out, audit.KeyVersion{Version: v, Quarantined: true})
+		}
 	}
 	return out, nil
 }
@@ -119,6 +129,7 @@ func cmdAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	file := fs.String("file", "", "the local audit log (<data-dir>/audit.log), checked offline")
 	dataDir := fs.String("data-dir", "", "data dir whose keys the chain must account for (default: the log's directory)")
 	vaultMode := fs.Bool("vault", false, "check the chain in Vault KV with the auditor's own token (VAULT_ADDR; --token, KEYD_TOKEN or VAULT_TOKEN)")
+	chainOnly := fs.Bool("chain-only", false, "with --file: check the chain alone and exit 0 when it is intact, although no keys (and no recorded head) could be reconciled with it")
 	vf := vaultFlags(fs, []string{"KEYD_TOKEN", "VAULT_TOKEN"}) // the auditor's token, as for the other client commands
 	if !parseFlags(fs, args, stderr) {
 		return 2
@@ -127,36 +138,85 @@ func cmdAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintln(stderr, "keyd audit verify: give exactly one of --file PATH or --vault")
 		return 2
 	}
-	var err error
 	if *vaultMode {
-		err = verifyVaultChain(ctx, vf)
-	} else {
-		err = verifyFileChain(ctx, *file, *dataDir)
+		if err := verifyVaultChain(ctx, vf); err != nil {
+			fmt.Fprintln(stderr, "keyd audit verify:", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, "audit chain intact")
+		return 0
 	}
-	if err != nil {
-		fmt.Fprintln(stderr, "keyd audit verify:", err)
-		return 1
-	}
-	fmt.Fprintln(stdout, "audit chain intact")
-	return 0
+	return verifyFileChain(ctx, *file, *dataDir, *chainOnly, stdout, stderr)
 }
 
-func verifyFileChain(ctx context.Context, path, dataDir string) error {
+// verifyFileChain is `keyd audit verify --file`: the chain, then the keys and
+// the head recorded in the data dir. It prints what it read (records, head
+// seq and hash, to pin elsewhere) and says plainly when it had nothing to
+// reconcile with: a copy of the log alone cannot show that its tail was cut.
+func verifyFileChain(ctx context.Context, path, dataDir string, chainOnly bool, stdout, stderr io.Writer) int {
+	failf := func(format string, args ...any) int {
+		fmt.Fprintf(stderr, "keyd audit verify: "+format+"\n", args...)
+		return 1
+	}
 	if _, err := os.Stat(path); err != nil {
-		return err
+		return failf("%v", err)
 	}
 	if dataDir == "" {
 		dataDir = filepath.Dir(path)
 	}
+	// What the data dir holds: the keys (read only, nothing is moved) and
+	// the head keyd recorded beside them. why says why reconciling is not
+	// possible; "" when it is.
 	var versions []audit.KeyVersion
-	if _, err := os.Stat(filepath.Join(dataDir, "keys")); err == nil {
-		b, err := local.New(dataDir)
-		if err != nil {
-			return err
-		}
+	var head *audit.Head
+	var notes []string
+	why := ""
+	b, err := local.OpenReadOnly(dataDir)
+	switch {
+	case chainOnly:
+		why = "--chain-only"
+	case err != nil:
+		why = fmt.Sprintf("no key store at %s (%v): a copy of the log without its data dir, or --data-dir pointing elsewhere", filepath.Join(dataDir, "keys"), err)
+	default:
 		if versions, err = heldVersions(ctx, b); err != nil {
-			return fmt.Errorf("read the keys in %s: %w", dataDir, err)
+			return failf("read the keys in %s: %v", dataDir, err)
+		}
+		notes = b.Problems()
+		headPath := filepath.Join(dataDir, "keys", "audit-head.json")
+		if head, err = audit.ReadHead(headPath); err != nil {
+			return failf("%v", err)
+		}
+		if head == nil {
+			why = fmt.Sprintf("%s holds no audit head (keyd records one beside the keys at every event): a tail cut after the last key event would pass", headPath)
 		}
 	}
-	return audit.VerifyFile(path, versions)
+	if chainOnly {
+		versions = nil
+	}
+	sum, err := audit.CheckFile(path, versions, head)
+	fmt.Fprintf(stdout, "checked %s: %d records, head seq %d hash %s\n", path, sum.Records, sum.HeadSeq, orNone(sum.HeadHash))
+	for _, n := range notes {
+		fmt.Fprintln(stdout, "note:", n)
+	}
+	if err != nil {
+		return failf("%v", err)
+	}
+	switch {
+	case why == "":
+		fmt.Fprintf(stdout, "reconciled with %d key versions and the head (seq %d) recorded in %s\n", len(versions), head.Seq, dataDir)
+		fmt.Fprintln(stdout, "audit chain intact")
+		return 0
+	case chainOnly:
+		fmt.Fprintln(stdout, "audit chain intact (chain only: not reconciled with any keys; pin the head seq and hash above to detect a cut-off tail later)")
+		return 0
+	}
+	fmt.Fprintln(stdout, "chain links intact, but NOT reconciled with the keys")
+	return failf("key reconciliation was not possible: %s; give --data-dir, or --chain-only to check the chain alone", why)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
 }

@@ -65,6 +65,9 @@ type wiring struct {
 	audit   api.AuditTrail
 	// start runs background work of the mode (token renewal); may be nil.
 	start func(context.Context)
+	// problems lists what is wrong with the files the mode keeps (see
+	// problemWatch); may be nil.
+	problems func() []string
 }
 
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
@@ -139,6 +142,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if w.start != nil {
 		go w.start(runCtx)
 	}
+	problems := newProblemWatch(w.problems, log, reg)
+	problems.check()
+	go problems.run(runCtx, cfg.Refresh())
 
 	e := api.New(api.Config{
 		Auth:      w.auth,
@@ -147,6 +153,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Policy:    claims.Policy{Issuers: cfg.Issuers, MaxLifetime: cfg.MaxTokenLifetime, ClockSkew: cfg.ClockSkew},
 		JWKS:      handler,
 		Audit:     w.audit,
+		Problems:  problems.Current,
 		Metrics:   m,
 		Gatherer:  reg,
 		Clock:     clk,

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -29,10 +31,16 @@ func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring
 	for role, path := range generated {
 		log.Info("generated a role token", "role", role, "file", path)
 	}
-	store, err := audit.OpenFile(filepath.Join(cfg.DataDir, "audit.log"), clk.Now)
+	// The head of the chain is kept beside the keys, so a deleted or
+	// replaced audit.log is reported instead of silently restarted.
+	store, err := audit.OpenFileWithHead(filepath.Join(cfg.DataDir, "audit.log"), filepath.Join(cfg.DataDir, "keys", "audit-head.json"), clk.Now)
 	if err != nil {
 		return nil, err
 	}
 	trail := audit.NewLog(store, clk.Now)
-	return &wiring{backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b}}, nil
+	problems := func() []string {
+		_, _ = store.Read(context.Background(), math.MaxInt64) // re-reads the log and the head
+		return append(b.Problems(), store.Problems()...)
+	}
+	return &wiring{backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b}, problems: problems}, nil
 }

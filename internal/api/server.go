@@ -58,6 +58,7 @@ type Config struct {
 	Policy    claims.Policy
 	JWKS      *jwks.Handler
 	Audit     AuditTrail
+	Problems  func() []string // what is wrong with the files keyd keeps, for /readyz; may be nil
 	Metrics   *metrics.Metrics
 	Gatherer  prometheus.Gatherer
 	Clock     clock.Clock
@@ -369,10 +370,16 @@ type readiness struct {
 	Backend   string          `json:"backend"`
 	JWKSKeys  int             `json:"jwks_keys"`
 	Lifecycle rotation.Health `json:"lifecycle"`
+	// Storage lists problems with the files keyd keeps; they do not make
+	// keyd unready (it serves what is sound) but need an operator.
+	Storage []string `json:"storage_problems,omitempty"`
 }
 
 func (s *Server) readyz(c echo.Context) error {
 	r := readiness{Backend: s.cfg.Backend.Name(), Lifecycle: s.cfg.Lifecycle.Health()}
+	if s.cfg.Problems != nil {
+		r.Storage = s.cfg.Problems()
+	}
 	snap := s.cfg.Lifecycle.Snapshot()
 	if d := s.cfg.JWKS.Current(); d != nil {
 		r.JWKSKeys = d.Keys

@@ -323,7 +323,7 @@ func TestMalformedMiddleLineIsKeptAndReported(t *testing.T) {
 	s.Close()
 	data, _ := os.ReadFile(path)
 	first, rest, _ := bytes.Cut(data, []byte("\n"))
-	garbage := append(append(first, "\nnot json\n"...), rest...)
+	garbage := bytes.Join([][]byte{first, []byte("not json"), rest}, []byte("\n"))
 	if err := os.WriteFile(path, garbage, 0o600); err != nil {
 		t.Fatal(err)
 	}

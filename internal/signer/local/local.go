@@ -45,6 +45,7 @@ type Backend struct {
 	mu          sync.RWMutex
 	cache       map[int]*entry    // immutable once loaded; dropped when the file goes
 	quarantined map[string]string // quarantine file name -> why, this process
+	readOnly    bool              // OpenReadOnly: bad files are skipped, not moved
 
 	pinned atomic.Int64 // signatures below this version are refused
 	// pinSeen is the pin file's modification time (Unix ns) when pinned
@@ -70,6 +71,21 @@ func New(dir string) (*Backend, error) {
 	}
 	b := &Backend{dir: dir, cache: map[int]*entry{}, quarantined: map[string]string{}}
 	b.pinned.Store(int64(b.minSigning()))
+	return b, nil
+}
+
+// OpenReadOnly opens the key store in dir for reading only (keyd audit
+// verify): nothing is created or moved; a bad key file is skipped and
+// reported by Problems.
+func OpenReadOnly(dir string) (*Backend, error) {
+	fi, err := os.Stat(filepath.Join(dir, "keys"))
+	if err != nil {
+		return nil, fmt.Errorf("local: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("local: %s is not a directory", filepath.Join(dir, "keys"))
+	}
+	b := &Backend{dir: dir, cache: map[int]*entry{}, quarantined: map[string]string{}, readOnly: true}
 	return b, nil
 }
 
@@ -439,6 +455,9 @@ func (b *Backend) quarantineDir() string { return filepath.Join(b.dir, "quaranti
 // destroyed or quarantined it meanwhile) and raises the high-water mark to v
 // before moving it, so the number is never given to another key.
 func (b *Backend) quarantineKey(v int, why error) error {
+	if b.readOnly {
+		return b.quarantine(b.keyPath(v), why)
+	}
 	lock, err := fsutil.LockFile(filepath.Join(b.dir, "lock"))
 	if err != nil {
 		return fmt.Errorf("local: %w", err)
@@ -458,6 +477,12 @@ func (b *Backend) quarantineKey(v int, why error) error {
 // quarantine moves path into <dir>/quarantine under a new name and keeps why
 // for Problems. The caller holds the lock when other processes may race.
 func (b *Backend) quarantine(path string, why error) error {
+	if b.readOnly {
+		b.mu.Lock()
+		b.quarantined["../"+filepath.Base(path)] = why.Error() // reported, not moved
+		b.mu.Unlock()
+		return nil
+	}
 	if err := os.MkdirAll(b.quarantineDir(), 0o700); err != nil {
 		return fmt.Errorf("local: create quarantine dir: %w", err)
 	}
@@ -495,15 +520,17 @@ func (b *Backend) quarantine(path string, why error) error {
 // has examined and removed them.
 func (b *Backend) Problems() []string {
 	ents, err := os.ReadDir(b.quarantineDir())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return []string{fmt.Sprintf("cannot list the quarantine %s: %v", b.quarantineDir(), err)}
 	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	var out []string
+	for name, why := range b.quarantined {
+		if rest, ok := strings.CutPrefix(name, "../"); ok { // read-only: left in place
+			out = append(out, fmt.Sprintf("unreadable key file %s skipped: %s", filepath.Join(b.dir, "keys", rest), why))
+		}
+	}
 	for _, e := range ents {
 		msg := fmt.Sprintf("unreadable file set aside as %s", filepath.Join(b.quarantineDir(), e.Name()))
 		if why := b.quarantined[e.Name()]; why != "" {
@@ -511,16 +538,28 @@ func (b *Backend) Problems() []string {
 		}
 		out = append(out, msg+"; examine it, then remove it from the quarantine")
 	}
+	sort.Strings(out)
 	return out
 }
 
 // QuarantinedVersions lists the key versions whose files are in the
 // quarantine: versions the audit trail knows that did not vanish unseen.
 func (b *Backend) QuarantinedVersions() []int {
+	var names []string
 	ents, _ := os.ReadDir(b.quarantineDir())
-	var vs []int
 	for _, e := range ents {
-		name, _, ok := strings.Cut(e.Name(), ".json.")
+		names = append(names, e.Name())
+	}
+	b.mu.RLock()
+	for name := range b.quarantined {
+		if rest, ok := strings.CutPrefix(name, "../"); ok {
+			names = append(names, rest+".") // read-only: skipped in place
+		}
+	}
+	b.mu.RUnlock()
+	var vs []int
+	for _, n := range names {
+		name, _, ok := strings.Cut(n, ".json.")
 		if !ok {
 			continue
 		}

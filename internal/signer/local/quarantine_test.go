@@ -91,3 +91,36 @@ func TestQuarantineRaisesTheHighWaterMark(t *testing.T) {
 		t.Fatalf("Create = v%d, %v; want v3", k.Version, err)
 	}
 }
+
+// TestReadOnlyMovesNothing: keyd audit verify reads a data dir without
+// changing it: a bad file is skipped and reported, left in place.
+func TestReadOnlyMovesNothing(t *testing.T) {
+	dir := t.TempDir()
+	b := newBackend(t, dir)
+	mustCreate(t, b, 1, signer.EdDSA)
+	if err := os.WriteFile(b.keyPath(2), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := OpenReadOnly(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := versions(t, ro); !reflect.DeepEqual(got, []int{1}) {
+		t.Errorf("versions = %v, want [1]", got)
+	}
+	if _, err := os.Stat(b.keyPath(2)); err != nil {
+		t.Errorf("the bad file was moved by a read-only store: %v", err)
+	}
+	if _, err := os.Stat(ro.quarantineDir()); !os.IsNotExist(err) {
+		t.Errorf("a read-only store created the quarantine: %v", err)
+	}
+	if p := strings.Join(ro.Problems(), "\n"); !strings.Contains(p, "00000002.json skipped") {
+		t.Errorf("Problems = %q", p)
+	}
+	if got := ro.QuarantinedVersions(); !reflect.DeepEqual(got, []int{2}) {
+		t.Errorf("QuarantinedVersions = %v, want [2]", got)
+	}
+	if _, err := OpenReadOnly(filepath.Join(dir, "nowhere")); err == nil {
+		t.Error("OpenReadOnly of a dir without keys/ succeeded")
+	}
+}
