@@ -808,6 +808,9 @@ func (m *Manager) readFailed(ctx context.Context, op string, err error) error {
 func (m *Manager) failed(ctx context.Context, op string, err error, action, event bool) bool {
 	now := m.cfg.Clock.Now()
 	msg := "rotation: " + op + ": " + err.Error()
+	if !action {
+		msg = "rotation: read backend: " + err.Error()
+	}
 	m.lastErr.Store(&msg)
 	m.cfg.Metrics.LifecycleFailure(op)
 	prev := m.failure.Load()
