@@ -84,7 +84,7 @@ def test_headers_instance_only_from_the_refresher(start_keyd, proxy_to, installe
         fetches = [r for r in proxy.matching("/.well-known/jwks.json") if "Keyd-Instance" in r["headers"]]
         assert all(r["headers"].get("If-None-Match") == keyset.current().etag for r in fetches)
         gaps = [b["time"] - a["time"] for a, b in zip(fetches, fetches[1:])]
-        assert gaps and all(0.85 <= g <= 1.4 for g in gaps), gaps
+        assert gaps and all(0.85 <= g <= 1.6 for g in gaps), gaps  # 0.9-1.1 s plus the fetch itself
         for _ in range(10):
             start_request()  # more requests never start a second refresher
         assert sum(1 for t in __import__("threading").enumerate() if t.name == "keyd-jwks-refresher") == 1
@@ -133,9 +133,9 @@ def test_failed_fetches_back_off_doubling_up_to_max_age(start_keyd, proxy_to, in
         fetches = lambda: [r for r in proxy.matching("/.well-known/jwks.json") if "Keyd-Instance" in r["headers"]]  # noqa: E731
         wait_until(lambda: len(fetches()) >= 5, 20, "five failed fetches")
         f = fetches()
-        gaps = [round(b["time"] - a["time"], 1) for a, b in zip(f, f[1:5])]
-        want = [1, 2, 3, 3]  # 1 s, doubling, capped at max-age (3 s)
-        assert all(abs(g - w) <= 0.3 for g, w in zip(gaps, want)), gaps
+        gaps = [round(b["time"] - a["time"], 2) for a, b in zip(f, f[1:5])]
+        want = [1, 2, 3, 3]  # 1 s, doubling, capped at max-age (3 s); plus the failed fetch itself
+        assert all(w - 0.05 <= g <= w + 0.5 for g, w in zip(gaps, want)), gaps
 
 
 def test_staleness_empties_the_set_and_recovery_refills_it(keyd, proxy_to, installed, caplog):
@@ -169,10 +169,10 @@ def test_forked_child_gets_its_own_refresher(keyd, proxy_to, installed):
             code = 1
             try:
                 follower = keyset.current()
-                before = follower.fetches
+                before = follower.last_success
                 assert not follower.refresher_running  # threads do not survive a fork
                 start_request()
-                wait_until(lambda: follower.fetches > before, 5, "the child's first fetch")
+                wait_until(lambda: follower.last_success != before, 5, "the child's first fetch answered")
                 code = 0 if follower.refresher_running else 2
             finally:
                 os._exit(code)

@@ -48,7 +48,7 @@ def record_payloads(installed):
 
 
 def test_password_grant_claims_are_exactly_what_create_jwt_built(keyd, jwt_auth, record_payloads, caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)
     with django_apps(**lms_settings(keyd, jwt_auth)):
         assert "keyd signer installed" in caplog.text
         record_payloads.wrap()
@@ -63,6 +63,7 @@ def test_password_grant_claims_are_exactly_what_create_jwt_built(keyd, jwt_auth,
         header = pyjwt.get_unverified_header(token)
         assert header == {"alg": "RS512", "kid": keyd.active_kid(), "typ": "JWT"}
         assert payload["grant_type"] == "password"
+    assert keyd.signer_token not in caplog.text  # urllib3's debug lines included
 
 
 def test_empty_grant_type_is_signed_by_keyd(keyd, jwt_auth, record_payloads):

@@ -165,10 +165,9 @@ class KeySetFollower:
         if self._refresher_pid == pid and self._refresher is not None and self._refresher.is_alive():
             self.check_staleness()
             return
-        if self._refresher_pid != pid:  # first call in this process (or in a forked child)
-            self._after_fork()
+        # A forked child got a fresh lock from the os.register_at_fork hook (see install()).
         with self._lock:
-            if self._refresher is not None and self._refresher.is_alive():
+            if self._refresher_pid == pid and self._refresher is not None and self._refresher.is_alive():
                 return
             self._stop = threading.Event()
             t = threading.Thread(target=self._run, args=(self._stop,), name="keyd-jwks-refresher", daemon=True)

@@ -26,12 +26,12 @@ def worker() -> int:
     from keyd_openedx.ida import keyset
 
     follower = keyset.current()
-    before = follower.fetches
+    before = follower.last_success
     if follower.refresher_running:
         return 3  # a thread of the master cannot be running here
     Client().get("/")  # the worker's first request
     deadline = time.monotonic() + 10
-    while follower.fetches == before or follower.last_success is None:
+    while follower.last_success == before:  # the refresher's first fetch has been answered
         if time.monotonic() > deadline:
             return 4
         time.sleep(0.02)
