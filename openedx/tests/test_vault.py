@@ -137,3 +137,16 @@ def test_vault_token_auth_and_keyd_check(vault_keyd, jwt_auth, installed, capsys
     with django_apps(JWT_ACCESS_TOKEN_EXPIRE_SECONDS=3600, **settings):
         call_command("keyd_check")
         assert capsys.readouterr().out.startswith("ok: keyd signed a probe token")
+
+
+def test_concurrent_signs_share_one_login(vault_keyd, jwt_auth, installed):
+    """The per-process token cache is thread-safe: eight threads signing at once log in once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with django_apps(**approle_settings(vault_keyd, jwt_auth)):
+        approle = signer_module.current().approle
+        with ThreadPoolExecutor(8) as pool:
+            tokens = list(pool.map(lambda _: lms_jwt._create_jwt(User(), use_asymmetric_key=True,
+                                                                 grant_type="password"), range(8)))
+        assert approle.logins == 1
+        assert len({decode_as_ida(t)["jti"] for t in tokens}) == 8

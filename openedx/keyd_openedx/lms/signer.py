@@ -1,6 +1,7 @@
 """Signs the LMS's asymmetric JWTs through keyd's POST /v1/sign, and installs that signer in the LMS."""
 
 import importlib
+import json
 import logging
 import time
 from typing import Any, Dict, Optional
@@ -46,13 +47,17 @@ class KeydSigner:
 
     def sign_response(self, payload: Dict[str, Any]) -> Dict[str, Any]:
         """Posts {"claims": payload} to keyd and returns its answer {"token", "kid", "alg", "expires_at"}."""
+        try:
+            request_body = json.dumps({"claims": payload}, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise KeydSigningError("invalid_claims", "the LMS's claims are not JSON ({})".format(exc)) from None
         relogged = retried = False
         while True:
             token = self._credential()
             try:
                 resp = self.session.get().post(
                     self.sign_url,
-                    json={"claims": payload},
+                    data=request_body.encode("utf-8"),
                     headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
                     timeout=self.cfg.timeout,
                 )
