@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -9,9 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"time"
-
-	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/openedx-keyd/keyd/internal/api"
 	"github.com/openedx-keyd/keyd/internal/audit"
@@ -21,39 +19,17 @@ import (
 	"github.com/openedx-keyd/keyd/internal/signer/vault"
 )
 
-// vaultClient is a client for VAULT_ADDR with token (keyd's own, or an
-// operator's or auditor's for the CLI tools).
-func vaultClient(token string) (*vaultapi.Client, error) {
-	if os.Getenv("VAULT_ADDR") == "" {
-		return nil, errors.New("VAULT_ADDR is not set")
-	}
-	if token == "" {
-		return nil, errors.New("no Vault token: set VAULT_TOKEN")
-	}
-	cfg := vaultapi.DefaultConfig()
-	if cfg.Error != nil {
-		return nil, fmt.Errorf("vault config: %w", cfg.Error)
-	}
-	cfg.Timeout = 5 * time.Second
-	cfg.MaxRetries = 1
-	c, err := vaultapi.NewClient(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("vault client: %w", err)
-	}
-	c.SetToken(token)
-	return c, nil
-}
-
 // vaultWiring is production mode: keys in Vault transit, records and the
 // audit chain in KV v2, roles decided by Vault.
 func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring, error) {
-	client, err := vaultClient(os.Getenv("VAULT_TOKEN"))
+	login, err := loginVault(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	client := login.client
 	b, err := vault.New(vault.Config{
 		Client: client, Mount: cfg.VaultMount, Key: cfg.VaultKey, KVMount: cfg.VaultKVMount,
-		Algorithm: cfg.Algorithm, Now: clk.Now, Logger: log,
+		Algorithm: cfg.Algorithm, Now: clk.Now, Logger: log, SignTimeout: cfg.SignTimeout,
 	})
 	if err != nil {
 		return nil, err
@@ -61,42 +37,18 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 	if err := b.CheckCannotSign(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkKeyType(ctx, client, cfg); err != nil {
+	if err := b.CheckKeyType(ctx); err != nil {
 		return nil, err
 	}
-	trail := audit.NewLog(audit.NewVaultStore(client, cfg.VaultKVMount), clk.Now)
+	trail := audit.NewLog(vault.NewAuditStore(client, cfg.VaultKVMount), clk.Now)
 	return &wiring{
 		backend: b,
 		auth:    vaultAuth{b},
 		events:  auditEvents{trail},
 		audit:   auditTrail{trail, b},
-		start: func(ctx context.Context) {
-			if err := b.StartRenewal(ctx); err != nil {
-				log.Error("cannot schedule the renewal of keyd's Vault token", "err", err)
-			}
-		},
+		start:   login.run,
+		login:   login.session.Problem,
 	}, nil
-}
-
-// checkKeyType refuses an --algorithm the transit key cannot sign with: in
-// Vault every version of a key has the key's type, set by keyd bootstrap.
-func checkKeyType(ctx context.Context, client *vaultapi.Client, cfg *config.Config) error {
-	want, err := vault.KeyType(cfg.Algorithm)
-	if err != nil {
-		return err
-	}
-	path := cfg.VaultMount + "/keys/" + cfg.VaultKey
-	sec, err := client.Logical().ReadWithContext(ctx, path)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
-	}
-	if sec == nil {
-		return fmt.Errorf("the transit key %s does not exist: run keyd bootstrap first", path)
-	}
-	if got, _ := sec.Data["type"].(string); got != want {
-		return fmt.Errorf("--algorithm %s needs a %s key but %s is %s: set --algorithm to fit the key, or bootstrap a new --vault-key", cfg.Algorithm, want, path, got)
-	}
-	return nil
 }
 
 // vaultAuth asks Vault whether a caller's token holds a role.
@@ -118,31 +70,30 @@ func (a vaultAuth) Authorize(ctx context.Context, token string, roles ...api.Rol
 
 // vaultFlagSet holds the Vault names shared by bootstrap and audit verify.
 type vaultFlagSet struct {
-	raw   map[string]*string
-	token *string
-	envs  []string // where the token comes from without --token, in order
+	raw  map[string]*string
+	tok  *string
+	envs []string // where the token comes from without --token, in order
 }
 
 // vaultFlags registers the Vault names, names among the serve settings, and
 // --token, which otherwise comes from the first of envs that is set.
 func vaultFlags(fs *flag.FlagSet, envs []string, names ...string) *vaultFlagSet {
 	return &vaultFlagSet{
-		raw:   config.Flags(fs, append(names, "vault-mount", "vault-key", "vault-kv-mount")...),
-		token: fs.String("token", "", "Vault token (default: "+strings.Join(envs, ", then ")+")"),
-		envs:  envs,
+		raw:  config.Flags(fs, append(names, "vault-mount", "vault-key", "vault-kv-mount")...),
+		tok:  fs.String("token", "", "Vault token (default: "+strings.Join(envs, ", then ")+")"),
+		envs: envs,
 	}
 }
 
 func (v *vaultFlagSet) get(name string) string { return *v.raw[name] }
 
-func (v *vaultFlagSet) client() (*vaultapi.Client, error) {
-	tok := *v.token
+// token is --token, else the first of envs that is set.
+func (v *vaultFlagSet) token() string {
+	tok := *v.tok
 	for _, env := range v.envs {
-		if tok == "" {
-			tok = os.Getenv(env)
-		}
+		tok = cmp.Or(tok, os.Getenv(env))
 	}
-	return vaultClient(tok)
+	return tok
 }
 
 // cmdBootstrap is `keyd bootstrap`: idempotent Vault setup with an
@@ -158,7 +109,7 @@ func cmdBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "keyd bootstrap: --algorithm:", err)
 		return 2
 	}
-	client, err := vf.client()
+	client, err := vault.ClientFromEnv(vf.token())
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -182,7 +133,7 @@ func verifyVaultChain(ctx context.Context, vf *vaultFlagSet) error {
 }
 
 func checkVaultChain(ctx context.Context, vf *vaultFlagSet) error {
-	client, err := vf.client()
+	client, err := vault.ClientFromEnv(vf.token())
 	if err != nil {
 		return err
 	}
@@ -194,5 +145,5 @@ func checkVaultChain(ctx context.Context, vf *vaultFlagSet) error {
 	if err != nil {
 		return fmt.Errorf("read the key versions: %w", err)
 	}
-	return audit.VerifyStore(ctx, audit.NewVaultStore(client, vf.get("vault-kv-mount")), versions)
+	return audit.VerifyStore(ctx, vault.NewAuditStore(client, vf.get("vault-kv-mount")), versions)
 }

@@ -3,7 +3,10 @@ package vault
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+
+	"github.com/hashicorp/vault/api"
 
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
@@ -42,12 +45,61 @@ func (b *Backend) ClearIntent(ctx context.Context) error {
 	return wrap("clear intent", err)
 }
 
+// kvMount is a KV v2 mount used with one client's token: keyd's own for
+// lifecycle records, claims and the intent, keyd's or an auditor's for the
+// audit chain (AuditStore). Its errors go through wrap.
+type kvMount struct {
+	client *api.Client
+	mount  string
+}
+
+func (b *Backend) kvMount() kvMount { return kvMount{client: b.client, mount: b.kv} }
+
+func (k kvMount) dataPath(p string) string     { return k.mount + "/data/" + p }
+func (k kvMount) metadataPath(p string) string { return k.mount + "/metadata/" + p }
+
+// read reads entry p as Vault answers it: nil when there is no entry; an
+// entry whose current version is deleted has no "data".
+func (k kvMount) read(ctx context.Context, p string) (*api.Secret, error) {
+	sec, err := k.client.Logical().ReadWithContext(ctx, k.dataPath(p))
+	return sec, wrap("read "+k.dataPath(p), err)
+}
+
+// write writes entry p with check-and-set cas (0: only if it does not exist).
+func (k kvMount) write(ctx context.Context, p string, data map[string]any, cas int) error {
+	_, err := k.client.Logical().WriteWithContext(ctx, k.dataPath(p), map[string]any{
+		"data":    data,
+		"options": map[string]any{"cas": cas},
+	})
+	op := "write "
+	if cas == 0 {
+		op = "create "
+	}
+	return wrap(op+k.dataPath(p), err)
+}
+
+// list returns the names under p as Vault answers them (nil when none).
+func (k kvMount) list(ctx context.Context, p string) ([]any, error) {
+	sec, err := k.client.Logical().ListWithContext(ctx, k.metadataPath(p))
+	if err != nil {
+		return nil, wrap("list "+k.metadataPath(p), err)
+	}
+	if sec == nil || sec.Data["keys"] == nil {
+		return nil, nil
+	}
+	keys, ok := sec.Data["keys"].([]any)
+	if !ok {
+		return nil, fmt.Errorf("vault: list %s: unexpected answer", k.metadataPath(p))
+	}
+	return keys, nil
+}
+
 // kvRead reads a KV v2 entry: its data (nil when absent or deleted) and its
 // version.
 func (b *Backend) kvRead(ctx context.Context, p string) (map[string]any, int, error) {
-	sec, err := b.client.Logical().ReadWithContext(ctx, b.kvPath(p))
+	sec, err := b.kvMount().read(ctx, p)
 	if err != nil {
-		return nil, 0, wrap("read "+b.kvPath(p), err)
+		return nil, 0, err
 	}
 	if sec == nil || sec.Data == nil {
 		return nil, 0, nil
@@ -67,19 +119,16 @@ func (b *Backend) kvRead(ctx context.Context, p string) (map[string]any, int, er
 // failed check-and-set, or 403 when the token may create but not update:
 // either way a read settles whether the entry is there.)
 func (b *Backend) kvCreate(ctx context.Context, p string, data map[string]any) (bool, error) {
-	_, err := b.client.Logical().WriteWithContext(ctx, b.kvPath(p), map[string]any{
-		"data":    data,
-		"options": map[string]any{"cas": 0},
-	})
+	err := b.kvMount().write(ctx, p, data, 0)
 	if err == nil {
 		return true, nil
 	}
-	if isUnavailable(err) {
-		return false, wrap("create "+b.kvPath(p), err)
+	if errors.Is(err, signer.ErrUnavailable) {
+		return false, err
 	}
 	existing, _, rerr := b.kvRead(ctx, p)
 	if rerr != nil || existing == nil {
-		return false, wrap("create "+b.kvPath(p), err)
+		return false, err
 	}
 	return false, nil
 }
