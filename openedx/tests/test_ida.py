@@ -208,3 +208,22 @@ def test_not_configured_is_not_installed(installed, caplog):
     assert "keyd jwks not installed" in caplog.text and "keyd signer not installed" in caplog.text
 
 
+
+
+def test_first_fetch_is_bounded_by_timeout(lms_key, installed):
+    """A hung keyd delays startup by at most TIMEOUT; the static value stays."""
+    import time
+
+    from helpers import Blackhole
+
+    hung = Blackhole()
+    try:
+        start = time.monotonic()
+        with django_apps(apps=IDA, **ida_settings(hung.url + "/.well-known/jwks.json", static=lms_key["public_set"],
+                                                  TIMEOUT=0.5)):
+            elapsed = time.monotonic() - start
+            assert held_set() == lms_key["public_set"]
+            assert "ReadTimeout" in keyset.current().last_error
+        assert 0.5 <= elapsed < 1.0, elapsed
+    finally:
+        hung.stop()
