@@ -22,14 +22,13 @@ import (
 // vaultWiring is production mode: keys in Vault transit, records and the
 // audit chain in KV v2, roles decided by Vault.
 func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring, error) {
-	login, err := loginVault(ctx, cfg, log)
+	client, err := vault.ClientFromEnv(os.Getenv("VAULT_TOKEN"))
 	if err != nil {
 		return nil, err
 	}
-	client := login.client
 	b, err := vault.New(vault.Config{
 		Client: client, Mount: cfg.VaultMount, Key: cfg.VaultKey, KVMount: cfg.VaultKVMount,
-		Algorithm: cfg.Algorithm, Now: clk.Now, Logger: log, SignTimeout: cfg.SignTimeout,
+		Algorithm: cfg.Algorithm, Now: clk.Now, Logger: log,
 	})
 	if err != nil {
 		return nil, err
@@ -46,8 +45,11 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 		auth:    vaultAuth{b},
 		events:  auditEvents{trail},
 		audit:   auditTrail{trail, b},
-		start:   login.run,
-		login:   login.session.Problem,
+		start: func(ctx context.Context) {
+			if err := b.StartRenewal(ctx); err != nil {
+				log.Error("cannot schedule the renewal of keyd's Vault token", "err", err)
+			}
+		},
 	}, nil
 }
 
