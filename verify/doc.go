@@ -18,9 +18,9 @@
 //		Audience: "openedx",
 //	})
 //	if err != nil { ... }
-//	e.Use(verify.Middleware(v))
+//	e.Use(verifyecho.Middleware(v)) // package verify/verifyecho
 //	e.GET("/me", func(c echo.Context) error {
-//		claims, _ := verify.ClaimsFrom(c)
+//		claims, _ := verifyecho.ClaimsFrom(c)
 //		return c.JSON(http.StatusOK, map[string]string{"user": claims.Username()})
 //	})
 //

@@ -86,9 +86,3 @@ func Reason(err error) string {
 	}
 	return "invalid_token"
 }
-
-// serverSide reports whether err is the verifier's fault rather than the
-// token's: the keys could not be obtained.
-func serverSide(err error) bool {
-	return errors.Is(err, ErrKeySetUnavailable) || errors.Is(err, ErrStaleKeys)
-}

@@ -1,19 +1,90 @@
-package verify
+package verifyecho
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/labstack/echo/v4"
+
+	"github.com/openedx-keyd/keyd/verify"
 )
 
+var epoch = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+
+const testIssuer = "https://lms.example.com/oauth2"
+
+// testKey is an ES256 signing key and the static key set holding its public half.
+type testKey struct {
+	priv *ecdsa.PrivateKey
+	kid  string
+}
+
+func newKey(t *testing.T) *testKey {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testKey{priv: priv, kid: "lms"}
+}
+
+func (k *testKey) set(t *testing.T) verify.KeySet {
+	t.Helper()
+	raw, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: k.priv.Public(), KeyID: k.kid, Algorithm: "ES256", Use: "sig"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := verify.NewStaticKeySet(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func claimsAt(now time.Time) map[string]any {
+	return map[string]any{
+		"iss": testIssuer, "aud": "openedx", "sub": "anon-1234", "preferred_username": "edx",
+		"grant_type": "password", "iat": now.Unix(), "exp": now.Add(15 * time.Minute).Unix(),
+	}
+}
+
+func signWith(t *testing.T, alg jose.SignatureAlgorithm, key any, kid string, claims map[string]any) string {
+	t.Helper()
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.Signed(s).Claims(claims).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func sign(t *testing.T, k *testKey, claims map[string]any) string {
+	return signWith(t, jose.ES256, k.priv, k.kid, claims)
+}
+
+func newVerifier(t *testing.T, keys verify.KeySet) *verify.Verifier {
+	t.Helper()
+	v, err := verify.NewVerifier(keys, verify.Config{Issuers: []string{testIssuer}, Audience: "openedx", Now: func() time.Time { return epoch }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 func TestVerifyMiddleware(t *testing.T) {
-	key := newKey(t, "ES256", "lms")
-	clock := newClock()
-	v := newTestVerifier(t, staticSet(t, key), clock.Now)
+	key := newKey(t)
+	v := newVerifier(t, key.set(t))
 
 	e := echo.New()
 	e.Use(Middleware(v))
@@ -26,7 +97,7 @@ func TestVerifyMiddleware(t *testing.T) {
 		return c.String(http.StatusOK, claims.Username()+" "+claims.Subject)
 	})
 
-	valid := sign(t, key, claimsAt(epoch), nil, false)
+	valid := sign(t, key, claimsAt(epoch))
 	expiredClaims := claimsAt(epoch)
 	expiredClaims["iat"], expiredClaims["exp"] = epoch.Add(-time.Hour).Unix(), epoch.Add(-10*time.Minute).Unix()
 
@@ -43,8 +114,8 @@ func TestVerifyMiddleware(t *testing.T) {
 		{"missing", "", 401, "", "missing_token"},
 		{"basic", "Basic dXNlcjpwYXNz", 401, "", "missing_token"},
 		{"empty bearer", "Bearer ", 401, "", "missing_token"},
-		{"expired", "Bearer " + sign(t, key, expiredClaims, nil, false), 401, "", "expired"},
-		{"symmetric", "JWT " + signHMAC(t, "HS256", key.kid, key.publicPEM(t), claimsAt(epoch)), 401, "", "symmetric"},
+		{"expired", "Bearer " + sign(t, key, expiredClaims), 401, "", "expired"},
+		{"symmetric", "JWT " + signWith(t, jose.HS256, []byte("0123456789abcdef0123456789abcdef"), key.kid, claimsAt(epoch)), 401, "", "symmetric"},
 		{"garbage", "Bearer abc", 401, "", "malformed"},
 	}
 	for _, tt := range tests {
@@ -79,15 +150,18 @@ func TestVerifyMiddleware(t *testing.T) {
 }
 
 func TestVerifyMiddlewareKeysUnavailable(t *testing.T) {
-	srv := newJWKSServer(t, 60)
+	srv := httptest.NewServer(http.NotFoundHandler())
 	srv.Close()
-	clock := newClock()
-	v := newTestVerifier(t, newRemote(t, srv.URL, clock), clock.Now)
+	keys, err := verify.NewRemoteKeySet(srv.URL, verify.RemoteConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := newVerifier(t, keys)
 	e := echo.New()
 	e.Use(Middleware(v))
 	e.GET("/", func(c echo.Context) error { return c.NoContent(http.StatusOK) })
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
-	req.Header.Set("Authorization", "Bearer "+sign(t, newKey(t, "ES256", "lms"), claimsAt(epoch), nil, false))
+	req.Header.Set("Authorization", "Bearer "+sign(t, newKey(t), claimsAt(epoch)))
 	rec := httptest.NewRecorder()
 	e.ServeHTTP(rec, req)
 	if rec.Code != http.StatusServiceUnavailable {
