@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,9 +29,9 @@ type BootstrapOptions struct {
 // these names. It returns one line per step saying what it did; a second
 // run changes nothing and says so ("exists", "unchanged").
 func Bootstrap(ctx context.Context, client *api.Client, opts BootstrapOptions) ([]string, error) {
-	mount := cmpOr(strings.Trim(opts.Mount, "/"), DefaultMount)
-	key := cmpOr(opts.Key, DefaultKey)
-	kv := cmpOr(strings.Trim(opts.KVMount, "/"), DefaultKVMount)
+	mount := cmp.Or(strings.Trim(opts.Mount, "/"), DefaultMount)
+	key := cmp.Or(opts.Key, DefaultKey)
+	kv := cmp.Or(strings.Trim(opts.KVMount, "/"), DefaultKVMount)
 	keyType, err := KeyType(opts.Algorithm)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@
 package vault
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -97,9 +98,9 @@ func New(cfg Config) (*Backend, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("vault: no client")
 	}
-	mount := cmpOr(strings.Trim(cfg.Mount, "/"), DefaultMount)
-	key := cmpOr(cfg.Key, DefaultKey)
-	kv := cmpOr(strings.Trim(cfg.KVMount, "/"), DefaultKVMount)
+	mount := cmp.Or(strings.Trim(cfg.Mount, "/"), DefaultMount)
+	key := cmp.Or(cfg.Key, DefaultKey)
+	kv := cmp.Or(strings.Trim(cfg.KVMount, "/"), DefaultKVMount)
 	// The names must be ones bootstrap can write policies for.
 	if _, err := policies.Render(mount, key, kv); err != nil {
 		return nil, fmt.Errorf("vault: %w", err)
@@ -134,13 +135,6 @@ func New(cfg Config) (*Backend, error) {
 		b.log = slog.Default()
 	}
 	return b, nil
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 func holderID() string {
@@ -367,8 +361,8 @@ func claimPath(v int) string  { return "locks/rotate-" + strconv.Itoa(v) }
 // version (ErrAlreadyRotated when the record already exists).
 //
 // For a later version the replica first claims locks/rotate-<v> in KV v2
-// (check-and-set 0; a claim older than 60 s while the key has not moved is
-// taken over), checks that Vault's latest version is still v-1, rotates, and
+// (check-and-set 0; a claim older than claimTimeout, 5 min, while the key
+// has not moved is taken over), checks that Vault's latest version is still v-1, rotates, and
 // writes the record of the new version (check-and-set 0). Should Vault's new
 // version not be rec.Version (a presumed-dead claim holder rotated after
 // all), the record and the returned Key carry Vault's number.
@@ -434,7 +428,6 @@ func (b *Backend) Create(ctx context.Context, rec signer.Record) (signer.Key, er
 	return b.keyVersion(ctx, ki, rec.Version)
 }
 
-// writeRecord writes rec once (check-and-set 0).
 // WriteRecord stores the lifecycle record of a version Vault holds without
 // one: the first key, made by keyd bootstrap, or a version whose record was
 // lost to a crash between the transit rotate and the record write. The
@@ -454,6 +447,7 @@ func (b *Backend) WriteRecord(ctx context.Context, rec signer.Record) error {
 	return b.writeRecord(ctx, rec)
 }
 
+// writeRecord writes rec once (check-and-set 0).
 func (b *Backend) writeRecord(ctx context.Context, rec signer.Record) error {
 	data, err := encode(rec)
 	if err != nil {
