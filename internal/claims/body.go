@@ -3,6 +3,8 @@ package claims
 import (
 	"slices"
 	"strings"
+
+	"github.com/openedx-keyd/keyd/internal/strictjson"
 )
 
 // Body is a request body decoded as strictly as a sign request: one JSON
@@ -11,27 +13,27 @@ import (
 // "EMERGENCY" is not "emergency"). Every keyd route that takes a body decodes
 // it with DecodeBody.
 type Body struct {
-	members []member // sorted by name, names unique
+	members []strictjson.Member // sorted by name, names unique
 }
 
 // DecodeBody decodes body strictly (see Body). Every refusal is an *Error with
 // status 400: CodeInvalidJSON, CodeDuplicateMember, CodeInvalidRequest (not an
 // object) or CodeUnknownMember (a top-level name not in allowed).
 func DecodeBody(body []byte, allowed ...string) (Body, error) {
-	v, err := parseJSON(body)
+	v, err := strictjson.Parse(body)
 	if err != nil {
 		return Body{}, jsonError(err)
 	}
-	if v.kind != kindObject {
+	if v.Kind != strictjson.Object {
 		return Body{}, malformed(CodeInvalidRequest, "The request body must be a JSON object.")
 	}
-	for _, m := range v.members {
-		if !slices.Contains(allowed, m.name) {
+	for _, m := range v.Members {
+		if !slices.Contains(allowed, m.Name) {
 			return Body{}, malformed(CodeUnknownMember,
-				"Member %s is not allowed in the request body; only %s.", quote(m.name), allowedNames(allowed))
+				"Member %s is not allowed in the request body; only %s.", quote(m.Name), allowedNames(allowed))
 		}
 	}
-	return Body{members: v.members}, nil
+	return Body{members: v.Members}, nil
 }
 
 // allowedNames lists names for a message: `"a" is`, `"a" and "b" are`,
@@ -51,12 +53,12 @@ func allowedNames(names []string) string {
 }
 
 // get returns the member name, or nil when absent.
-func (b Body) get(name string) *value {
-	i, ok := slices.BinarySearchFunc(b.members, name, func(m member, n string) int { return strings.Compare(m.name, n) })
+func (b Body) get(name string) *strictjson.Value {
+	i, ok := slices.BinarySearchFunc(b.members, name, func(m strictjson.Member, n string) int { return strings.Compare(m.Name, n) })
 	if !ok {
 		return nil
 	}
-	return &b.members[i].value
+	return &b.members[i].Value
 }
 
 // Has reports whether the body has the member name.
@@ -67,9 +69,9 @@ func (b Body) Has(name string) bool { return b.get(name) != nil }
 func (b Body) Bool(name string) (bool, error) {
 	v := b.get(name)
 	switch {
-	case v == nil || v.kind == kindFalse:
+	case v == nil || v.Kind == strictjson.False:
 		return false, nil
-	case v.kind == kindTrue:
+	case v.Kind == strictjson.True:
 		return true, nil
 	}
 	return false, malformed(CodeInvalidRequest, "Member %s must be true or false.", quote(name))
@@ -82,8 +84,8 @@ func (b Body) String(name string) (string, error) {
 	switch {
 	case v == nil:
 		return "", nil
-	case v.kind == kindString:
-		return v.text, nil
+	case v.Kind == strictjson.String:
+		return v.Text, nil
 	}
 	return "", malformed(CodeInvalidRequest, "Member %s must be a string.", quote(name))
 }

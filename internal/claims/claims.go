@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/openedx-keyd/keyd/internal/strictjson"
 )
 
 // Policy is the token policy from configuration.
@@ -54,30 +56,30 @@ func (p Policy) Build(body []byte, now time.Time, rand io.Reader) (Token, error)
 	tok := Token{
 		IssuedAt:  time.Unix(iat, 0).UTC(),
 		ExpiresAt: time.Unix(exp, 0).UTC(),
-		Sub:       c.sub.text,
-		GrantType: c.grantType.text,
+		Sub:       c.sub.Text,
+		GrantType: c.grantType.Text,
 	}
 	if c.jti != nil {
-		tok.JTI = c.jti.text
+		tok.JTI = c.jti.Text
 	}
 
-	own := append(make([]member, 0, 3), // keyd's own claims, sorted by name
-		member{name: "exp", value: numberValue(strconv.FormatInt(exp, 10))},
-		member{name: "iat", value: numberValue(strconv.FormatInt(iat, 10))})
+	own := append(make([]strictjson.Member, 0, 3), // keyd's own claims, sorted by name
+		strictjson.Member{Name: "exp", Value: strictjson.NumberValue(strconv.FormatInt(exp, 10))},
+		strictjson.Member{Name: "iat", Value: strictjson.NumberValue(strconv.FormatInt(iat, 10))})
 	if tok.JTI == "" {
 		if tok.JTI, err = newJTI(rand); err != nil {
 			return Token{}, err
 		}
-		own = append(own, member{name: "jti", value: stringValue(tok.JTI)})
+		own = append(own, strictjson.Member{Name: "jti", Value: strictjson.StringValue(tok.JTI)})
 	}
-	tok.Payload = appendMerged(make([]byte, 0, len(body)+96), req.claims, own)
+	tok.Payload = strictjson.AppendMerged(make([]byte, 0, len(body)+96), req.claims, own)
 	return tok, nil
 }
 
 // request is a decoded sign request body.
 type request struct {
-	claims []member      // sorted by name
-	ttl    time.Duration // 0 when absent
+	claims []strictjson.Member // sorted by name
+	ttl    time.Duration       // 0 when absent
 }
 
 func decodeRequest(body []byte) (request, error) {
@@ -90,10 +92,10 @@ func decodeRequest(body []byte) (request, error) {
 	if claims == nil {
 		return request{}, malformed(CodeInvalidRequest, `The request body must have a "claims" object.`)
 	}
-	if claims.kind != kindObject {
+	if claims.Kind != strictjson.Object {
 		return request{}, malformed(CodeInvalidRequest, `Member "claims" must be a JSON object.`)
 	}
-	req.claims = claims.members
+	req.claims = claims.Members
 	if ttl := b.get("ttl"); ttl != nil {
 		if req.ttl, err = parseTTL(ttl); err != nil {
 			return request{}, err
@@ -103,21 +105,21 @@ func decodeRequest(body []byte) (request, error) {
 }
 
 func jsonError(err error) *Error {
-	if d, ok := err.(*duplicateError); ok {
+	if d, ok := err.(*strictjson.DuplicateError); ok {
 		where := "the request body"
-		if w := d.where(); w != "" {
+		if w := d.Where(); w != "" {
 			where = quote(w)
 		}
-		return malformed(CodeDuplicateMember, "Member %s appears more than once in %s.", quote(d.name), where)
+		return malformed(CodeDuplicateMember, "Member %s appears more than once in %s.", quote(d.Name), where)
 	}
 	return malformed(CodeInvalidJSON, "The request body is not valid JSON: %v.", err)
 }
 
-func parseTTL(v *value) (time.Duration, error) {
-	if v.kind != kindString {
+func parseTTL(v *strictjson.Value) (time.Duration, error) {
+	if v.Kind != strictjson.String {
 		return 0, malformed(CodeInvalidTTL, `Member "ttl" must be a duration string such as "15m".`)
 	}
-	d, err := time.ParseDuration(v.text)
+	d, err := time.ParseDuration(v.Text)
 	if err != nil {
 		return 0, malformed(CodeInvalidTTL, `Member "ttl" must be a duration string such as "15m".`)
 	}
@@ -129,14 +131,14 @@ func parseTTL(v *value) (time.Duration, error) {
 
 // knownClaims points at the claims the policy reads; nil means absent.
 type knownClaims struct {
-	iss, aud, sub, grantType, iat, exp, nbf, jti *value
+	iss, aud, sub, grantType, iat, exp, nbf, jti *strictjson.Value
 }
 
-func findClaims(members []member) knownClaims {
+func findClaims(members []strictjson.Member) knownClaims {
 	var c knownClaims
 	for i := range members {
-		v := &members[i].value
-		switch members[i].name {
+		v := &members[i].Value
+		switch members[i].Name {
 		case "iss":
 			c.iss = v
 		case "aud":
@@ -168,9 +170,9 @@ func checkTimeShape(c knownClaims, ttl time.Duration) error {
 		return malformed(CodeInvalidTimes, `Claims "iat" and "exp" must be given together or not at all.`)
 	case ttl != 0:
 		return malformed(CodeInvalidTimes, `Member "ttl" must be absent when claims "iat" and "exp" are given.`)
-	case c.iat.kind != kindNumber:
+	case c.iat.Kind != strictjson.Number:
 		return malformed(CodeInvalidTimes, `Claim "iat" must be a number.`)
-	case c.exp.kind != kindNumber:
+	case c.exp.Kind != strictjson.Number:
 		return malformed(CodeInvalidTimes, `Claim "exp" must be a number.`)
 	}
 	return nil
@@ -181,11 +183,11 @@ func (p Policy) checkClaims(c knownClaims) error {
 	switch {
 	case c.iss == nil:
 		return refused(CodeInvalidClaim, `Claim "iss" is required.`)
-	case c.iss.kind != kindString:
+	case c.iss.Kind != strictjson.String:
 		return refused(CodeInvalidClaim, `Claim "iss" must be a string.`)
-	case !slices.Contains(p.Issuers, c.iss.text):
+	case !slices.Contains(p.Issuers, c.iss.Text):
 		return refused(CodeIssuerNotAllowed, "Claim \"iss\" %q is not an issuer keyd signs for; accepted: %s.",
-			c.iss.text, strings.Join(p.Issuers, ", "))
+			c.iss.Text, strings.Join(p.Issuers, ", "))
 	case c.aud == nil:
 		return refused(CodeInvalidClaim, `Claim "aud" is required.`)
 	case !validAudience(c.aud):
@@ -194,14 +196,14 @@ func (p Policy) checkClaims(c knownClaims) error {
 	}
 	for _, r := range []struct {
 		name     string
-		v        *value
+		v        *strictjson.Value
 		optional bool
 	}{{"sub", c.sub, false}, {"jti", c.jti, true}} {
 		switch {
 		case r.v == nil && r.optional:
 		case r.v == nil:
 			return refused(CodeInvalidClaim, "Claim %q is required.", r.name)
-		case !r.v.isNonEmptyString():
+		case !r.v.IsNonEmptyString():
 			return refused(CodeInvalidClaim, "Claim %q must be a non-empty string.", r.name)
 		}
 	}
@@ -211,24 +213,24 @@ func (p Policy) checkClaims(c knownClaims) error {
 	switch {
 	case c.grantType == nil:
 		return refused(CodeInvalidClaim, `Claim "grant_type" is required.`)
-	case c.grantType.kind != kindString:
+	case c.grantType.Kind != strictjson.String:
 		return refused(CodeInvalidClaim, `Claim "grant_type" must be a string (it may be empty).`)
 	}
-	if c.nbf != nil && c.nbf.kind != kindNumber {
+	if c.nbf != nil && c.nbf.Kind != strictjson.Number {
 		return refused(CodeInvalidClaim, `Claim "nbf" must be a number.`)
 	}
 	return nil
 }
 
-func validAudience(v *value) bool {
-	if v.kind == kindString {
-		return v.text != ""
+func validAudience(v *strictjson.Value) bool {
+	if v.Kind == strictjson.String {
+		return v.Text != ""
 	}
-	if v.kind != kindArray || len(v.elems) == 0 {
+	if v.Kind != strictjson.Array || len(v.Elems) == 0 {
 		return false
 	}
-	for i := range v.elems {
-		if !v.elems[i].isNonEmptyString() {
+	for i := range v.Elems {
+		if !v.Elems[i].IsNonEmptyString() {
 			return false
 		}
 	}
@@ -257,11 +259,11 @@ func (p Policy) lifetime(c knownClaims, ttl time.Duration, now time.Time) (iat, 
 		return iat, exp, nil
 	}
 
-	iat, ok := numericDate(c.iat.text)
+	iat, ok := numericDate(c.iat.Text)
 	if !ok {
 		return 0, 0, refused(CodeInvalidClaim, `Claim "iat" must be a whole number of seconds.`)
 	}
-	exp, ok = numericDate(c.exp.text)
+	exp, ok = numericDate(c.exp.Text)
 	if !ok {
 		return 0, 0, refused(CodeInvalidClaim, `Claim "exp" must be a whole number of seconds.`)
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/openedx-keyd/keyd/internal/strictjson"
 )
 
 const (
@@ -66,7 +68,7 @@ func reqWithout(name, extra string) string {
 }
 
 func TestBuildRefuses(t *testing.T) {
-	deep := strings.Repeat(`{"a":`, maxDepth) + "1" + strings.Repeat("}", maxDepth)
+	deep := strings.Repeat(`{"a":`, strictjson.MaxDepth) + "1" + strings.Repeat("}", strictjson.MaxDepth)
 	tests := []struct {
 		name       string
 		body       string
@@ -391,12 +393,12 @@ func TestBuildNestingLimit(t *testing.T) {
 	nested := func(levels int) []byte {
 		return []byte(req(`,"x":`+strings.Repeat("[", levels)+strings.Repeat("]", levels), ""))
 	}
-	if _, err := testPolicy.Build(nested(maxDepth-2), testNow, onesReader{}); err != nil {
-		t.Errorf("claims nested %d levels deep: %v", maxDepth-2, err)
+	if _, err := testPolicy.Build(nested(strictjson.MaxDepth-2), testNow, onesReader{}); err != nil {
+		t.Errorf("claims nested %d levels deep: %v", strictjson.MaxDepth-2, err)
 	}
-	_, err := testPolicy.Build(nested(maxDepth-1), testNow, onesReader{})
+	_, err := testPolicy.Build(nested(strictjson.MaxDepth-1), testNow, onesReader{})
 	if e, ok := err.(*Error); !ok || e.Status != 400 || e.Code != CodeInvalidJSON {
-		t.Errorf("claims nested %d levels deep: error = %v, want a 400 %s", maxDepth-1, err, CodeInvalidJSON)
+		t.Errorf("claims nested %d levels deep: error = %v, want a 400 %s", strictjson.MaxDepth-1, err, CodeInvalidJSON)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
-	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -117,22 +116,4 @@ func encodeNoHTML(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
-}
-
-// TestAppendStringMatchesEncodingJSON checks the string escaping against
-// encoding/json for every ASCII character and the characters it treats apart.
-func TestAppendStringMatchesEncodingJSON(t *testing.T) {
-	var all strings.Builder
-	for c := range 0x80 {
-		all.WriteByte(byte(c))
-	}
-	for _, s := range []string{
-		all.String(), "", "plain", "é", "😀", "\u2028x\u2029", "\u007f\u0080\u00ff", "\ufffd", "\uffff",
-		"<script>&amp;</script>", `"\/"`,
-	} {
-		got := appendString(nil, s)
-		if want := encodeNoHTML(t, s); !bytes.Equal(got, want) {
-			t.Errorf("appendString(%q) = %s, want %s", s, got, want)
-		}
-	}
 }

@@ -1,11 +1,13 @@
-package claims
-
-// A small strict JSON parser and a deterministic encoder. encoding/json keeps
-// the last of two duplicated members and silently replaces invalid UTF-8, so it
-// cannot tell keyd what a caller meant; a claim set whose meaning depends on the
-// parser must never be signed. The parser rejects both, keeps number literals
-// exactly as written and produces a small tree that the encoder writes back with
-// sorted member names, so the signed payload is keyd's own encoding.
+// Package strictjson is keyd's one strict JSON parser, with the two encoders
+// its users need: the compact encoding of the claims keyd signs, and the RFC
+// 8785 canonical form the audit chain hashes.
+//
+// encoding/json keeps the last of two duplicated members and silently
+// replaces invalid UTF-8, so it cannot tell keyd what a caller meant; a claim
+// set or an audit record whose meaning depends on the parser must never be
+// trusted. Parse rejects both, keeps number literals exactly as written and
+// produces a small tree whose object members are sorted by name.
+package strictjson
 
 import (
 	"fmt"
@@ -16,63 +18,69 @@ import (
 	"unicode/utf8"
 )
 
-// maxDepth bounds the nesting of arrays and objects in a request body.
-const maxDepth = 64
+// MaxDepth bounds the nesting of arrays and objects.
+const MaxDepth = 64
 
-type kind uint8
+// Kind is the type of a JSON value.
+type Kind uint8
 
+// The kinds of JSON values.
 const (
-	kindNull kind = iota
-	kindFalse
-	kindTrue
-	kindNumber
-	kindString
-	kindArray
-	kindObject
+	Null Kind = iota
+	False
+	True
+	Number
+	String
+	Array
+	Object
 )
 
-// value is one parsed JSON value.
-type value struct {
-	kind    kind
-	text    string   // a string's decoded text, or a number's literal as written
-	elems   []value  // the elements of an array
-	members []member // the members of an object, sorted by name, names unique
+// Value is one parsed JSON value.
+type Value struct {
+	Kind    Kind
+	Text    string   // a string's decoded text, or a number's literal as written
+	Elems   []Value  // the elements of an array
+	Members []Member // the members of an object, sorted by name, names unique
 }
 
-type member struct {
-	name  string
-	value value
+// Member is one member of an object.
+type Member struct {
+	Name  string
+	Value Value
 }
 
-func stringValue(s string) value   { return value{kind: kindString, text: s} }
-func numberValue(lit string) value { return value{kind: kindNumber, text: lit} }
+// StringValue is the JSON string s.
+func StringValue(s string) Value { return Value{Kind: String, Text: s} }
 
-// isNonEmptyString reports whether v is a JSON string other than "".
-func (v *value) isNonEmptyString() bool { return v.kind == kindString && v.text != "" }
+// NumberValue is the JSON number written lit, which must be a valid literal.
+func NumberValue(lit string) Value { return Value{Kind: Number, Text: lit} }
 
-// syntaxError is malformed JSON at an offset of the body.
-type syntaxError struct {
-	offset int
-	msg    string
+// IsNonEmptyString reports whether v is a JSON string other than "".
+func (v *Value) IsNonEmptyString() bool { return v.Kind == String && v.Text != "" }
+
+// SyntaxError is malformed JSON at an offset of the input.
+type SyntaxError struct {
+	Offset int
+	Msg    string
 }
 
-func (e *syntaxError) Error() string { return fmt.Sprintf("%s at offset %d", e.msg, e.offset) }
+func (e *SyntaxError) Error() string { return fmt.Sprintf("%s at offset %d", e.Msg, e.Offset) }
 
-// duplicateError is a member name that appears twice in one object. path
+// DuplicateError is a member name that appears twice in one object. Path
 // collects the enclosing member names and array indexes, innermost first.
-type duplicateError struct {
-	name string
-	path []string
+type DuplicateError struct {
+	Name string
+	Path []string
 }
 
-func (e *duplicateError) Error() string { return "duplicate member " + e.name }
+func (e *DuplicateError) Error() string { return "duplicate member " + e.Name }
 
-// where names the object that holds the duplicate, like claims.address or
-// claims.roles[2]; "" is the request body itself.
-func (e *duplicateError) where() string {
+// Where names the object that holds the duplicate, like claims.address or
+// claims.roles[2]; "" is the top-level value itself.
+func (e *DuplicateError) Where() string {
 	var b strings.Builder
-	for i := len(e.path) - 1; i >= 0; i-- {
-		seg := e.path[i]
+	for i := len(e.Path) - 1; i >= 0; i-- {
+		seg := e.Path[i]
 		if b.Len() > 0 && !strings.HasPrefix(seg, "[") {
 			b.WriteByte('.')
 		}
@@ -81,11 +89,11 @@ func (e *duplicateError) where() string {
 	return b.String()
 }
 
-// parseJSON parses data, which must hold exactly one JSON value in valid UTF-8.
-// Errors are *syntaxError or *duplicateError.
-func parseJSON(data []byte) (value, error) {
+// Parse parses data, which must hold exactly one JSON value in valid UTF-8.
+// Errors are *SyntaxError or *DuplicateError.
+func Parse(data []byte) (Value, error) {
 	if !utf8.Valid(data) {
-		return value{}, &syntaxError{offset: invalidUTF8Offset(data), msg: "invalid UTF-8"}
+		return Value{}, &SyntaxError{Offset: invalidUTF8Offset(data), Msg: "invalid UTF-8"}
 	}
 	p := parsers.Get().(*parser)
 	defer p.release()
@@ -93,11 +101,11 @@ func parseJSON(data []byte) (value, error) {
 	p.src, p.pos, p.depth = string(data), 0, 0
 	v, err := p.value()
 	if err != nil {
-		return value{}, err
+		return Value{}, err
 	}
 	p.skipSpace()
 	if p.pos < len(p.src) {
-		return value{}, p.errorf("unexpected data after the top-level value")
+		return Value{}, p.errorf("unexpected data after the top-level value")
 	}
 	return v, nil
 }
@@ -119,8 +127,8 @@ type parser struct {
 	depth int
 	// Scratch stacks shared by nested arrays and objects: each finished one is
 	// copied out at its exact size, so a value costs one allocation.
-	members []member
-	elems   []value
+	members []Member
+	elems   []Value
 	order   []int  // scratch for sorting members
 	buf     []byte // scratch for decoding strings with escapes
 }
@@ -142,7 +150,7 @@ func (p *parser) release() {
 }
 
 func (p *parser) errorf(format string, args ...any) error {
-	return &syntaxError{offset: p.pos, msg: fmt.Sprintf(format, args...)}
+	return &SyntaxError{Offset: p.pos, Msg: fmt.Sprintf(format, args...)}
 }
 
 func (p *parser) skipSpace() {
@@ -165,7 +173,7 @@ func (p *parser) peek() byte {
 	return 0
 }
 
-func (p *parser) value() (value, error) {
+func (p *parser) value() (Value, error) {
 	switch c := p.peek(); {
 	case c == '{':
 		return p.object()
@@ -173,67 +181,67 @@ func (p *parser) value() (value, error) {
 		return p.array()
 	case c == '"':
 		s, err := p.string()
-		return stringValue(s), err
+		return StringValue(s), err
 	case c == '-' || '0' <= c && c <= '9':
 		return p.number()
 	case c == 't':
-		return p.literal("true", kindTrue)
+		return p.literal("true", True)
 	case c == 'f':
-		return p.literal("false", kindFalse)
+		return p.literal("false", False)
 	case c == 'n':
-		return p.literal("null", kindNull)
+		return p.literal("null", Null)
 	case p.pos >= len(p.src):
-		return value{}, p.errorf("unexpected end of input")
+		return Value{}, p.errorf("unexpected end of input")
 	default:
-		return value{}, p.errorf("unexpected character %q", c)
+		return Value{}, p.errorf("unexpected character %q", c)
 	}
 }
 
-func (p *parser) literal(word string, k kind) (value, error) {
+func (p *parser) literal(word string, k Kind) (Value, error) {
 	end := p.pos + len(word)
 	if end > len(p.src) || p.src[p.pos:end] != word {
-		return value{}, p.errorf("invalid literal, want %s", word)
+		return Value{}, p.errorf("invalid literal, want %s", word)
 	}
 	p.pos += len(word)
-	return value{kind: k}, nil
+	return Value{Kind: k}, nil
 }
 
 func (p *parser) enter() error {
 	p.depth++
-	if p.depth > maxDepth {
-		return p.errorf("arrays and objects nested more than %d levels deep", maxDepth)
+	if p.depth > MaxDepth {
+		return p.errorf("arrays and objects nested more than %d levels deep", MaxDepth)
 	}
 	return nil
 }
 
-func (p *parser) object() (value, error) {
+func (p *parser) object() (Value, error) {
 	if err := p.enter(); err != nil {
-		return value{}, err
+		return Value{}, err
 	}
 	p.pos++ // '{'
 	start := len(p.members)
 	if p.peek() == '}' {
 		p.pos++
 		p.depth--
-		return value{kind: kindObject}, nil
+		return Value{Kind: Object}, nil
 	}
 	for more := true; more; {
 		if p.peek() != '"' {
-			return value{}, p.errorf("expected a member name")
+			return Value{}, p.errorf("expected a member name")
 		}
 		name, err := p.string()
 		if err != nil {
-			return value{}, err
+			return Value{}, err
 		}
 		if p.peek() != ':' {
-			return value{}, p.errorf("expected ':' after a member name")
+			return Value{}, p.errorf("expected ':' after a member name")
 		}
 		p.pos++
 		v, err := p.value()
 		if err != nil {
-			return value{}, withPath(err, name)
+			return Value{}, withPath(err, name)
 		}
-		p.members = append(p.members, member{name: name, value: v})
+		p.members = append(p.members, Member{Name: name, Value: v})
 		switch p.peek() {
 		case ',':
 			p.pos++
@@ -241,29 +249,29 @@ func (p *parser) object() (value, error) {
 			p.pos++
 			more = false
 		default:
-			return value{}, p.errorf("expected ',' or '}' after an object member")
+			return Value{}, p.errorf("expected ',' or '}' after an object member")
 		}
 	}
 	members := p.sortedMembers(start)
 	for i := 1; i < len(members); i++ {
-		if members[i].name == members[i-1].name {
-			return value{}, &duplicateError{name: members[i].name}
+		if members[i].Name == members[i-1].Name {
+			return Value{}, &DuplicateError{Name: members[i].Name}
 		}
 	}
 	p.depth--
-	return value{kind: kindObject, members: members}, nil
+	return Value{Kind: Object, Members: members}, nil
 }
 
 // sortedMembers pops the members from start on off the scratch stack and
 // returns them sorted by name. It sorts their indexes, not the members
 // themselves, which are large and full of pointers.
-func (p *parser) sortedMembers(start int) []member {
+func (p *parser) sortedMembers(start int) []Member {
 	order := p.order[:0]
 	for i := start; i < len(p.members); i++ {
 		order = append(order, i)
 	}
-	slices.SortFunc(order, func(i, j int) int { return strings.Compare(p.members[i].name, p.members[j].name) })
-	members := make([]member, len(order))
+	slices.SortFunc(order, func(i, j int) int { return strings.Compare(p.members[i].Name, p.members[j].Name) })
+	members := make([]Member, len(order))
 	for k, i := range order {
 		members[k] = p.members[i]
 	}
@@ -273,21 +281,21 @@ func (p *parser) sortedMembers(start int) []member {
 	return members
 }
 
-func (p *parser) array() (value, error) {
+func (p *parser) array() (Value, error) {
 	if err := p.enter(); err != nil {
-		return value{}, err
+		return Value{}, err
 	}
 	p.pos++ // '['
 	start := len(p.elems)
 	if p.peek() == ']' {
 		p.pos++
 		p.depth--
-		return value{kind: kindArray}, nil
+		return Value{Kind: Array}, nil
 	}
 	for more := true; more; {
 		v, err := p.value()
 		if err != nil {
-			return value{}, withPath(err, fmt.Sprintf("[%d]", len(p.elems)-start))
+			return Value{}, withPath(err, fmt.Sprintf("[%d]", len(p.elems)-start))
 		}
 		p.elems = append(p.elems, v)
 		switch p.peek() {
@@ -297,27 +305,27 @@ func (p *parser) array() (value, error) {
 			p.pos++
 			more = false
 		default:
-			return value{}, p.errorf("expected ',' or ']' after an array element")
+			return Value{}, p.errorf("expected ',' or ']' after an array element")
 		}
 	}
 	elems := slices.Clone(p.elems[start:])
 	clear(p.elems[start:])
 	p.elems = p.elems[:start]
 	p.depth--
-	return value{kind: kindArray, elems: elems}, nil
+	return Value{Kind: Array, Elems: elems}, nil
 }
 
 // withPath records that err happened inside the member or element seg.
 func withPath(err error, seg string) error {
-	if d, ok := err.(*duplicateError); ok {
-		d.path = append(d.path, seg)
+	if d, ok := err.(*DuplicateError); ok {
+		d.Path = append(d.Path, seg)
 	}
 	return err
 }
 
 // number scans a number literal with the RFC 8259 grammar
 // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?.
-func (p *parser) number() (value, error) {
+func (p *parser) number() (Value, error) {
 	start := p.pos
 	if p.src[p.pos] == '-' {
 		p.pos++
@@ -326,12 +334,12 @@ func (p *parser) number() (value, error) {
 	case p.pos < len(p.src) && p.src[p.pos] == '0':
 		p.pos++
 	case !p.digits():
-		return value{}, p.errorf("invalid number")
+		return Value{}, p.errorf("invalid number")
 	}
 	if p.pos < len(p.src) && p.src[p.pos] == '.' {
 		p.pos++
 		if !p.digits() {
-			return value{}, p.errorf("invalid number: no digits after '.'")
+			return Value{}, p.errorf("invalid number: no digits after '.'")
 		}
 	}
 	if p.pos < len(p.src) && (p.src[p.pos] == 'e' || p.src[p.pos] == 'E') {
@@ -340,10 +348,10 @@ func (p *parser) number() (value, error) {
 			p.pos++
 		}
 		if !p.digits() {
-			return value{}, p.errorf("invalid number: no digits in the exponent")
+			return Value{}, p.errorf("invalid number: no digits in the exponent")
 		}
 	}
-	return numberValue(p.src[start:p.pos]), nil
+	return NumberValue(p.src[start:p.pos]), nil
 }
 
 // digits skips [0-9]+ and reports whether there was at least one.
@@ -467,63 +475,58 @@ func (p *parser) hex4() (rune, bool) {
 	return r, true
 }
 
-// appendJSON appends the compact encoding of v: members in sorted order, no
+// AppendCompact appends the compact encoding of v: members in sorted order, no
 // HTML escaping, strings escaped exactly as encoding/json escapes them.
-func appendJSON(dst []byte, v *value) []byte {
-	switch v.kind {
-	case kindNull:
+func AppendCompact(dst []byte, v *Value) []byte {
+	switch v.Kind {
+	case Null:
 		return append(dst, "null"...)
-	case kindFalse:
+	case False:
 		return append(dst, "false"...)
-	case kindTrue:
+	case True:
 		return append(dst, "true"...)
-	case kindNumber:
-		return append(dst, v.text...)
-	case kindString:
-		return appendString(dst, v.text)
-	case kindArray:
+	case Number:
+		return append(dst, v.Text...)
+	case String:
+		return appendString(dst, v.Text)
+	case Array:
 		dst = append(dst, '[')
-		for i := range v.elems {
+		for i := range v.Elems {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSON(dst, &v.elems[i])
+			dst = AppendCompact(dst, &v.Elems[i])
 		}
 		return append(dst, ']')
 	default:
-		return appendObject(dst, v.members)
+		return AppendMerged(dst, v.Members, nil)
 	}
 }
 
-// appendObject appends an object whose members are sorted by name.
-func appendObject(dst []byte, members []member) []byte {
-	return appendMerged(dst, members, nil)
-}
-
-// appendMerged appends the object made of members with over laid on top: a
+// AppendMerged appends the object made of members with over laid on top: a
 // member of over takes the place of the member of the same name, if any. Both
 // lists are sorted by name, and so is the result.
-func appendMerged(dst []byte, members, over []member) []byte {
+func AppendMerged(dst []byte, members, over []Member) []byte {
 	dst = append(dst, '{')
 	for i, j := 0, 0; i < len(members) || j < len(over); {
 		if i+j > 0 {
 			dst = append(dst, ',')
 		}
-		var m *member
+		var m *Member
 		switch {
-		case j == len(over) || i < len(members) && members[i].name < over[j].name:
+		case j == len(over) || i < len(members) && members[i].Name < over[j].Name:
 			m = &members[i]
 			i++
-		case i < len(members) && members[i].name == over[j].name:
+		case i < len(members) && members[i].Name == over[j].Name:
 			m = &over[j]
 			i, j = i+1, j+1
 		default:
 			m = &over[j]
 			j++
 		}
-		dst = appendString(dst, m.name)
+		dst = appendString(dst, m.Name)
 		dst = append(dst, ':')
-		dst = appendJSON(dst, &m.value)
+		dst = AppendCompact(dst, &m.Value)
 	}
 	return append(dst, '}')
 }
