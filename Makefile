@@ -3,6 +3,8 @@
 GO       ?= go
 PKGS_RACE = $(shell $(GO) list ./... | grep -v /e2e)
 FUZZTIME ?= 10s
+# staticcheck 2026.2.2 (module version v0.8.2) reads go 1.26 modules.
+STATICCHECK ?= v0.8.2
 
 .PHONY: build test vault lint unit e2e fuzz bench clean openedx-test openedx-lint
 
@@ -39,6 +41,7 @@ lint: openedx-lint
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 
 # Unit, API, interop and real-Vault tests under the race detector.
 unit: vault

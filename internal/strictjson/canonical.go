@@ -66,35 +66,10 @@ func compareUTF16(a, b string) int {
 	return slices.Compare(utf16.Encode([]rune(a)), utf16.Encode([]rune(b)))
 }
 
-// appendCanonicalString appends s as a JSON string with the minimal escaping
-// of RFC 8785 (ECMAScript JSON.stringify): only '"', '\\' and control
-// characters.
-func appendCanonicalString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '"', '\\':
-			dst = append(dst, '\\', c)
-		case '\b':
-			dst = append(dst, '\\', 'b')
-		case '\f':
-			dst = append(dst, '\\', 'f')
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			if c < 0x20 {
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			} else {
-				dst = append(dst, c)
-			}
-		}
-	}
-	return append(dst, '"')
-}
+// appendCanonicalString appends s, which is valid UTF-8, as a JSON string
+// with the minimal escaping of RFC 8785 (ECMAScript JSON.stringify): only
+// '"', '\\' and control characters.
+func appendCanonicalString(dst []byte, s string) []byte { return appendEscaped(dst, s, false) }
 
 // formatNumber writes n as ECMAScript's Number.prototype.toString does
 // (RFC 8785 section 3.2.2.3). An integer literal must lie within ±2^53, so

@@ -533,15 +533,20 @@ func AppendMerged(dst []byte, members, over []Member) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendString appends s, which is valid UTF-8, as a JSON string.
-func appendString(dst []byte, s string) []byte {
+// appendString appends s, which is valid UTF-8, as a JSON string escaped as
+// encoding/json escapes it.
+func appendString(dst []byte, s string) []byte { return appendEscaped(dst, s, true) }
+
+// appendEscaped appends s as a JSON string: '"', '\\' and control characters
+// escaped, and U+2028 and U+2029 too when lineSeps is set.
+func appendEscaped(dst []byte, s string, lineSeps bool) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c >= utf8.RuneSelf {
 			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == '\u2028' || r == '\u2029' { // as encoding/json: JSONP-safe
+			if lineSeps && (r == '\u2028' || r == '\u2029') { // as encoding/json: JSONP-safe
 				dst = append(dst, s[start:i]...)
 				dst = append(dst, `\u202`...)
 				dst = append(dst, hexDigits[r&0xf])
