@@ -65,6 +65,9 @@ type wiring struct {
 	audit   api.AuditTrail
 	// start runs background work of the mode (token renewal); may be nil.
 	start func(context.Context)
+	// login says why keyd's own backend login fails now ("" when it does
+	// not); may be nil.
+	login func() string
 	// problems lists what is wrong with the files the mode keeps (see
 	// problemWatch); may be nil.
 	problems func() []string

@@ -22,13 +22,14 @@ import (
 // vaultWiring is production mode: keys in Vault transit, records and the
 // audit chain in KV v2, roles decided by Vault.
 func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring, error) {
-	client, err := vault.ClientFromEnv(os.Getenv("VAULT_TOKEN"))
+	login, err := loginVault(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	client := login.client
 	b, err := vault.New(vault.Config{
 		Client: client, Mount: cfg.VaultMount, Key: cfg.VaultKey, KVMount: cfg.VaultKVMount,
-		Algorithm: cfg.Algorithm, Now: clk.Now, Logger: log,
+		Algorithm: cfg.Algorithm, Now: clk.Now, Logger: log, SignTimeout: cfg.SignTimeout,
 	})
 	if err != nil {
 		return nil, err
@@ -45,11 +46,8 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 		auth:    vaultAuth{b},
 		events:  auditEvents{trail},
 		audit:   auditTrail{trail, b},
-		start: func(ctx context.Context) {
-			if err := b.StartRenewal(ctx); err != nil {
-				log.Error("cannot schedule the renewal of keyd's Vault token", "err", err)
-			}
-		},
+		start:   login.run,
+		login:   login.session.Problem,
 	}, nil
 }
 

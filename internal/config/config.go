@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -36,6 +37,12 @@ type Config struct {
 	VaultKey         string
 	VaultKVMount     string
 	TLSCert, TLSKey  string
+	// Vault HA and keyd's own login (see DESIGN.md "Vault HA").
+	VaultAddrs        []string // empty: VAULT_ADDR
+	VaultAuth         string   // token or approle
+	VaultRoleID       string
+	VaultSecretIDFile string
+	SignTimeout       time.Duration
 }
 
 // setting is one flag with its environment variable and default.
@@ -59,6 +66,11 @@ var settings = []setting{
 	{"vault-kv-mount", "KEYD_VAULT_KV_MOUNT", "keyd", "Vault KV v2 mount for lifecycle records and audit"},
 	{"tls-cert", "KEYD_TLS_CERT", "", "TLS certificate file (HTTPS when set with --tls-key)"},
 	{"tls-key", "KEYD_TLS_KEY", "", "TLS private key file"},
+	{"vault-addrs", "KEYD_VAULT_ADDRS", "", "comma list of Vault node URLs, the first healthy one used (overrides VAULT_ADDR)"},
+	{"vault-auth", "KEYD_VAULT_AUTH", "token", "keyd's own Vault login: token (VAULT_TOKEN) or approle"},
+	{"vault-role-id", "KEYD_VAULT_ROLE_ID", "", "AppRole role ID of keyd-server (--vault-auth approle)"},
+	{"vault-secret-id-file", "KEYD_VAULT_SECRET_ID_FILE", "", "file holding the AppRole secret ID (--vault-auth approle)"},
+	{"sign-timeout", "KEYD_SIGN_TIMEOUT", "2s", "budget of one Vault sign, retries through a leader election included"},
 }
 
 // Flags registers every setting on fs, with its environment variable (when
@@ -117,19 +129,23 @@ func Parse(raw map[string]*string) (*Config, error) {
 		return d
 	}
 	c := &Config{
-		Listen:           get("listen"),
-		Backend:          get("backend"),
-		DataDir:          get("data-dir"),
-		RotationSchedule: get("rotation-schedule"),
-		PropagationDelay: dur("propagation-delay"),
-		MaxTokenLifetime: dur("max-token-lifetime"),
-		ClockSkew:        dur("clock-skew"),
-		JWKSMaxAge:       dur("jwks-max-age"),
-		VaultMount:       get("vault-mount"),
-		VaultKey:         get("vault-key"),
-		VaultKVMount:     get("vault-kv-mount"),
-		TLSCert:          get("tls-cert"),
-		TLSKey:           get("tls-key"),
+		Listen:            get("listen"),
+		Backend:           get("backend"),
+		DataDir:           get("data-dir"),
+		RotationSchedule:  get("rotation-schedule"),
+		PropagationDelay:  dur("propagation-delay"),
+		MaxTokenLifetime:  dur("max-token-lifetime"),
+		ClockSkew:         dur("clock-skew"),
+		JWKSMaxAge:        dur("jwks-max-age"),
+		VaultMount:        get("vault-mount"),
+		VaultKey:          get("vault-key"),
+		VaultKVMount:      get("vault-kv-mount"),
+		TLSCert:           get("tls-cert"),
+		TLSKey:            get("tls-key"),
+		VaultAuth:         get("vault-auth"),
+		VaultRoleID:       get("vault-role-id"),
+		VaultSecretIDFile: get("vault-secret-id-file"),
+		SignTimeout:       dur("sign-timeout"),
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen", "%q is not host:port", c.Listen)
@@ -172,6 +188,7 @@ func Parse(raw map[string]*string) (*Config, error) {
 		bad("tls-cert", "--tls-cert and --tls-key must be set together")
 	}
 	if c.Backend == "vault" {
+		validateVaultHA(c, get("vault-addrs"), bad)
 		for _, name := range []string{"vault-mount", "vault-key", "vault-kv-mount"} {
 			if get(name) == "" || strings.ContainsAny(get(name), " /") {
 				bad(name, "%q is not a valid Vault name", get(name))
@@ -182,6 +199,32 @@ func Parse(raw map[string]*string) (*Config, error) {
 		return nil, &Error{Errs: errs}
 	}
 	return c, nil
+}
+
+// validateVaultHA checks the Vault addresses and keyd's own login.
+func validateVaultHA(c *Config, addrs string, bad func(name, format string, args ...any)) {
+	for _, a := range strings.Split(addrs, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		if u, err := url.Parse(a); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("vault-addrs", "%q is not an http(s) URL", a)
+			continue
+		}
+		c.VaultAddrs = append(c.VaultAddrs, a)
+	}
+	switch c.VaultAuth {
+	case "token":
+	case "approle":
+		if c.VaultRoleID == "" {
+			bad("vault-role-id", "must be set with --vault-auth approle")
+		}
+		if c.VaultSecretIDFile == "" {
+			bad("vault-secret-id-file", "must be set with --vault-auth approle")
+		}
+	default:
+		bad("vault-auth", "must be token or approle, got %q", c.VaultAuth)
+	}
 }
 
 // Error lists every bad setting.

@@ -69,6 +69,8 @@ func TestDefaultsMatchContract(t *testing.T) {
 		VaultMount:       "transit",
 		VaultKey:         "keyd-jwt",
 		VaultKVMount:     "keyd",
+		VaultAuth:        "token",
+		SignTimeout:      2 * time.Second,
 	}
 	for name, got := range map[string]*config.Config{
 		"flags":     mustParse(t),
@@ -292,5 +294,31 @@ func TestFlagsSubset(t *testing.T) {
 	}
 	if fs.Lookup("listen") != nil {
 		t.Error("Flags registered --listen, which was not asked for")
+	}
+}
+
+func TestVaultHASettings(t *testing.T) {
+	str := func(s string) *string { return &s }
+	c, err := config.Parse(map[string]*string{
+		"backend": str("vault"), "vault-addrs": str(" http://127.0.0.1:8200, https://vault-2:8200 "),
+		"vault-auth": str("approle"), "vault-role-id": str("r"), "vault-secret-id-file": str("/run/secret"),
+		"sign-timeout": str("3s"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"http://127.0.0.1:8200", "https://vault-2:8200"}; !reflect.DeepEqual(c.VaultAddrs, want) || c.SignTimeout != 3*time.Second {
+		t.Errorf("got addrs %q timeout %s", c.VaultAddrs, c.SignTimeout)
+	}
+	_, err = config.Parse(map[string]*string{
+		"backend": str("vault"), "vault-addrs": str("vault-1:8200"), "vault-auth": str("approle"), "sign-timeout": str("0s"),
+	})
+	for _, name := range []string{"--vault-addrs", "--vault-role-id", "--vault-secret-id-file", "--sign-timeout"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("error %v does not name %s", err, name)
+		}
+	}
+	if _, err := config.Parse(map[string]*string{"backend": str("vault"), "vault-auth": str("ldap")}); err == nil || !strings.Contains(err.Error(), "--vault-auth") {
+		t.Errorf("vault-auth ldap: %v", err)
 	}
 }

@@ -68,6 +68,7 @@ func (b *Backend) Authorize(ctx context.Context, token, role string) (Principal,
 	if err != nil {
 		return Principal{}, err
 	}
+	ctx = Idempotent(ctx) // lookups and capability checks change nothing
 	self, err := c.Auth().Token().LookupSelfWithContext(ctx)
 	if err != nil {
 		if statusOf(err) == 403 {

@@ -39,7 +39,8 @@ func signParams(alg signer.Algorithm) (map[string]any, error) {
 // Errors: signer.ErrUnauthenticated for an unknown or expired token,
 // signer.ErrPermissionDenied for a valid token Vault does not let sign,
 // signer.ErrNoKey when Vault refuses the version (pinned out or gone),
-// signer.ErrUnavailable when Vault cannot be reached (within about a second).
+// signer.ErrUnavailable when Vault cannot be reached (within about a second)
+// or still has no active node when the sign timeout ends.
 func (b *Backend) Sign(ctx context.Context, cred signer.Credential, v int, alg signer.Algorithm, input []byte) ([]byte, error) {
 	if cred.Token == "" {
 		return nil, fmt.Errorf("%w: no vault token", signer.ErrUnauthenticated)
@@ -59,7 +60,9 @@ func (b *Backend) Sign(ctx context.Context, cred signer.Credential, v int, alg s
 	return b.batches.do(ctx, k, input, func(inputs [][]byte) []signResult {
 		// The call serves several requests: it must not die with the first
 		// one's context, only with the caller timeout.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.callerTimeout)
+		// Its budget is the sign timeout, within which a Router retries
+		// what Vault answers during a leader election.
+		ctx, cancel := context.WithTimeout(Idempotent(context.WithoutCancel(ctx)), b.signTimeout)
 		defer cancel()
 		return b.signCall(ctx, c, v, params, inputs)
 	})
@@ -151,8 +154,9 @@ func (b *Backend) refusesVersion(ctx context.Context, v int) bool {
 
 // callerClient returns a client that carries token alone: a clone of
 // keyd's client (same address, TLS and connection pool), never keyd's own
-// client with its token swapped. It does not retry, and each call times out
-// after CallerTimeout.
+// client with its token swapped. It shares keyd's client's transport (and
+// so its Router: the same address choice); the library itself does not
+// retry, and each call times out after SignTimeout.
 func (b *Backend) callerClient(token string) (*api.Client, error) {
 	k := hashKey("client", token)
 	now := time.Now()
@@ -167,7 +171,7 @@ func (b *Backend) callerClient(token string) (*api.Client, error) {
 	// before anything else, so keyd's own token is never used.
 	c.SetToken(token)
 	c.SetMaxRetries(0)
-	c.SetClientTimeout(b.callerTimeout)
+	c.SetClientTimeout(b.signTimeout)
 	b.clients.put(k, c, now.Add(clientTTL), now)
 	return c, nil
 }

@@ -50,6 +50,9 @@ type Config struct {
 	// lookup-self, capabilities-self), so that sign fails within a second
 	// when Vault is unreachable. Default 900ms.
 	CallerTimeout time.Duration
+	// SignTimeout is the budget of one transit sign, retries through a
+	// leader election included (see Router). Default 2s.
+	SignTimeout time.Duration
 	// Now tells the time (default time.Now): rotation claims carry it.
 	Now func() time.Time
 	// Logger defaults to slog.Default().
@@ -64,6 +67,7 @@ type Backend struct {
 	kv            string
 	alg           signer.Algorithm
 	callerTimeout time.Duration
+	signTimeout   time.Duration
 	now           func() time.Time
 	log           *slog.Logger
 	holder        string // names this replica in rotation claims
@@ -84,6 +88,7 @@ const (
 	DefaultKey           = "keyd-jwt"
 	DefaultKVMount       = "keyd"
 	DefaultCallerTimeout = 900 * time.Millisecond
+	DefaultSignTimeout   = 2 * time.Second
 
 	// claimTimeout is how old a rotation claim must be before another
 	// replica may take it over (its holder is presumed dead).
@@ -117,6 +122,7 @@ func New(cfg Config) (*Backend, error) {
 		kv:            kv,
 		alg:           cfg.Algorithm,
 		callerTimeout: cfg.CallerTimeout,
+		signTimeout:   cfg.SignTimeout,
 		now:           cfg.Now,
 		log:           cfg.Logger,
 		holder:        holderID(),
@@ -127,6 +133,9 @@ func New(cfg Config) (*Backend, error) {
 	}
 	if b.callerTimeout <= 0 {
 		b.callerTimeout = DefaultCallerTimeout
+	}
+	if b.signTimeout <= 0 {
+		b.signTimeout = DefaultSignTimeout
 	}
 	if b.now == nil {
 		b.now = time.Now

@@ -1,0 +1,376 @@
+package vault
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// Router is the http.RoundTripper under every Vault client keyd makes
+// (keyd's own and the clones that carry a caller's token): it sends each
+// request to the first healthy address of the list, moves on when a node
+// refuses connections or is sealed, and retries with backoff, within the
+// request's own deadline, the answers a Raft cluster gives during a leader
+// election. It never changes a request's token.
+//
+// What is retried:
+//   - a refused connection or a sealed node: at once on the next healthy
+//     address (Vault did not see the request). When every address refuses,
+//     the error is returned at once: Vault is down, not electing.
+//   - "no active node" answers (a standby that knows no leader, a node that
+//     is not active): with backoff, for every request (Vault did not apply it).
+//   - a standby that could not forward to the active node (its 307
+//     fallback) and any other 5xx, for a request that changes nothing (GET,
+//     or a context marked with Idempotent): with backoff. A write in that
+//     case may have been applied, so it is never re-sent: the caller gets a
+//     503 and the lifecycle retries on its next tick, from what Vault then
+//     holds.
+//   - nothing else: a connection reset or an attempt that timed out is a
+//     node going down, not an election, and fails at once.
+//
+// A redirect is never followed: keyd talks only to the nodes it was given.
+type Router struct {
+	addrs   []*url.URL
+	base    http.RoundTripper
+	attempt time.Duration
+	log     *slog.Logger
+	probe   *http.Client
+
+	mu  sync.Mutex
+	cur int // index into addrs
+
+	// onDenied, when set, is told the token of every request Vault answered
+	// 403 (the login session checks whether it is keyd's own, revoked).
+	onDenied func(token string)
+}
+
+// RouterConfig configures NewRouter.
+type RouterConfig struct {
+	// Addrs are the node URLs, in order of preference (at least one).
+	Addrs []string
+	// Attempt bounds one attempt (default DefaultCallerTimeout): a node
+	// that accepts and never answers fails the attempt, not the budget.
+	Attempt time.Duration
+	// Base is the transport that makes the connections (default: a clone of
+	// the Vault client library's default transport, TLS settings included).
+	Base   http.RoundTripper
+	Logger *slog.Logger
+}
+
+// NewRouter returns a Router over cfg.Addrs. It probes nothing yet: the
+// first request goes to the first address, and a failover probes.
+func NewRouter(cfg RouterConfig) (*Router, error) {
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("vault: no address")
+	}
+	r := &Router{base: cfg.Base, attempt: cfg.Attempt, log: cfg.Logger}
+	for _, a := range cfg.Addrs {
+		u, err := url.Parse(strings.TrimRight(strings.TrimSpace(a), "/"))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("vault: address %q is not an http(s) URL", a)
+		}
+		r.addrs = append(r.addrs, u)
+	}
+	if r.base == nil {
+		r.base = api.DefaultConfig().HttpClient.Transport
+	}
+	if r.attempt <= 0 {
+		r.attempt = DefaultCallerTimeout
+	}
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	r.probe = &http.Client{Transport: r.base, Timeout: 500 * time.Millisecond,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return r, nil
+}
+
+// Current is the address requests go to now.
+func (r *Router) Current() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.addrs[r.cur].String()
+}
+
+// Addrs lists the addresses, in order of preference.
+func (r *Router) Addrs() []string {
+	out := make([]string, len(r.addrs))
+	for i, u := range r.addrs {
+		out[i] = u.String()
+	}
+	return out
+}
+
+type idempotentKey struct{}
+
+// Idempotent marks ctx as carrying requests that change nothing in Vault
+// (a transit sign, a token lookup, a capabilities check) although sent
+// with POST: the Router may re-send them after an ambiguous failure.
+func Idempotent(ctx context.Context) context.Context {
+	return context.WithValue(ctx, idempotentKey{}, true)
+}
+
+// Backoff of election retries: 50 ms doubling to 400 ms, ±25% jitter.
+const (
+	backoffMin = 50 * time.Millisecond
+	backoffMax = 400 * time.Millisecond
+	// maxAttempts bounds a request without a deadline.
+	maxAttempts = 30
+)
+
+// RoundTrip implements http.RoundTripper.
+func (r *Router) RoundTrip(req *http.Request) (*http.Response, error) {
+	var body []byte
+	if req.Body != nil && req.Body != http.NoBody {
+		var err error
+		body, err = io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	ctx := req.Context()
+	safe := req.Method == http.MethodGet || req.Method == http.MethodHead || req.Method == "LIST" || ctx.Value(idempotentKey{}) != nil
+	refused := map[int]bool{}
+	wait := backoffMin
+	for attempt := 1; ; attempt++ {
+		idx, target := r.pick()
+		resp, err := r.try(req, body, target)
+		var retry, failover bool
+		switch {
+		case err != nil && isRefused(err):
+			refused[idx] = true
+			failover = true
+		case err != nil:
+			// Reset or timed out: a node going down, not an election, and
+			// a write may have been applied. Fail fast; the next request
+			// finds the node refusing and moves on.
+		case sealed(resp):
+			failover, retry = true, true
+		case noActive(resp):
+			retry = true
+		case resp.StatusCode == http.StatusTemporaryRedirect || resp.StatusCode >= 500:
+			retry = safe
+		}
+		if failover {
+			r.failover(idx)
+			if len(refused) < len(r.addrs) && err != nil {
+				continue // try the next address at once
+			}
+			if err != nil {
+				return nil, err // every address refuses: Vault is down
+			}
+		}
+		if !retry {
+			if err != nil {
+				return nil, err
+			}
+			return unredirect(resp), nil
+		}
+		// Back off, unless the budget would run out first.
+		d := wait/2 + rand.N(wait)
+		if dl, ok := ctx.Deadline(); (ok && time.Until(dl) < d+50*time.Millisecond) || attempt >= maxAttempts {
+			if err != nil {
+				return nil, err
+			}
+			return unredirect(resp), nil
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if err != nil {
+				return nil, err
+			}
+			return unredirect(resp), nil
+		case <-t.C:
+		}
+		wait = min(2*wait, backoffMax)
+	}
+}
+
+// try sends one attempt to target, bounded by the attempt timeout, and
+// returns the answer with its body read (so the attempt's context can end).
+func (r *Router) try(req *http.Request, body []byte, target *url.URL) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(req.Context(), r.attempt)
+	defer cancel()
+	out := req.Clone(ctx)
+	u := *req.URL
+	u.Scheme, u.Host = target.Scheme, target.Host
+	out.URL, out.Host = &u, ""
+	if body != nil {
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		out.ContentLength = int64(len(body))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	resp, err := r.base.RoundTrip(out)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(raw))
+	resp.Request = req
+	if resp.StatusCode == http.StatusForbidden && r.onDenied != nil {
+		r.onDenied(req.Header.Get(api.AuthHeaderName))
+	}
+	return resp, nil
+}
+
+func (r *Router) pick() (int, *url.URL) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cur, r.addrs[r.cur]
+}
+
+// failover moves away from addrs[from] (unless another request already
+// did) to the first address, in order, whose sys/health says it is
+// initialized and unsealed; when none is, to the next one in the list.
+func (r *Router) failover(from int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur != from || len(r.addrs) == 1 {
+		return
+	}
+	next := (from + 1) % len(r.addrs)
+	for i, u := range r.addrs {
+		if i != from && r.healthy(u) {
+			next = i
+			break
+		}
+	}
+	r.log.Warn("vault address unavailable; moving on", "from", r.addrs[from].String(), "to", r.addrs[next].String())
+	r.cur = next
+}
+
+// Watch moves back to a more preferred address once it is healthy again,
+// checking every interval until ctx ends.
+func (r *Router) Watch(ctx context.Context, interval time.Duration) {
+	if len(r.addrs) == 1 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, cur := r.pick()
+		for i, u := range r.addrs {
+			if u == cur {
+				break
+			}
+			if r.healthy(u) {
+				r.mu.Lock()
+				r.log.Info("vault address healthy again; moving back", "from", cur.String(), "to", u.String())
+				r.cur = i
+				r.mu.Unlock()
+				break
+			}
+		}
+	}
+}
+
+// healthy asks u's sys/health whether the node is initialized and
+// unsealed, standby or active (200 with standbyok).
+func (r *Router) healthy(u *url.URL) bool {
+	resp, err := r.probe.Get(u.String() + "/v1/sys/health?standbyok=true&perfstandbyok=true")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode == http.StatusOK
+}
+
+// isRefused reports a connection that could not be made: Vault never saw
+// the request.
+func isRefused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func bodyHas(resp *http.Response, s string) bool {
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body = io.NopCloser(bytes.NewReader(raw))
+	return bytes.Contains(raw, []byte(s))
+}
+
+// sealed: a 503 of a sealed node.
+func sealed(resp *http.Response) bool {
+	return resp.StatusCode == http.StatusServiceUnavailable && bodyHas(resp, "Vault is sealed")
+}
+
+// noActive: answers of a node that did not handle the request because it
+// knows no active node (during an election) or is no longer active.
+func noActive(resp *http.Response) bool {
+	if resp.StatusCode < 500 {
+		return false
+	}
+	for _, s := range []string{"active cluster node not found", "no active Vault instance found", "node is not active", "Vault is sealed"} {
+		if bodyHas(resp, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// unredirect turns a standby's redirect (its fallback when forwarding to
+// the active node failed) into the 503 it means for keyd, which follows no
+// redirect.
+func unredirect(resp *http.Response) *http.Response {
+	if resp.StatusCode/100 != 3 {
+		return resp
+	}
+	msg := `{"errors":["standby could not forward the request to the active node"]}`
+	resp.StatusCode, resp.Status = http.StatusServiceUnavailable, "503 Service Unavailable"
+	resp.Header = http.Header{"Content-Type": {"application/json"}}
+	resp.Body = io.NopCloser(strings.NewReader(msg))
+	resp.ContentLength = int64(len(msg))
+	return resp
+}
+
+// NewRoutedClient returns a Vault client (no token yet) whose requests go through
+// a Router over addrs, each call bounded by timeout, without the client
+// library's own retries (the Router's are aware of elections; the
+// library's would re-send a rotate). Clones share the Router.
+func NewRoutedClient(addrs []string, timeout time.Duration, log *slog.Logger) (*api.Client, *Router, error) {
+	cfg := api.DefaultConfig()
+	if cfg.Error != nil {
+		return nil, nil, fmt.Errorf("vault config: %w", cfg.Error)
+	}
+	r, err := NewRouter(RouterConfig{Addrs: addrs, Base: cfg.HttpClient.Transport, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Address = r.addrs[0].String()
+	cfg.Timeout = timeout
+	cfg.MaxRetries = 0
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("vault client: %w", err)
+	}
+	// After NewClient: it configures TLS on the library's own transport,
+	// which the Router wraps.
+	cfg.HttpClient.Transport = r
+	cfg.HttpClient.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.ClearToken()
+	return c, r, nil
+}

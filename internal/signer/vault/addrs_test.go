@@ -1,0 +1,135 @@
+package vault
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeNode answers the first fails requests with status and body, then 200.
+type fakeNode struct {
+	srv      *httptest.Server
+	hits     atomic.Int32
+	fails    int32
+	status   int
+	body     string
+	location string
+}
+
+func newFakeNode(t *testing.T, fails int32, status int, body string) *fakeNode {
+	n := &fakeNode{fails: fails, status: status, body: body}
+	n.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/sys/health" {
+			if n.status == 503 && strings.Contains(n.body, "sealed") {
+				w.WriteHeader(503)
+				return
+			}
+			w.WriteHeader(200)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		if string(b) != `{"x":1}` && r.Method == http.MethodPost {
+			w.WriteHeader(400)
+			return
+		}
+		if n.hits.Add(1) <= n.fails {
+			if n.location != "" {
+				w.Header().Set("Location", n.location)
+			}
+			w.WriteHeader(n.status)
+			io.WriteString(w, n.body)
+			return
+		}
+		io.WriteString(w, `{"data":{"ok":true}}`)
+	}))
+	t.Cleanup(n.srv.Close)
+	return n
+}
+
+func refusedAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "http://" + ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func post(t *testing.T, r *Router, ctx context.Context) (int, time.Duration) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://placeholder/v1/transit/sign/k", strings.NewReader(`{"x":1}`))
+	start := time.Now()
+	resp, err := r.RoundTrip(req)
+	if err != nil {
+		return 0, time.Since(start)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, time.Since(start)
+}
+
+func TestRouter(t *testing.T) {
+	budget := func(d time.Duration) context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	t.Run("refused address: the next one, at once", func(t *testing.T) {
+		good := newFakeNode(t, 0, 0, "")
+		r, _ := NewRouter(RouterConfig{Addrs: []string{refusedAddr(t), good.srv.URL}})
+		if got, _ := post(t, r, budget(2*time.Second)); got != 200 || r.Current() != good.srv.URL {
+			t.Errorf("status %d, current %s", got, r.Current())
+		}
+	})
+	t.Run("every address refuses: an error at once", func(t *testing.T) {
+		r, _ := NewRouter(RouterConfig{Addrs: []string{refusedAddr(t), refusedAddr(t)}})
+		if got, took := post(t, r, budget(2*time.Second)); got != 0 || took > 500*time.Millisecond {
+			t.Errorf("status %d after %v, want an error at once", got, took)
+		}
+	})
+	t.Run("sealed node: the next healthy one", func(t *testing.T) {
+		sealedNode := newFakeNode(t, 1000, 503, `{"errors":["Vault is sealed"]}`)
+		good := newFakeNode(t, 0, 0, "")
+		r, _ := NewRouter(RouterConfig{Addrs: []string{sealedNode.srv.URL, good.srv.URL}})
+		if got, _ := post(t, r, budget(2*time.Second)); got != 200 || r.Current() != good.srv.URL {
+			t.Errorf("status %d, current %s", got, r.Current())
+		}
+	})
+	t.Run("no active node: retried with backoff, writes included", func(t *testing.T) {
+		n := newFakeNode(t, 3, 500, `{"errors":["local node not active but active cluster node not found"]}`)
+		r, _ := NewRouter(RouterConfig{Addrs: []string{n.srv.URL}})
+		if got, _ := post(t, r, budget(2*time.Second)); got != 200 || n.hits.Load() != 4 {
+			t.Errorf("status %d after %d hits", got, n.hits.Load())
+		}
+	})
+	t.Run("no active node past the budget: the 5xx before it ends", func(t *testing.T) {
+		n := newFakeNode(t, 1000, 500, `{"errors":["local node not active but active cluster node not found"]}`)
+		r, _ := NewRouter(RouterConfig{Addrs: []string{n.srv.URL}})
+		got, took := post(t, r, budget(time.Second))
+		if got != 500 || took > time.Second {
+			t.Errorf("status %d after %v", got, took)
+		}
+	})
+	t.Run("forwarding failed: a write is not re-sent", func(t *testing.T) {
+		n := newFakeNode(t, 1000, 307, "")
+		n.location = "http://127.0.0.1:1/v1/transit/keys/k/rotate"
+		r, _ := NewRouter(RouterConfig{Addrs: []string{n.srv.URL}})
+		if got, _ := post(t, r, budget(2*time.Second)); got != 503 || n.hits.Load() != 1 {
+			t.Errorf("status %d after %d hits, want 503 after 1", got, n.hits.Load())
+		}
+	})
+	t.Run("forwarding failed: a sign is re-sent", func(t *testing.T) {
+		n := newFakeNode(t, 2, 307, "")
+		n.location = "http://127.0.0.1:1/v1/transit/sign/k"
+		r, _ := NewRouter(RouterConfig{Addrs: []string{n.srv.URL}})
+		if got, _ := post(t, r, Idempotent(budget(2*time.Second))); got != 200 || n.hits.Load() != 3 {
+			t.Errorf("status %d after %d hits", got, n.hits.Load())
+		}
+	})
+}
