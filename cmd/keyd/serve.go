@@ -27,6 +27,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/vault"
+	"github.com/openedx-keyd/keyd/internal/signing"
 )
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
@@ -153,14 +154,16 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Auth:      w.auth,
 		Backend:   w.backend,
 		Lifecycle: mgr,
-		Policy:    claims.Policy{Issuers: cfg.Issuers, MaxLifetime: cfg.MaxTokenLifetime, ClockSkew: cfg.ClockSkew},
-		JWKS:      handler,
-		Audit:     w.audit,
-		Problems:  problems.Current,
-		Metrics:   m,
-		Gatherer:  reg,
-		Clock:     clk,
-		Logger:    log,
+		Signer: signing.New(signing.Config{
+			Backend: w.backend, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
+			Policy: claims.Policy{Issuers: cfg.Issuers, MaxLifetime: cfg.MaxTokenLifetime, ClockSkew: cfg.ClockSkew},
+		}),
+		JWKS:     handler,
+		Audit:    w.audit,
+		Problems: problems.Current,
+		Metrics:  m,
+		Gatherer: reg,
+		Logger:   log,
 	})
 	srv := &http.Server{
 		Addr:              cfg.Listen,

@@ -33,6 +33,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
+	"github.com/openedx-keyd/keyd/internal/signing"
 )
 
 const (
@@ -135,13 +136,13 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool) *testEnv {
 		Auth:      auth,
 		Backend:   env.backend,
 		Lifecycle: mgr,
-		Policy:    claims.Policy{Issuers: []string{issuer}, MaxLifetime: time.Hour, ClockSkew: time.Minute},
-		JWKS:      handler,
-		Audit:     env.audit,
-		Metrics:   m,
-		Gatherer:  reg,
-		Clock:     clk,
-		Logger:    log,
+		Signer: signing.New(signing.Config{Backend: env.backend, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
+			Policy: claims.Policy{Issuers: []string{issuer}, MaxLifetime: time.Hour, ClockSkew: time.Minute}}),
+		JWKS:     handler,
+		Audit:    env.audit,
+		Metrics:  m,
+		Gatherer: reg,
+		Logger:   log,
 	})
 	srv := httptest.NewServer(env.handler)
 	t.Cleanup(srv.Close)

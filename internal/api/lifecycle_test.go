@@ -25,6 +25,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
+	"github.com/openedx-keyd/keyd/internal/signing"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
 )
 
@@ -163,8 +164,9 @@ func faultEnv(t *testing.T, clk clock.Clock, rules rotation.Rules, refresh time.
 		env.clk = f
 	}
 	env.handler = api.New(api.Config{
-		Auth: auth, Backend: fb, Lifecycle: mgr, JWKS: handler, Metrics: m, Gatherer: reg, Clock: clk, Logger: log,
-		Policy: claims.Policy{Issuers: []string{issuer}, MaxLifetime: time.Hour, ClockSkew: time.Minute},
+		Auth: auth, Backend: fb, Lifecycle: mgr, JWKS: handler, Metrics: m, Gatherer: reg, Logger: log,
+		Signer: signing.New(signing.Config{Backend: fb, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
+			Policy: claims.Policy{Issuers: []string{issuer}, MaxLifetime: time.Hour, ClockSkew: time.Minute}}),
 	})
 	srv := httptest.NewServer(env.handler)
 	t.Cleanup(srv.Close)

@@ -5,7 +5,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"io"
 	"log/slog"
@@ -20,11 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/openedx-keyd/keyd/internal/claims"
-	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/jwks"
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
+	"github.com/openedx-keyd/keyd/internal/signing"
 )
 
 // MaxBody is the largest request body accepted.
@@ -34,13 +33,14 @@ const MaxBody = 64 << 10
 type Lifecycle interface {
 	Snapshot() *rotation.Snapshot
 	Rotate(ctx context.Context, req rotation.RotateRequest) (rotation.Published, error)
-	Refresh(ctx context.Context, since time.Time) error
 	Health() rotation.Health
-	// SigningKey is the key a signature made at now uses, by the rules at
-	// that instant (rotation.ErrNoKey, rotation.ErrEmergencyPending).
-	SigningKey(now time.Time) (*rotation.Snapshot, signer.SigningKey, error)
-	// Signed records a signature that version v made at t.
-	Signed(v int, t time.Time)
+}
+
+// Signer turns a sign request body into a token for an authorized caller
+// (internal/signing): claims policy, the key the rules pick, the backend's
+// signature. actor names the caller in its log.
+type Signer interface {
+	Sign(ctx context.Context, cred signer.Credential, actor string, body []byte) (signing.Token, error)
 }
 
 // AuditTrail reads the audit chain for GET /v1/audit.
@@ -53,15 +53,14 @@ type AuditTrail interface {
 // Config wires a Server. Audit may be nil until the trail is configured.
 type Config struct {
 	Auth      Authorizer
-	Backend   signer.Backend
+	Backend   signer.Backend // its Name, for /readyz
 	Lifecycle Lifecycle
-	Policy    claims.Policy
+	Signer    Signer
 	JWKS      *jwks.Handler
 	Audit     AuditTrail
 	Problems  func() []string // what is wrong with the files keyd keeps, for /readyz; may be nil
 	Metrics   *metrics.Metrics
 	Gatherer  prometheus.Gatherer
-	Clock     clock.Clock
 	Logger    *slog.Logger
 }
 
@@ -73,9 +72,6 @@ type Server struct {
 
 // New returns the echo instance serving the contract's routes.
 func New(cfg Config) *echo.Echo {
-	if cfg.Clock == nil {
-		cfg.Clock = clock.Real{}
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -172,57 +168,18 @@ func (s *Server) sign(c echo.Context) error {
 		s.signDone("bad_request", "")
 		return err
 	}
-	now := s.cfg.Clock.Now()
-	tok, err := s.cfg.Policy.Build(body, now, rand.Reader)
+	// The signing service counts and logs every outcome from here on.
+	t, err := s.cfg.Signer.Sign(c.Request().Context(), p.Credential, p.Actor, body)
 	if err != nil {
-		s.signDone("refused", "")
 		return err
 	}
-	// The rules at this instant pick the key, not the last snapshot's
-	// active one: a pending key that has reached activates_at signs even if
-	// the lifecycle loop is stalled, and a key an emergency replaces never.
-	snap, k, err := s.cfg.Lifecycle.SigningKey(now)
-	if err != nil {
-		if errors.Is(err, rotation.ErrEmergencyPending) {
-			s.signDone("emergency_pending", "")
-		} else {
-			s.signDone("no_key", "")
-		}
-		return err
-	}
-	ctx := c.Request().Context()
-	jwt, err := signer.Assemble(ctx, s.cfg.Backend, p.Credential, k, tok.Payload)
-	if errors.Is(err, signer.ErrNoKey) {
-		// Another replica activated a newer key and the backend now refuses
-		// this one: re-read the keys and sign once more with the new key.
-		if rerr := s.cfg.Lifecycle.Refresh(ctx, snap.At); rerr == nil {
-			if _, k2, kerr := s.cfg.Lifecycle.SigningKey(s.cfg.Clock.Now()); kerr != nil {
-				err = kerr
-			} else if k2.Version != k.Version {
-				k = k2
-				jwt, err = signer.Assemble(ctx, s.cfg.Backend, p.Credential, k, tok.Payload)
-			}
-		}
-		if errors.Is(err, signer.ErrNoKey) {
-			err = errNoActiveKey
-		}
-	}
-	if err == nil {
-		s.cfg.Lifecycle.Signed(k.Version, s.cfg.Clock.Now()) // retirement counts from here
-	}
-	if err != nil {
-		s.log.Warn("sign failed", "kid", k.KID, "jti", tok.JTI, "sub", tok.Sub, "grant_type", tok.GrantType, "actor", p.Actor, "result", "error", "err", err)
-		s.signDone("error", string(k.Alg))
-		return err
-	}
-	s.log.Info("signed", "kid", k.KID, "jti", tok.JTI, "sub", tok.Sub, "grant_type", tok.GrantType, "actor", p.Actor, "result", "ok")
-	s.signDone("ok", string(k.Alg))
 	if s.cfg.Metrics != nil {
-		s.cfg.Metrics.SignDuration.WithLabelValues(string(k.Alg)).Observe(time.Since(start).Seconds())
+		s.cfg.Metrics.SignDuration.WithLabelValues(string(t.Alg)).Observe(time.Since(start).Seconds())
 	}
-	return c.JSON(http.StatusOK, signResponse{Token: jwt, KID: k.KID, Alg: string(k.Alg), ExpiresAt: tok.ExpiresAt.UTC().Format(time.RFC3339)})
+	return c.JSON(http.StatusOK, signResponse{Token: t.JWT, KID: t.KID, Alg: string(t.Alg), ExpiresAt: t.ExpiresAt.UTC().Format(time.RFC3339)})
 }
 
+// signDone counts a sign request refused before it reaches the signer.
 func (s *Server) signDone(result, alg string) {
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.SignRequests.WithLabelValues(result, alg).Inc()

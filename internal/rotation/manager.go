@@ -258,7 +258,9 @@ func (m *Manager) Kick() {
 
 // Refresh re-reads the backend unless a snapshot newer than since exists:
 // the sign path calls it when the backend refuses a version that another
-// replica has just retired, so concurrent callers share one re-read.
+// replica has just retired, so concurrent callers share one re-read. It
+// only reads: a sign request never creates, destroys or pins a key, nor
+// records an event; the loop's next tick applies what the keys now show.
 func (m *Manager) Refresh(ctx context.Context, since time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -268,7 +270,31 @@ func (m *Manager) Refresh(ctx context.Context, since time.Time) error {
 	if f := m.failure.Load(); f != nil && !f.action && m.cfg.Clock.Now().Before(f.RetryAt) {
 		return errors.New("rotation: read backend: " + f.Error) // backing off: no re-read per request
 	}
-	return m.tickLocked(ctx, "scheduler")
+	return m.readLocked(ctx)
+}
+
+// readLocked reads the emergency intent and the keys and stores the
+// snapshot they show, changing nothing in the backend or the trail. A
+// stored intent stops its compromised keys signing here at once.
+func (m *Manager) readLocked(ctx context.Context) error {
+	in, err := m.cfg.Backend.LoadIntent(ctx)
+	if err != nil {
+		return m.readFailed(ctx, "load_intent", err)
+	}
+	if in != nil {
+		m.compromised(in.After)
+	}
+	keys, err := m.cfg.Backend.Keys(ctx)
+	if err != nil {
+		return m.readFailed(ctx, "keys", err)
+	}
+	m.backendUp.Store(true)
+	now := m.cfg.Clock.Now()
+	m.store(EvaluateSigned(keys, m.cfg.Rules, now, m.signedTimes()), now)
+	if f := m.failure.Load(); f != nil && !f.action {
+		m.recovered() // the read that failed works again
+	}
+	return nil
 }
 
 // Tick reads the backend, applies every transition now due and publishes a
@@ -449,8 +475,21 @@ func (m *Manager) destroy(ctx context.Context, keys []signer.Key, below int, act
 	return nil
 }
 
-// publish pins the active version, reports transitions and stores the snapshot.
+// publish stores the snapshot of plan, then pins the active version.
 func (m *Manager) publish(ctx context.Context, plan Plan, now time.Time) error {
+	s := m.store(plan, now)
+	// Rule 4: once a key is active the backend itself refuses older versions.
+	if s.HasActive && s.Signing.Version > m.pinned {
+		if err := m.cfg.Backend.PinSigning(ctx, s.Signing.Version); err != nil {
+			return fmt.Errorf("rotation: pin signing to version %d: %w", s.Signing.Version, err)
+		}
+		m.pinned = s.Signing.Version
+	}
+	return nil
+}
+
+// store makes the snapshot of plan, stores it and hands it to OnChange.
+func (m *Manager) store(plan Plan, now time.Time) *Snapshot {
 	s := &Snapshot{At: now, Plan: plan}
 	for _, ks := range plan.Published {
 		p := Published{KeyState: ks, KID: m.kid(ks.Key)}
@@ -473,14 +512,7 @@ func (m *Manager) publish(ctx context.Context, plan Plan, now time.Time) error {
 	if m.cfg.OnChange != nil {
 		m.cfg.OnChange(s)
 	}
-	// Rule 4: once a key is active the backend itself refuses older versions.
-	if s.HasActive && s.Signing.Version > m.pinned {
-		if err := m.cfg.Backend.PinSigning(ctx, s.Signing.Version); err != nil {
-			return fmt.Errorf("rotation: pin signing to version %d: %w", s.Signing.Version, err)
-		}
-		m.pinned = s.Signing.Version
-	}
-	return nil
+	return s
 }
 
 // creationEvent is the event that records a key's creation.

@@ -35,9 +35,14 @@ func NewSigningKey(version int, alg Algorithm, kid string) SigningKey {
 	return SigningKey{Version: version, Alg: alg, KID: kid, header: base64.RawURLEncoding.EncodeToString([]byte(h))}
 }
 
+// Signer is the one backend call a JWS needs: Backend.Sign.
+type Signer interface {
+	Sign(ctx context.Context, cred Credential, v int, alg Algorithm, input []byte) ([]byte, error)
+}
+
 // Assemble builds a compact JWS over payload: the header is keyd's own, the
 // signature comes from b with cred, and the caller never influences either.
-func Assemble(ctx context.Context, b Backend, cred Credential, k SigningKey, payload []byte) (string, error) {
+func Assemble(ctx context.Context, b Signer, cred Credential, k SigningKey, payload []byte) (string, error) {
 	enc := base64.RawURLEncoding
 	buf := make([]byte, 0, len(k.header)+1+enc.EncodedLen(len(payload))+1+enc.EncodedLen(512))
 	buf = append(buf, k.header...)

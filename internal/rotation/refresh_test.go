@@ -1,0 +1,79 @@
+package rotation
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/openedx-keyd/keyd/internal/clock"
+	"github.com/openedx-keyd/keyd/internal/signer"
+)
+
+// writeCounter counts the calls that change the backend.
+type writeCounter struct {
+	Backend
+	writes atomic.Int32
+}
+
+func (w *writeCounter) Create(ctx context.Context, rec signer.Record) (signer.Key, error) {
+	w.writes.Add(1)
+	return w.Backend.Create(ctx, rec)
+}
+
+func (w *writeCounter) DestroyBelow(ctx context.Context, v int) error {
+	w.writes.Add(1)
+	return w.Backend.DestroyBelow(ctx, v)
+}
+
+func (w *writeCounter) PinSigning(ctx context.Context, v int) error {
+	w.writes.Add(1)
+	return w.Backend.PinSigning(ctx, v)
+}
+
+// TestRefreshOnlyReads: the sign path's Refresh re-reads the keys another
+// replica changed and follows them at once, but never creates, destroys or
+// pins a key nor records an event, even with a rotation and a destruction
+// due; the next tick does those.
+func TestRefreshOnlyReads(t *testing.T) {
+	clk := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	lb := newLocal(t)
+	ev := &recorder{}
+	here := &writeCounter{Backend: lb}
+	m := newManager(t, here, clk, ev)
+	other := newManager(t, lb, clk, &recorder{}) // another replica on the same keys
+	ctx := context.Background()
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Rotate(ctx, RotateRequest{Actor: "admin"}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Hour) // version 2 active, version 1 past retirement, a rotation due
+	writes, events := here.writes.Load(), len(ev.events)
+	since := m.Snapshot().At
+	if err := m.Refresh(ctx, since); err != nil {
+		t.Fatal(err)
+	}
+	if got := here.writes.Load(); got != writes {
+		t.Errorf("Refresh made %d backend writes, want none", got-writes)
+	}
+	if got := len(ev.events); got != events {
+		t.Errorf("Refresh recorded %d events, want none", got-events)
+	}
+	if s := m.Snapshot(); !s.At.After(since) || len(s.Keys) != 1 || s.Keys[0].Version != 2 {
+		t.Fatalf("snapshot after Refresh: at %v, keys %+v; want a new one publishing version 2 alone", s.At, s.Keys)
+	}
+	if keys, _ := lb.Keys(ctx); len(keys) != 2 {
+		t.Errorf("the backend holds %d versions after Refresh, want both (destroying is the loop's)", len(keys))
+	}
+	if _, k, err := m.SigningKey(clk.Now()); err != nil || k.Version != 2 {
+		t.Errorf("SigningKey after Refresh = v%d, %v; want version 2", k.Version, err)
+	}
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if here.writes.Load() == writes {
+		t.Error("the tick after Refresh applied nothing")
+	}
+}
