@@ -23,10 +23,14 @@ type auditEvents struct{ log *audit.Log }
 
 func (a auditEvents) Emit(ctx context.Context, e rotation.Event) error {
 	_, err := a.log.Record(ctx, audit.Event{
-		Type: audit.Type(e.Type), KID: e.KID, Version: e.Version, Actor: e.Actor, Reason: e.Reason,
+		Type: auditType(e.Type), KID: e.KID, Version: e.Version, Actor: e.Actor, Reason: e.Reason,
 	})
 	return err
 }
+
+// auditType is the audit event type of a lifecycle event: the same name
+// (TestEventTypesAreAuditTypes keeps the two lists in step).
+func auditType(t rotation.EventType) audit.Type { return audit.Type(t) }
 
 // auditTrail serves GET /v1/audit: a page of events, and whether the whole
 // chain verifies and accounts for every key the backend holds.
@@ -35,7 +39,7 @@ type auditTrail struct {
 	backend signer.Backend
 }
 
-func (a auditTrail) Page(ctx context.Context, since int64) (any, bool, error) {
+func (a auditTrail) Page(ctx context.Context, since int64) ([]audit.Event, bool, error) {
 	// The keys first: a key destroyed meanwhile then already has its
 	// destroyed event (recorded before the deletion) in the events read next.
 	versions, verr := heldVersions(ctx, a.backend)

@@ -11,8 +11,8 @@ import (
 	"os"
 	"strings"
 
-	"github.com/openedx-keyd/keyd/internal/api"
 	"github.com/openedx-keyd/keyd/internal/audit"
+	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/signer"
@@ -29,7 +29,7 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 	client := login.client
 	b, err := vault.New(vault.Config{
 		Client: client, Mount: cfg.VaultMount, Key: cfg.VaultKey, KVMount: cfg.VaultKVMount,
-		Algorithm: cfg.Algorithm, Now: clk.Now, Logger: log, SignTimeout: cfg.SignTimeout,
+		Algorithm: cfg.Algorithm, Clock: clk, Logger: log, SignTimeout: cfg.SignTimeout,
 	})
 	if err != nil {
 		return nil, err
@@ -54,18 +54,18 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 // vaultAuth asks Vault whether a caller's token holds a role.
 type vaultAuth struct{ b *vault.Backend }
 
-func (a vaultAuth) Authorize(ctx context.Context, token string, roles ...api.Role) (api.Principal, error) {
+func (a vaultAuth) Authorize(ctx context.Context, token string, roles ...auth.Role) (auth.Principal, error) {
 	err := signer.ErrUnauthenticated
 	for _, r := range roles {
-		p, e := a.b.Authorize(ctx, token, string(r))
+		p, e := a.b.Authorize(ctx, token, r)
 		if e == nil {
-			return api.Principal{Role: r, Actor: p.Actor, Credential: signer.Credential{Token: token}}, nil
+			return p, nil
 		}
 		if !errors.Is(e, signer.ErrUnauthenticated) {
 			err = e // a known token without this role, or Vault unavailable
 		}
 	}
-	return api.Principal{}, err
+	return auth.Principal{}, err
 }
 
 // vaultFlagSet holds the Vault names shared by bootstrap and audit verify.

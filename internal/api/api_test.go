@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openedx-keyd/keyd/internal/api"
+	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/claims"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
@@ -70,9 +71,9 @@ func (noEvents) Emit(context.Context, rotation.Event) error { return nil }
 // fakeAudit answers GET /v1/audit with one event and records the since asked.
 type fakeAudit struct{ since atomic.Int64 }
 
-func (a *fakeAudit) Page(_ context.Context, since int64) (any, bool, error) {
+func (a *fakeAudit) Page(_ context.Context, since int64) ([]audit.Event, bool, error) {
 	a.since.Store(since)
-	return []map[string]any{{"seq": since + 1, "type": "bootstrap"}}, true, nil
+	return []audit.Event{{Seq: since + 1, Type: audit.Bootstrap}}, true, nil
 }
 
 type testEnv struct {

@@ -10,53 +10,34 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/fsutil"
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
-
-// Role is what a credential may do.
-type Role string
-
-// The roles of the contract.
-const (
-	RoleSigner  Role = "signer"
-	RoleAdmin   Role = "admin"
-	RoleAuditor Role = "auditor"
-)
-
-// Roles lists every role.
-var Roles = []Role{RoleSigner, RoleAdmin, RoleAuditor}
-
-// Principal is an authenticated caller.
-type Principal struct {
-	Role Role
-	// Actor names the caller in logs and audit events; never the token.
-	Actor      string
-	Credential signer.Credential
-}
 
 // Authorizer decides whether a bearer token holds one of roles. It returns
 // signer.ErrUnauthenticated for an unknown token and signer.ErrPermissionDenied
 // for a known token without the role.
 type Authorizer interface {
-	Authorize(ctx context.Context, token string, roles ...Role) (Principal, error)
+	Authorize(ctx context.Context, token string, roles ...auth.Role) (auth.Principal, error)
 }
 
 // LocalAuth checks the per-role bearer tokens of local mode in constant time.
 type LocalAuth struct {
-	sums map[Role][32]byte
+	sums map[auth.Role][32]byte
 }
 
 // LoadLocalAuth takes each role's token from KEYD_<ROLE>_TOKEN, or from
 // <dataDir>/tokens/<role>, generating and saving one (0600) when neither exists.
-func LoadLocalAuth(dataDir string, getenv func(string) string) (*LocalAuth, map[Role]string, error) {
+func LoadLocalAuth(dataDir string, getenv func(string) string) (*LocalAuth, map[auth.Role]string, error) {
 	dir := filepath.Join(dataDir, "tokens")
-	a := &LocalAuth{sums: map[Role][32]byte{}}
-	generated := map[Role]string{}
-	seen := map[string]Role{}
-	for _, r := range Roles {
+	a := &LocalAuth{sums: map[auth.Role][32]byte{}}
+	generated := map[auth.Role]string{}
+	seen := map[string]auth.Role{}
+	for _, r := range auth.Roles {
 		tok := strings.TrimSpace(getenv("KEYD_" + strings.ToUpper(string(r)) + "_TOKEN"))
 		if tok == "" {
 			var err error
@@ -74,7 +55,7 @@ func LoadLocalAuth(dataDir string, getenv func(string) string) (*LocalAuth, map[
 	return a, generated, nil
 }
 
-func fileToken(dir string, r Role, generated map[Role]string) (string, error) {
+func fileToken(dir string, r auth.Role, generated map[auth.Role]string) (string, error) {
 	path := filepath.Join(dir, string(r))
 	raw, err := os.ReadFile(path)
 	if err == nil {
@@ -97,22 +78,20 @@ func fileToken(dir string, r Role, generated map[Role]string) (string, error) {
 }
 
 // Authorize compares token with every role's token (hashes, constant time).
-func (a *LocalAuth) Authorize(_ context.Context, token string, roles ...Role) (Principal, error) {
+func (a *LocalAuth) Authorize(_ context.Context, token string, roles ...auth.Role) (auth.Principal, error) {
 	sum := sha256.Sum256([]byte(token))
-	var holder Role
-	for _, r := range Roles {
+	var holder auth.Role
+	for _, r := range auth.Roles {
 		want := a.sums[r]
 		if subtle.ConstantTimeCompare(sum[:], want[:]) == 1 {
 			holder = r
 		}
 	}
 	if holder == "" {
-		return Principal{}, signer.ErrUnauthenticated
+		return auth.Principal{}, signer.ErrUnauthenticated
 	}
-	for _, r := range roles {
-		if r == holder {
-			return Principal{Role: r, Actor: "role:" + string(r), Credential: signer.Credential{Token: token}}, nil
-		}
+	if !slices.Contains(roles, holder) {
+		return auth.Principal{}, signer.ErrPermissionDenied
 	}
-	return Principal{}, signer.ErrPermissionDenied
+	return auth.Principal{Role: holder, Actor: "role:" + string(holder), Credential: signer.Credential{Token: token}}, nil
 }

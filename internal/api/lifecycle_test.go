@@ -25,8 +25,8 @@ import (
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
-	"github.com/openedx-keyd/keyd/internal/signing"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
+	"github.com/openedx-keyd/keyd/internal/signing"
 )
 
 // Tests for issue 12 items 1 and 3 through the HTTP surface.
@@ -118,7 +118,7 @@ func (s *switchEvents) Emit(_ context.Context, e rotation.Event) error {
 	return nil
 }
 
-func (s *switchEvents) count(typ string) int {
+func (s *switchEvents) count(typ rotation.EventType) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/openedx-keyd/keyd/internal/audit"
+	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/claims"
 	"github.com/openedx-keyd/keyd/internal/jwks"
 	"github.com/openedx-keyd/keyd/internal/metrics"
@@ -45,9 +47,9 @@ type Signer interface {
 
 // AuditTrail reads the audit chain for GET /v1/audit.
 type AuditTrail interface {
-	// Page returns the events with seq > since (a JSON-encodable list,
-	// oldest first) and whether the whole chain verifies.
-	Page(ctx context.Context, since int64) (events any, chainValid bool, err error)
+	// Page returns the events with seq > since, oldest first, and whether
+	// the whole chain verifies.
+	Page(ctx context.Context, since int64) (events []audit.Event, chainValid bool, err error)
 }
 
 // Config wires a Server. Audit may be nil until the trail is configured.
@@ -112,11 +114,11 @@ func recoverer(log *slog.Logger) echo.MiddlewareFunc {
 }
 
 // authorize checks the bearer token for one of roles.
-func (s *Server) authorize(c echo.Context, roles ...Role) (Principal, error) {
+func (s *Server) authorize(c echo.Context, roles ...auth.Role) (auth.Principal, error) {
 	h := c.Request().Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
 	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
-		return Principal{}, errNoCredential
+		return auth.Principal{}, errNoCredential
 	}
 	return s.cfg.Auth.Authorize(c.Request().Context(), strings.TrimSpace(tok), roles...)
 }
@@ -158,7 +160,7 @@ type signResponse struct {
 
 func (s *Server) sign(c echo.Context) error {
 	start := time.Now()
-	p, err := s.authorize(c, RoleSigner)
+	p, err := s.authorize(c, auth.RoleSigner)
 	if err != nil {
 		s.signDone("unauthorized", "")
 		return err
@@ -198,7 +200,7 @@ type keyInfo struct {
 }
 
 func (s *Server) keys(c echo.Context) error {
-	if _, err := s.authorize(c, RoleAuditor, RoleAdmin); err != nil {
+	if _, err := s.authorize(c, auth.RoleAuditor, auth.RoleAdmin); err != nil {
 		return err
 	}
 	snap := s.cfg.Lifecycle.Snapshot()
@@ -258,7 +260,7 @@ func decodeRotate(body []byte) (rotateRequest, error) {
 }
 
 func (s *Server) rotate(c echo.Context) error {
-	p, err := s.authorize(c, RoleAdmin)
+	p, err := s.authorize(c, auth.RoleAdmin)
 	if err != nil {
 		return err
 	}
@@ -301,7 +303,7 @@ func (s *Server) rotate(c echo.Context) error {
 }
 
 func (s *Server) audit(c echo.Context) error {
-	if _, err := s.authorize(c, RoleAuditor); err != nil {
+	if _, err := s.authorize(c, auth.RoleAuditor); err != nil {
 		return err
 	}
 	var since int64

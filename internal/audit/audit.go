@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -35,14 +36,7 @@ const (
 // Types lists every event type.
 var Types = []Type{Bootstrap, Created, Activated, Retired, Destroyed, Emergency, RotationFailed, TornRecord}
 
-func (t Type) valid() bool {
-	for _, v := range Types {
-		if t == v {
-			return true
-		}
-	}
-	return false
-}
+func (t Type) valid() bool { return slices.Contains(Types, t) }
 
 // ZeroHash is the prev_hash of the first event.
 const ZeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -65,17 +59,9 @@ type Event struct {
 	Hash     string `json:"hash"`
 }
 
-// Sink records events; the rotation code calls it for every transition.
-// *Log is the implementation.
-type Sink interface {
-	// Record appends e to the chain once it is durable and returns the
-	// stored event, or the existing one when e is a duplicate.
-	Record(ctx context.Context, e Event) (Event, error)
-}
-
 // Store holds the chain's entries. Implementations: FileStore (local mode)
-// and VaultStore (KV v2). Every method is safe for concurrent use, also by
-// several processes sharing the store.
+// and Vault's KV v2 (vault.NewAuditStore). Every method is safe for
+// concurrent use, also by several processes sharing the store.
 type Store interface {
 	// Append writes ev at ev.Seq, create-only, and returns once it is
 	// durable. It returns ErrSeqTaken when an entry with that seq exists.

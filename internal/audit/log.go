@@ -33,8 +33,6 @@ type Log struct {
 	seen map[dedupKey]Event
 }
 
-var _ Sink = (*Log)(nil)
-
 type dedupKey struct {
 	typ     Type
 	version int

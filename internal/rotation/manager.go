@@ -25,9 +25,27 @@ type Backend interface {
 	ClearIntent(ctx context.Context) error
 }
 
+// EventType is the kind of a lifecycle transition. The values are the
+// audit trail's event types (the contract's "type" of GET /v1/audit).
+type EventType string
+
+// The lifecycle events: each transition is one.
+const (
+	EventBootstrap      EventType = "bootstrap"       // the first key, active at once
+	EventCreated        EventType = "created"         // a key created by a normal rotation
+	EventActivated      EventType = "activated"       // a key started signing
+	EventRetired        EventType = "retired"         // a key stopped signing (verify-only)
+	EventDestroyed      EventType = "destroyed"       // a key's private material is gone
+	EventEmergency      EventType = "emergency"       // a key created by an emergency rotation
+	EventRotationFailed EventType = "rotation_failed" // a create, destroy, pin or emergency step failed
+)
+
+// EventTypes lists every lifecycle event type.
+var EventTypes = []EventType{EventBootstrap, EventCreated, EventActivated, EventRetired, EventDestroyed, EventEmergency, EventRotationFailed}
+
 // Event is one lifecycle transition for the audit trail.
 type Event struct {
-	Type    string // bootstrap, created, activated, retired, destroyed, emergency, rotation_failed
+	Type    EventType
 	Version int
 	KID     string
 	Actor   string
@@ -462,7 +480,7 @@ func (m *Manager) destroy(ctx context.Context, keys []signer.Key, below int, act
 	var gone []int
 	for _, k := range keys {
 		if k.Version < below {
-			m.emit(ctx, Event{Type: "destroyed", Version: k.Version, KID: m.kid(k), Actor: actor, Reason: reason})
+			m.emit(ctx, Event{Type: EventDestroyed, Version: k.Version, KID: m.kid(k), Actor: actor, Reason: reason})
 			gone = append(gone, k.Version)
 		}
 	}
@@ -517,12 +535,12 @@ func (m *Manager) store(plan Plan, now time.Time) *Snapshot {
 
 // creationEvent is the event that records a key's creation.
 func creationEvent(p Published) Event {
-	e := Event{Type: "created", Version: p.Version, KID: p.KID, Actor: p.Actor, Reason: p.Reason}
+	e := Event{Type: EventCreated, Version: p.Version, KID: p.KID, Actor: p.Actor, Reason: p.Reason}
 	switch {
 	case p.Emergency:
-		e.Type = "emergency"
+		e.Type = EventEmergency
 	case p.Version == 1:
-		e.Type = "bootstrap"
+		e.Type = EventBootstrap
 	}
 	if e.Actor == "" {
 		e.Actor = "scheduler"
@@ -557,14 +575,14 @@ func (m *Manager) reportTransitions(ctx context.Context, keys []signer.Key, plan
 		p := Published{KeyState: ks, KID: m.kid(k)}
 		m.emit(ctx, creationEvent(p))
 		if ks.State != Pending || !k.ActivatesAt.After(now) {
-			m.emit(ctx, Event{Type: "activated", Version: p.Version, KID: p.KID, Actor: "scheduler"})
+			m.emit(ctx, Event{Type: EventActivated, Version: p.Version, KID: p.KID, Actor: "scheduler"})
 		}
 		if ks.State == Retiring {
 			reason := "verify-only"
 			if !ks.RetiresAt.IsZero() {
 				reason += " until " + ks.RetiresAt.Format(time.RFC3339)
 			}
-			m.emit(ctx, Event{Type: "retired", Version: p.Version, KID: p.KID, Actor: "scheduler", Reason: reason})
+			m.emit(ctx, Event{Type: EventRetired, Version: p.Version, KID: p.KID, Actor: "scheduler", Reason: reason})
 		}
 	}
 }
@@ -700,7 +718,7 @@ func (m *Manager) emergency(ctx context.Context, in signer.Intent) (int, error) 
 		m.setHeld(h, err)
 		m.cfg.Metrics.Rotation("failed")
 		_ = m.failed(ctx, "emergency", err, true, false)
-		audited := m.reportFailure(ctx, Event{Type: "rotation_failed", Version: in.After + 1, Actor: in.Actor,
+		audited := m.reportFailure(ctx, Event{Type: EventRotationFailed, Version: in.After + 1, Actor: in.Actor,
 			Reason: "emergency (" + in.Reason + "): " + err.Error()})
 		m.cfg.Logger.Error("emergency rotation incomplete; the compromised keys do not sign until it completes",
 			"step", step, "intent_stored", h.stored, "audited", audited, "err", err)
@@ -821,7 +839,7 @@ func (m *Manager) actionFailed(ctx context.Context, op string, version int, err 
 	m.cfg.Metrics.Rotation("failed")
 	m.cfg.Metrics.BackendError(op)
 	if m.failed(ctx, op, err, true, op != "settle") {
-		m.reportFailure(ctx, Event{Type: "rotation_failed", Version: version, Actor: "scheduler", Reason: op + ": " + err.Error()})
+		m.reportFailure(ctx, Event{Type: EventRotationFailed, Version: version, Actor: "scheduler", Reason: op + ": " + err.Error()})
 	}
 	return fmt.Errorf("rotation: %s: %w", op, err)
 }

@@ -52,7 +52,7 @@ func (r *recorder) setFail(fail bool) {
 	r.fail = fail
 }
 
-func (r *recorder) count(typ string) int {
+func (r *recorder) count(typ EventType) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0

@@ -7,14 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/signer"
-)
-
-// Roles a caller's token can hold, as Vault decides them.
-const (
-	RoleSigner  = "signer"  // policy keyd-lms-signer: may sign with the key
-	RoleAdmin   = "admin"   // policy keyd-admin
-	RoleAuditor = "auditor" // policy keyd-auditor
 )
 
 // authTTL bounds how long a positive Authorize answer is reused.
@@ -23,24 +17,16 @@ const authTTL = 30 * time.Second
 // ErrTokenCanSign is returned by CheckCannotSign.
 var ErrTokenCanSign = errors.New("keyd's own Vault token can sign with the key; refusing to start (use a token with the keyd-server policy)")
 
-// Principal is a caller Vault granted a role to.
-type Principal struct {
-	Role string
-	// Actor names the caller for the audit trail without revealing its
-	// token: "role:<role> accessor:<token accessor> entity:<entity id>".
-	Actor string
-}
-
 // marker returns the path and capability that hold role: the admin and
 // auditor markers are named by their policy alone; the signer role is the
 // ability to sign with the key.
-func (b *Backend) marker(role string) (path, capability string, err error) {
+func (b *Backend) marker(role auth.Role) (path, capability string, err error) {
 	switch role {
-	case RoleAdmin:
+	case auth.RoleAdmin:
 		return b.kvPath("roles/admin"), "read", nil
-	case RoleAuditor:
+	case auth.RoleAuditor:
 		return b.kvPath("roles/auditor"), "read", nil
-	case RoleSigner:
+	case auth.RoleSigner:
 		return b.signPath(), "update", nil
 	}
 	return "", "", fmt.Errorf("vault: unknown role %q", role)
@@ -52,36 +38,40 @@ func (b *Backend) marker(role string) (path, capability string, err error) {
 // signer.ErrPermissionDenied. A positive answer is reused for up to 30 s
 // (never past the token's TTL), so a revoked token keeps an admin or
 // auditor role that long at most; signatures are always Vault's decision.
-func (b *Backend) Authorize(ctx context.Context, token, role string) (Principal, error) {
+// The principal's Actor names the caller without revealing its token:
+// "role:<role> accessor:<token accessor> entity:<entity id>".
+func (b *Backend) Authorize(ctx context.Context, token string, role auth.Role) (auth.Principal, error) {
 	path, capability, err := b.marker(role)
 	if err != nil {
-		return Principal{}, err
+		return auth.Principal{}, err
 	}
 	if token == "" {
-		return Principal{}, fmt.Errorf("%w: no vault token", signer.ErrUnauthenticated)
+		return auth.Principal{}, fmt.Errorf("%w: no vault token", signer.ErrUnauthenticated)
 	}
-	k := hashKey("role", role, token)
-	if p, ok := b.principals.get(k, time.Now()); ok {
+	cred := signer.Credential{Token: token}
+	k := hashKey("role", string(role), token)
+	if p, ok := b.principals.get(k, b.clock.Now()); ok {
+		p.Credential = cred // the cache holds no token
 		return p, nil
 	}
 	c, err := b.callerClient(token)
 	if err != nil {
-		return Principal{}, err
+		return auth.Principal{}, err
 	}
 	ctx = Idempotent(ctx) // lookups and capability checks change nothing
 	self, err := c.Auth().Token().LookupSelfWithContext(ctx)
 	if err != nil {
 		if statusOf(err) == 403 {
-			return Principal{}, fmt.Errorf("%w: vault does not know the token", signer.ErrUnauthenticated)
+			return auth.Principal{}, fmt.Errorf("%w: vault does not know the token", signer.ErrUnauthenticated)
 		}
-		return Principal{}, wrap("token lookup", err)
+		return auth.Principal{}, wrap("token lookup", err)
 	}
 	caps, err := c.Sys().CapabilitiesSelfWithContext(ctx, path)
 	if err != nil {
-		return Principal{}, b.callerError(ctx, c, "check capabilities", err)
+		return auth.Principal{}, b.callerError(ctx, c, "check capabilities", err)
 	}
 	if !slices.Contains(caps, capability) && !slices.Contains(caps, "root") {
-		return Principal{}, fmt.Errorf("%w: the token does not hold the %s role", signer.ErrPermissionDenied, role)
+		return auth.Principal{}, fmt.Errorf("%w: the token does not hold the %s role", signer.ErrPermissionDenied, role)
 	}
 
 	accessor, _ := self.TokenAccessor()
@@ -92,13 +82,14 @@ func (b *Backend) Authorize(ctx context.Context, token, role string) (Principal,
 	if entity == "" {
 		entity = "none"
 	}
-	p := Principal{Role: role, Actor: fmt.Sprintf("role:%s accessor:%s entity:%s", role, accessor, entity)}
-	now := time.Now()
+	p := auth.Principal{Role: role, Actor: fmt.Sprintf("role:%s accessor:%s entity:%s", role, accessor, entity)}
+	now := b.clock.Now()
 	until := now.Add(authTTL)
 	if ttl, _ := self.TokenTTL(); ttl > 0 && now.Add(ttl).Before(until) {
 		until = now.Add(ttl)
 	}
 	b.principals.put(k, p, until, now)
+	p.Credential = cred
 	return p, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/hashicorp/vault/api"
 
+	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/vaulttest"
 	"github.com/openedx-keyd/keyd/policies"
@@ -53,9 +54,9 @@ func (e *env) bootstrapOptions() BootstrapOptions {
 	return BootstrapOptions{Algorithm: e.alg, Mount: e.mount, Key: e.key, KVMount: e.kv}
 }
 
-func (e *env) newBackend(t *testing.T, c *api.Client, now func() time.Time) *Backend {
+func (e *env) newBackend(t *testing.T, c *api.Client, clk clock.Clock) *Backend {
 	t.Helper()
-	b, err := New(Config{Client: c, Mount: e.mount, Key: e.key, KVMount: e.kv, Algorithm: e.alg, Now: now})
+	b, err := New(Config{Client: c, Mount: e.mount, Key: e.key, KVMount: e.kv, Algorithm: e.alg, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -159,7 +159,7 @@ func (b *Backend) refusesVersion(ctx context.Context, v int) bool {
 // retry, and each call times out after SignTimeout.
 func (b *Backend) callerClient(token string) (*api.Client, error) {
 	k := hashKey("client", token)
-	now := time.Now()
+	now := b.clock.Now()
 	if c, ok := b.clients.get(k, now); ok {
 		return c, nil
 	}

@@ -29,6 +29,8 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/openedx-keyd/keyd/internal/auth"
+	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/policies"
 )
@@ -53,8 +55,9 @@ type Config struct {
 	// SignTimeout is the budget of one transit sign, retries through a
 	// leader election included (see Router). Default 2s.
 	SignTimeout time.Duration
-	// Now tells the time (default time.Now): rotation claims carry it.
-	Now func() time.Time
+	// Clock tells the time (default clock.Real): rotation claims carry it,
+	// and the caches of callers' clients and roles expire by it.
+	Clock clock.Clock
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -68,16 +71,16 @@ type Backend struct {
 	alg           signer.Algorithm
 	callerTimeout time.Duration
 	signTimeout   time.Duration
-	now           func() time.Time
+	clock         clock.Clock
 	log           *slog.Logger
 	holder        string // names this replica in rotation claims
 
 	mu      sync.Mutex
 	records map[int]signer.Record // lifecycle records are immutable: cached for good
 
-	clients    *cache[*api.Client] // caller clients by token hash
-	principals *cache[Principal]   // positive Authorize results by role and token hash
-	batches    *batcher            // coalesces concurrent signs of one caller
+	clients    *cache[*api.Client]    // caller clients by token hash
+	principals *cache[auth.Principal] // positive Authorize results by role and token hash
+	batches    *batcher               // coalesces concurrent signs of one caller
 }
 
 var _ signer.Backend = (*Backend)(nil)
@@ -123,12 +126,12 @@ func New(cfg Config) (*Backend, error) {
 		alg:           cfg.Algorithm,
 		callerTimeout: cfg.CallerTimeout,
 		signTimeout:   cfg.SignTimeout,
-		now:           cfg.Now,
+		clock:         cmp.Or[clock.Clock](cfg.Clock, clock.Real{}),
 		log:           cfg.Logger,
 		holder:        holderID(),
 		records:       make(map[int]signer.Record),
 		clients:       newCache[*api.Client](1024),
-		principals:    newCache[Principal](1024),
+		principals:    newCache[auth.Principal](1024),
 		batches:       newBatcher(),
 	}
 	if b.callerTimeout <= 0 {
@@ -136,9 +139,6 @@ func New(cfg Config) (*Backend, error) {
 	}
 	if b.signTimeout <= 0 {
 		b.signTimeout = DefaultSignTimeout
-	}
-	if b.now == nil {
-		b.now = time.Now
 	}
 	if b.log == nil {
 		b.log = slog.Default()
@@ -482,7 +482,7 @@ type claimEntry struct {
 // claim makes this replica the one that creates version v, or returns
 // ErrAlreadyRotated when another replica holds a live claim on it.
 func (b *Backend) claim(ctx context.Context, v int) error {
-	mine, err := encode(claimEntry{Holder: b.holder, At: b.now().UTC()})
+	mine, err := encode(claimEntry{Holder: b.holder, At: b.clock.Now().UTC()})
 	if err != nil {
 		return fmt.Errorf("vault: encode claim: %w", err)
 	}
@@ -498,7 +498,7 @@ func (b *Backend) claim(ctx context.Context, v int) error {
 	if err := decode(data, &theirs); err != nil {
 		return fmt.Errorf("vault: decode claim %d: %w", v, err)
 	}
-	if age := b.now().Sub(theirs.At); age < claimTimeout {
+	if age := b.clock.Now().Sub(theirs.At); age < claimTimeout {
 		return fmt.Errorf("%w: version %d is being created by %s", signer.ErrAlreadyRotated, v, theirs.Holder)
 	}
 	// The holder is presumed dead. Take over with check-and-set, so that

@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/openedx-keyd/keyd/internal/auth"
+	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/vaulttest"
 	"github.com/openedx-keyd/keyd/policies"
@@ -305,7 +307,7 @@ func TestRotationClaim(t *testing.T) {
 	}
 
 	// The holder died: 61 s later its claim is taken over.
-	later := e.newBackend(t, e.srv.Client(t, e.serverToken), func() time.Time { return time.Now().Add(claimTimeout + time.Second) })
+	later := e.newBackend(t, e.srv.Client(t, e.serverToken), clock.NewFake(time.Now().Add(claimTimeout+time.Second)))
 	k, err := later.Create(ctx, e.record(2))
 	if err != nil {
 		t.Fatalf("take over a stale claim: %v", err)
@@ -481,7 +483,7 @@ func TestOutage(t *testing.T) {
 			_, err = b.Keys(context.Background())
 			wantErr(t, err, signer.ErrUnavailable)
 		}
-		_, err = b.Authorize(context.Background(), lms, RoleSigner)
+		_, err = b.Authorize(context.Background(), lms, auth.RoleSigner)
 		if !errors.Is(err, signer.ErrUnavailable) {
 			t.Errorf("%s: authorize error %v, want ErrUnavailable", name, err)
 		}
@@ -504,22 +506,23 @@ func TestAuthorize(t *testing.T) {
 	ida := e.srv.Token(t)
 
 	for _, tc := range []struct {
-		name, token, role string
-		want              error
+		name, token string
+		role        auth.Role
+		want        error
 	}{
-		{"admin", admin, RoleAdmin, nil},
-		{"auditor", auditor, RoleAuditor, nil},
-		{"signer", lms, RoleSigner, nil},
-		{"root as admin", e.srv.RootToken, RoleAdmin, nil},
-		{"admin as auditor", admin, RoleAuditor, signer.ErrPermissionDenied},
-		{"auditor as admin", auditor, RoleAdmin, signer.ErrPermissionDenied},
-		{"admin as signer", admin, RoleSigner, signer.ErrPermissionDenied},
-		{"lms as admin", lms, RoleAdmin, signer.ErrPermissionDenied},
-		{"ida as auditor", ida, RoleAuditor, signer.ErrPermissionDenied},
-		{"keyd-server as signer", e.serverToken, RoleSigner, signer.ErrPermissionDenied},
-		{"keyd-server as admin", e.serverToken, RoleAdmin, signer.ErrPermissionDenied},
-		{"unknown", "hvs.unknown", RoleAdmin, signer.ErrUnauthenticated},
-		{"empty", "", RoleAuditor, signer.ErrUnauthenticated},
+		{"admin", admin, auth.RoleAdmin, nil},
+		{"auditor", auditor, auth.RoleAuditor, nil},
+		{"signer", lms, auth.RoleSigner, nil},
+		{"root as admin", e.srv.RootToken, auth.RoleAdmin, nil},
+		{"admin as auditor", admin, auth.RoleAuditor, signer.ErrPermissionDenied},
+		{"auditor as admin", auditor, auth.RoleAdmin, signer.ErrPermissionDenied},
+		{"admin as signer", admin, auth.RoleSigner, signer.ErrPermissionDenied},
+		{"lms as admin", lms, auth.RoleAdmin, signer.ErrPermissionDenied},
+		{"ida as auditor", ida, auth.RoleAuditor, signer.ErrPermissionDenied},
+		{"keyd-server as signer", e.serverToken, auth.RoleSigner, signer.ErrPermissionDenied},
+		{"keyd-server as admin", e.serverToken, auth.RoleAdmin, signer.ErrPermissionDenied},
+		{"unknown", "hvs.unknown", auth.RoleAdmin, signer.ErrUnauthenticated},
+		{"empty", "", auth.RoleAuditor, signer.ErrUnauthenticated},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := e.backend.Authorize(ctx, tc.token, tc.role)
@@ -530,7 +533,7 @@ func TestAuthorize(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p.Role != tc.role || !strings.HasPrefix(p.Actor, "role:"+tc.role+" accessor:") || !strings.Contains(p.Actor, " entity:") {
+			if p.Role != tc.role || !strings.HasPrefix(p.Actor, "role:"+string(tc.role)+" accessor:") || !strings.Contains(p.Actor, " entity:") {
 				t.Errorf("principal %+v", p)
 			}
 			if strings.Contains(p.Actor, tc.token) {
@@ -543,7 +546,7 @@ func TestAuthorize(t *testing.T) {
 	}
 
 	// A positive answer is reused for a while: no Vault call.
-	if _, err := e.backend.Authorize(ctx, admin, RoleAdmin); err != nil {
+	if _, err := e.backend.Authorize(ctx, admin, auth.RoleAdmin); err != nil {
 		t.Fatal(err)
 	}
 	calls := e.backend.principals
