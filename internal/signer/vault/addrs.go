@@ -27,7 +27,8 @@ import (
 //
 // What is retried:
 //   - a refused connection or a sealed node: at once on the next healthy
-//     address (Vault did not see the request). When every address refuses,
+//     address (Vault did not see the request); so is a connection reset
+//     under a request that changes nothing. When every address refuses,
 //     the error is returned at once: Vault is down, not electing.
 //   - "no active node" answers (a standby that knows no leader, a node that
 //     is not active): with backoff, for every request (Vault did not apply it).
@@ -37,8 +38,8 @@ import (
 //     case may have been applied, so it is never re-sent: the caller gets a
 //     503 and the lifecycle retries on its next tick, from what Vault then
 //     holds.
-//   - nothing else: a connection reset or an attempt that timed out is a
-//     node going down, not an election, and fails at once.
+//   - nothing else: an attempt that timed out, or a reset under a write, is
+//     a node going down (and a write may have been applied): it fails at once.
 //
 // A redirect is never followed: keyd talks only to the nodes it was given.
 type Router struct {
@@ -150,7 +151,9 @@ func (r *Router) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, err := r.try(req, body, target)
 		var retry, failover bool
 		switch {
-		case err != nil && isRefused(err):
+		case err != nil && (isRefused(err) || (safe && !isTimeout(err))):
+			// Refused, or reset under a request that may be re-sent (the
+			// node died with it in flight): the next address.
 			refused[idx] = true
 			failover = true
 		case err != nil:
@@ -305,6 +308,11 @@ func (r *Router) healthy(u *url.URL) bool {
 func isRefused(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 func bodyHas(resp *http.Response, s string) bool {
