@@ -23,7 +23,7 @@ import (
 
 // haEnv is a bootstrapped 3-node Vault cluster with one token per role.
 type haEnv struct {
-	c                     *vaulttest.Cluster
+	c                    *vaulttest.Cluster
 	server, lms, auditor string
 }
 
