@@ -48,19 +48,22 @@ environment (besides the KEYD_* variable of each flag):
         local backend: the bearer token of each role; one not set is
         generated at first start and kept in <data-dir>/tokens/<role> (0600)
   VAULT_ADDR
-        vault backend: the Vault address (required with --backend vault)
+        vault backend: the Vault address (required with --backend vault
+        unless --vault-addrs lists the cluster's nodes)
   VAULT_TOKEN
-        vault backend: keyd's own Vault token (policy keyd-server; renewed
-        while keyd runs; a token that can sign is refused)
+        vault backend with --vault-auth token: keyd's own Vault token (policy
+        keyd-server; renewed while keyd runs; a token that can sign is refused)
   GOGC  Go garbage collector target (default 400 for keyd serve)
   KEYD_PPROF_LISTEN
         address of a separate pprof listener (off unless set; for benchmarks)
 `,
-	"bootstrap": `usage: keyd bootstrap [--algorithm A] [--vault-mount M] [--vault-key K] [--vault-kv-mount KV] [--token T]
+	"bootstrap": `usage: keyd bootstrap [--algorithm A] [--vault-mount M] [--vault-key K] [--vault-kv-mount KV] [--approle] [--token T]
 
 Sets Vault up for keyd, idempotently, with an operator's token (--token or
 VAULT_TOKEN) at VAULT_ADDR: the transit mount, the KV v2 mount, the signing key
 of the right type, and every policies/*.hcl as a policy named after its file.
+With --approle, also the AppRole auth method and the keyd-server role that
+keyd serve --vault-auth approle logs in with; it prints how to get the IDs.
 `,
 	"sign": `usage: keyd sign [--ttl D] [--server URL] [--token T] < claims.json
 

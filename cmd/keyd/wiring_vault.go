@@ -101,6 +101,7 @@ func (v *vaultFlagSet) token() string {
 func cmdBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bootstrap", flag.ContinueOnError)
 	vf := vaultFlags(fs, []string{"VAULT_TOKEN"}, "algorithm") // the operator's token
+	approle := fs.Bool("approle", false, "also enable AppRole and write the keyd-server role keyd serve logs in with (--vault-auth approle)")
 	if !parseFlags(fs, args, stderr) {
 		return 2
 	}
@@ -116,6 +117,11 @@ func cmdBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	lines, err := vault.Bootstrap(ctx, client, vault.BootstrapOptions{
 		Algorithm: alg, Mount: vf.get("vault-mount"), Key: vf.get("vault-key"), KVMount: vf.get("vault-kv-mount"),
 	})
+	if err == nil && *approle {
+		var more []string
+		more, err = vault.BootstrapAppRole(ctx, client)
+		lines = append(lines, more...)
+	}
 	for _, l := range lines {
 		fmt.Fprintln(stdout, l)
 	}
