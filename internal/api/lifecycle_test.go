@@ -231,11 +231,12 @@ func TestStalledLoopAcrossActivationWallClock(t *testing.T) {
 				} else {
 					resp.Body.Close()
 				}
-				time.Sleep(time.Millisecond)
+				time.Sleep(time.Millisecond) // a steady stream of signers, not a busy loop
 			}
 		}()
 	}
-	defer func() { close(stop); wg.Wait() }()
+	stopSigners := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopSigners()
 
 	rot := decode[struct{ Version int }](t, e.post(t, "/v1/rotate", adminTok, `{}`))
 	activates := e.mgr.Snapshot().Keys[1].ActivatesAt
@@ -246,7 +247,7 @@ func TestStalledLoopAcrossActivationWallClock(t *testing.T) {
 		t.Fatalf("the loop stalled only after activates_at %v", activates)
 	}
 	release := activates.Add(retireAfter + 500*time.Millisecond) // longer than retire-after past the activation
-	time.Sleep(time.Until(release))
+	time.Sleep(time.Until(release))                              // wall time is the point: the loop stays stalled that long
 	fb.stall.Store(nil)
 	close(ch)
 	waitFor(t, 5*time.Second, func() bool {
@@ -255,7 +256,7 @@ func TestStalledLoopAcrossActivationWallClock(t *testing.T) {
 		_, gone := fb.destroyed[1]
 		return gone
 	})
-	time.Sleep(200 * time.Millisecond)
+	stopSigners() // every signature in flight is recorded before the checks
 
 	fb.mu.Lock()
 	defer fb.mu.Unlock()

@@ -109,7 +109,10 @@ type entry struct {
 // Verify checks the chain: seq continuity from 1, each prev_hash link and
 // each hash. It returns nil or a *ChainError naming the first bad record.
 // A chain whose tail was cut off still verifies; Reconcile catches that.
-func Verify(events []Event) error {
+func Verify(events []Event) error { return verifyEntries(entriesOf(events)) }
+
+// entriesOf is events as Verify checks them.
+func entriesOf(events []Event) []entry {
 	entries := make([]entry, len(events))
 	for i, ev := range events {
 		e := entry{ev: ev, line: i + 1, bad: checkFields(ev)}
@@ -120,7 +123,7 @@ func Verify(events []Event) error {
 		e.sum = sum
 		entries[i] = e
 	}
-	return verifyEntries(entries)
+	return entries
 }
 
 // VerifyFile checks the local audit log at path offline: every line, the
@@ -227,103 +230,143 @@ func readEntry(raw []byte) (ev Event, sum, fatal, bad string) {
 	return ev, sum, "", bad
 }
 
-// verifyEntries walks the chain and classifies the first break it finds.
+// verifyEntries walks the chain while each record holds the next seq and
+// links to the one before, and has classify name the first that does not.
 func verifyEntries(es []entry) error {
-	at := make(map[int64][]int) // seq -> indexes of the entries claiming it
-	for i, e := range es {
-		if e.fatal == "" {
-			at[e.ev.Seq] = append(at[e.ev.Seq], i)
-		}
-	}
-	edited := func(i int) bool { return es[i].sum != es[i].ev.Hash }
-	// moved reports whether entry i is intact and links to the record that
-	// holds the seq before its own: a genuine record, perhaps out of place.
-	moved := func(i int) bool {
-		ev := es[i].ev
-		if edited(i) {
-			return false
-		}
-		if ev.Seq == 1 {
-			return ev.PrevHash == ZeroHash
-		}
-		for _, j := range at[ev.Seq-1] {
-			if es[j].ev.Hash == ev.PrevHash {
-				return true
-			}
-		}
-		return false
-	}
-	fail := func(i int, p Problem, format string, args ...any) error {
-		return &ChainError{Seq: es[i].ev.Seq, Line: es[i].line, Problem: p, Detail: fmt.Sprintf(format, args...)}
-	}
-
+	c := newChain(es)
 	prevHash, want := ZeroHash, int64(1)
 	for i, e := range es {
 		if e.fatal != "" {
 			return &ChainError{Line: e.line, Problem: Malformed, Detail: e.fatal}
 		}
-		ev := e.ev
-		var next *Event
-		if i+1 < len(es) && es[i+1].fatal == "" {
-			next = &es[i+1].ev
+		if e.ev.Seq != want || e.ev.PrevHash != prevHash {
+			return c.classify(i, want, prevHash)
 		}
-
-		if ev.Seq == want && ev.PrevHash == prevHash {
-			if next != nil && next.Seq == ev.Seq && next.PrevHash == ev.PrevHash {
-				return fail(extraOf(es, i), Inserted, "a second record claims this seq and links to the same predecessor")
-			}
-			if edited(i) {
-				return fail(i, Edited, "hash does not match its content")
-			}
-			if e.bad != "" {
-				return fail(i, Malformed, "%s", e.bad)
-			}
-			prevHash, want = ev.Hash, want+1
-			continue
+		if err := c.checkLinked(i); err != nil {
+			return err
 		}
-
-		switch {
-		case ev.Seq < 1:
-			return fail(i, Malformed, "seq %d is not positive", ev.Seq)
-		case ev.Seq < want:
-			return fail(i, Inserted, "seq %d appears again after seq %d", ev.Seq, want-1)
-		case next != nil && next.PrevHash == prevHash && !moved(i):
-			return fail(i, Inserted, "the record after it links past it, to %s", prevName(want))
-		case ev.Seq > want:
-			if len(at[ev.Seq]) > 1 {
-				return fail(i, Inserted, "seq %d appears more than once", ev.Seq)
-			}
-			if ev.PrevHash == prevHash && !edited(i) {
-				return fail(i, Inserted, "it links to %s but claims seq %d", prevName(want), ev.Seq)
-			}
-			if later := laterIndex(at[want], i); later >= 0 {
-				if next != nil && next.Seq == want && !edited(i) {
-					return fail(i, Reordered, "it comes before seq %d", want)
-				}
-				if !edited(later) {
-					return fail(later, Reordered, "it comes after seq %d", es[i].ev.Seq)
-				}
-			}
-			if edited(i) {
-				return fail(i, Edited, "hash does not match its content")
-			}
-			return &ChainError{Seq: want, Line: e.line, Problem: Deleted, Detail: missingDetail(want, ev.Seq)}
-		default: // ev.Seq == want, but prev_hash does not link
-			switch {
-			case edited(i):
-				return fail(i, Edited, "hash does not match its content")
-			case i == 0:
-				return fail(i, Edited, "the first record's prev_hash is not 64 zeros")
-			case next != nil && next.PrevHash == ev.Hash:
-				// This record and its successor agree: the one before changed.
-				return fail(i-1, Edited, "record seq %d does not link to its hash", ev.Seq)
-			case next == nil:
-				return fail(i, Inserted, "it does not link to %s", prevName(want))
-			}
-			return fail(i, Edited, "prev_hash does not match the hash of %s", prevName(want))
-		}
+		prevHash, want = e.ev.Hash, want+1
 	}
 	return nil
+}
+
+// chain is the entries under verification, indexed by the seq they claim.
+type chain struct {
+	es []entry
+	at map[int64][]int // seq -> indexes of the readable entries claiming it
+}
+
+func newChain(es []entry) *chain {
+	c := &chain{es: es, at: make(map[int64][]int)}
+	for i, e := range es {
+		if e.fatal == "" {
+			c.at[e.ev.Seq] = append(c.at[e.ev.Seq], i)
+		}
+	}
+	return c
+}
+
+// edited: entry i's content does not match its hash.
+func (c *chain) edited(i int) bool { return c.es[i].sum != c.es[i].ev.Hash }
+
+// next is the event after entry i, nil at the end or before an unreadable entry.
+func (c *chain) next(i int) *Event {
+	if i+1 < len(c.es) && c.es[i+1].fatal == "" {
+		return &c.es[i+1].ev
+	}
+	return nil
+}
+
+// moved reports whether entry i is intact and links to the record that
+// holds the seq before its own: a genuine record, perhaps out of place.
+func (c *chain) moved(i int) bool {
+	ev := c.es[i].ev
+	if c.edited(i) {
+		return false
+	}
+	if ev.Seq == 1 {
+		return ev.PrevHash == ZeroHash
+	}
+	return slices.ContainsFunc(c.at[ev.Seq-1], func(j int) bool { return c.es[j].ev.Hash == ev.PrevHash })
+}
+
+func (c *chain) fail(i int, p Problem, format string, args ...any) error {
+	return &ChainError{Seq: c.es[i].ev.Seq, Line: c.es[i].line, Problem: p, Detail: fmt.Sprintf(format, args...)}
+}
+
+// checkLinked checks entry i, which holds the next seq and links to the
+// record before: it must be the only one to, intact and well-formed.
+func (c *chain) checkLinked(i int) error {
+	ev := c.es[i].ev
+	if next := c.next(i); next != nil && next.Seq == ev.Seq && next.PrevHash == ev.PrevHash {
+		return c.fail(extraOf(c.es, i), Inserted, "a second record claims this seq and links to the same predecessor")
+	}
+	if c.edited(i) {
+		return c.fail(i, Edited, "hash does not match its content")
+	}
+	if c.es[i].bad != "" {
+		return c.fail(i, Malformed, "%s", c.es[i].bad)
+	}
+	return nil
+}
+
+// classify names the problem of entry i, the first record that does not
+// hold seq want or does not link to prevHash (the hash of seq want-1).
+func (c *chain) classify(i int, want int64, prevHash string) error {
+	ev := c.es[i].ev
+	switch next := c.next(i); {
+	case ev.Seq < 1:
+		return c.fail(i, Malformed, "seq %d is not positive", ev.Seq)
+	case ev.Seq < want:
+		return c.fail(i, Inserted, "seq %d appears again after seq %d", ev.Seq, want-1)
+	case next != nil && next.PrevHash == prevHash && !c.moved(i):
+		return c.fail(i, Inserted, "the record after it links past it, to %s", prevName(want))
+	case ev.Seq > want:
+		return c.ahead(i, want, prevHash)
+	}
+	return c.unlinked(i, want)
+}
+
+// ahead classifies entry i, which claims a seq above want: inserted,
+// reordered, edited, or seq want deleted.
+func (c *chain) ahead(i int, want int64, prevHash string) error {
+	ev := c.es[i].ev
+	if len(c.at[ev.Seq]) > 1 {
+		return c.fail(i, Inserted, "seq %d appears more than once", ev.Seq)
+	}
+	if ev.PrevHash == prevHash && !c.edited(i) {
+		return c.fail(i, Inserted, "it links to %s but claims seq %d", prevName(want), ev.Seq)
+	}
+	if later := laterIndex(c.at[want], i); later >= 0 {
+		if next := c.next(i); next != nil && next.Seq == want && !c.edited(i) {
+			return c.fail(i, Reordered, "it comes before seq %d", want)
+		}
+		if !c.edited(later) {
+			return c.fail(later, Reordered, "it comes after seq %d", ev.Seq)
+		}
+	}
+	if c.edited(i) {
+		return c.fail(i, Edited, "hash does not match its content")
+	}
+	return &ChainError{Seq: want, Line: c.es[i].line, Problem: Deleted, Detail: missingDetail(want, ev.Seq)}
+}
+
+// unlinked classifies entry i, which holds seq want but whose prev_hash
+// does not link to the record before.
+func (c *chain) unlinked(i int, want int64) error {
+	ev := c.es[i].ev
+	switch next := c.next(i); {
+	case c.edited(i):
+		return c.fail(i, Edited, "hash does not match its content")
+	case i == 0:
+		return c.fail(i, Edited, "the first record's prev_hash is not 64 zeros")
+	case next != nil && next.PrevHash == ev.Hash:
+		// This record and its successor agree: the one before changed.
+		return c.fail(i-1, Edited, "record seq %d does not link to its hash", ev.Seq)
+	case next == nil:
+		return c.fail(i, Inserted, "it does not link to %s", prevName(want))
+	}
+	return c.fail(i, Edited, "prev_hash does not match the hash of %s", prevName(want))
 }
 
 // prevName names the record before seq want.
@@ -369,6 +412,22 @@ func laterIndex(idx []int, i int) int {
 	return -1
 }
 
+// creationOf reports whether events hold the creation (created, bootstrap
+// or emergency) of kv with its kid, and else the kids the creations of that
+// version name instead.
+func creationOf(events []Event, kv KeyVersion) (found bool, otherKIDs []string) {
+	for _, ev := range events {
+		if ev.Version != kv.Version || (ev.Type != Created && ev.Type != Bootstrap && ev.Type != Emergency) {
+			continue
+		}
+		if ev.KID == "" || kv.KID == "" || ev.KID == kv.KID {
+			return true, nil
+		}
+		otherKIDs = append(otherKIDs, ev.KID)
+	}
+	return false, otherKIDs
+}
+
 // Reconcile checks the chain against the key versions the backend holds:
 // each must have a created, bootstrap or emergency event, and such an event
 // that names a kid must name the one the backend holds; and every version
@@ -407,17 +466,7 @@ func Reconcile(events []Event, versions []KeyVersion) error {
 		if kv.Quarantined {
 			continue
 		}
-		found, kids := false, []string(nil)
-		for _, ev := range events {
-			if ev.Version != kv.Version || (ev.Type != Created && ev.Type != Bootstrap && ev.Type != Emergency) {
-				continue
-			}
-			if ev.KID == "" || kv.KID == "" || ev.KID == kv.KID {
-				found = true
-				break
-			}
-			kids = append(kids, ev.KID)
-		}
+		found, kids := creationOf(events, kv)
 		switch {
 		case found:
 		case len(kids) > 0:

@@ -23,11 +23,14 @@ func (Real) Now() time.Time { return time.Now().UTC() }
 // After is time.After.
 func (Real) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
-// Fake is a clock that moves only when Advance or Set is called.
+// Fake is a clock that moves only when Advance or Set is called. Each timer
+// After starts is signalled on Timers, so a test waits for a loop to go
+// back to sleep instead of polling (as spire's test/clock does).
 type Fake struct {
 	mu      sync.Mutex
 	now     time.Time
 	waiters []waiter
+	timers  chan time.Duration
 }
 
 type waiter struct {
@@ -36,7 +39,7 @@ type waiter struct {
 }
 
 // NewFake returns a fake clock set to t.
-func NewFake(t time.Time) *Fake { return &Fake{now: t.UTC()} }
+func NewFake(t time.Time) *Fake { return &Fake{now: t.UTC(), timers: make(chan time.Duration, 1)} }
 
 // Now returns the fake time.
 func (f *Fake) Now() time.Time {
@@ -45,7 +48,8 @@ func (f *Fake) Now() time.Time {
 	return f.now
 }
 
-// After returns a channel that fires once the fake time reaches now+d.
+// After returns a channel that fires once the fake time reaches now+d. A
+// timer that has to wait (d > 0) is signalled on Timers.
 func (f *Fake) After(d time.Duration) <-chan time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -55,7 +59,31 @@ func (f *Fake) After(d time.Duration) <-chan time.Time {
 		return ch
 	}
 	f.waiters = append(f.waiters, waiter{at: f.now.Add(d), ch: ch})
+	select {
+	case f.timers <- d:
+	default: // the last signal is not taken yet: it stands for this one too
+	}
 	return ch
+}
+
+// Timers receives the duration of each timer After starts that has to
+// wait. It holds one signal and never blocks After.
+func (f *Fake) Timers() <-chan time.Duration { return f.timers }
+
+// WaitForWaiter waits up to timeout (wall time) until a timer is pending,
+// woken by each timer After starts rather than polling, and reports
+// whether one is: the loop under test is asleep and the clock may move.
+func (f *Fake) WaitForWaiter(timeout time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for f.Waiters() == 0 {
+		select {
+		case <-f.timers: // a signal left from an earlier timer only re-checks
+		case <-deadline.C:
+			return false
+		}
+	}
+	return true
 }
 
 // Advance moves the clock forward by d and fires every timer now due.
@@ -77,8 +105,7 @@ func (f *Fake) Set(t time.Time) {
 	f.waiters = kept
 }
 
-// Waiters reports how many timers are pending: tests use it to know that a
-// loop has gone back to sleep before they advance the clock.
+// Waiters reports how many timers are pending.
 func (f *Fake) Waiters() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -133,16 +133,16 @@ func TestRunBacksOffWhileTheBackendCannotBeRead(t *testing.T) {
 	done := make(chan struct{})
 	go func() { m.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	waitFor(t, func() bool { return clk.Waiters() > 0 })
+	asleep(t, clk)
 
 	ub.broken.Store(true)
 	clk.Advance(11 * time.Minute) // the snapshot's next transition is now in the past
 	// Before the fix the loop never slept again: this condition never held.
-	waitFor(t, func() bool { return clk.Waiters() > 0 })
+	asleep(t, clk)
 	before := ub.reads.Load()
 	for range 10 * 60 { // ten minutes in one-second steps
 		clk.Advance(time.Second)
-		waitFor(t, func() bool { return clk.Waiters() > 0 })
+		asleep(t, clk)
 	}
 	reads := ub.reads.Load() - before
 	// 1+2+4+8+16+32 s, then once a minute: about 14 reads in ten minutes.
@@ -168,7 +168,10 @@ func TestRunBacksOffWhileTheBackendCannotBeRead(t *testing.T) {
 
 	ub.broken.Store(false)
 	clk.Advance(time.Minute)
-	waitFor(t, func() bool { return m.Health().Failing == nil })
+	asleep(t, clk) // after the tick that read the backend again
+	if f := m.Health().Failing; f != nil {
+		t.Fatalf("still failing after the backend recovered: %+v", f)
+	}
 	if n := logs.count("lifecycle recovered"); n != 1 {
 		t.Errorf("%d recovery logs, want 1", n)
 	}

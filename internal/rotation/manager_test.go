@@ -215,7 +215,7 @@ func TestRunLoopFollowsTheClock(t *testing.T) {
 
 	w := newWatcher(t)
 	for i := 0; i < 300; i++ { // five hours in one-minute steps
-		waitFor(t, func() bool { return clk.Waiters() > 0 })
+		asleep(t, clk)
 		w.observe(m.Snapshot(), 10*time.Minute)
 		clk.Advance(time.Minute)
 	}
@@ -228,14 +228,12 @@ func TestRunLoopFollowsTheClock(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+// asleep waits until the loop under test has gone back to sleep on clk (a
+// timer is pending), so that the clock may move.
+func asleep(t *testing.T, clk *clock.Fake) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 5s")
-		}
-		time.Sleep(time.Millisecond)
+	if !clk.WaitForWaiter(5 * time.Second) {
+		t.Fatal("the loop did not go back to sleep within 5s")
 	}
 }
 
