@@ -108,6 +108,11 @@ type Config struct {
 	Refresh time.Duration
 	// OnChange is called with each new snapshot (to rebuild the JWKS).
 	OnChange func(*Snapshot)
+	// StaleAfter is how long after the last successful read of the keys
+	// the snapshot may be missing a key other replicas sign with
+	// (propagation-delay - jwks-max-age): Health says Stale past it. Zero:
+	// never stale.
+	StaleAfter time.Duration
 }
 
 // Manager applies the rules: the cron-driven loop, on-demand rotation, and
@@ -124,6 +129,7 @@ type Manager struct {
 	pinned    int
 	lastErr   atomic.Pointer[string]
 	backendUp atomic.Bool
+	lastRead  atomic.Int64 // Unix nanoseconds of the last successful read of the keys
 
 	// failure is the failing step of the loop and its backoff; nil while
 	// the last tick succeeded. Written under mu, read by Run and Health.
@@ -308,6 +314,7 @@ func (m *Manager) readLocked(ctx context.Context) error {
 	}
 	m.backendUp.Store(true)
 	now := m.cfg.Clock.Now()
+	m.lastRead.Store(now.UnixNano())
 	m.store(EvaluateSigned(keys, m.cfg.Rules, now, m.signedTimes()), now)
 	if f := m.failure.Load(); f != nil && !f.action {
 		m.recovered() // the read that failed works again
@@ -329,6 +336,28 @@ func (m *Manager) tickLocked(ctx context.Context, actor string) error {
 	if err != nil {
 		return m.readFailed(ctx, "load_intent", err)
 	}
+	in = m.followIntent(ctx, in, allowed)
+	if in != nil {
+		m.compromised(in.After) // any replica's stored intent: its keys stop signing here too
+	}
+	if in != nil && allowed {
+		if _, err := m.completeEmergency(ctx, *in); err != nil {
+			if m.held != nil {
+				m.setHeld(m.held, err)
+			}
+			return m.actionFailed(ctx, "emergency", in.After+1, err)
+		}
+		m.emergencyDone(in.After)
+	}
+	m.flushUnsent(ctx)
+	return m.settle(ctx, actor, allowed)
+}
+
+// followIntent reconciles the stored emergency intent in with the one held
+// here and returns the emergency to complete, if any: a held one another
+// replica completed is forgotten, one that could not be stored is stored
+// now (when actions are allowed), one another replica stored is adopted.
+func (m *Manager) followIntent(ctx context.Context, in *signer.Intent, allowed bool) *signer.Intent {
 	switch h := m.held; {
 	case in == nil && h != nil && h.stored:
 		m.emergencyDone(h.in.After) // another replica completed it
@@ -348,19 +377,13 @@ func (m *Manager) tickLocked(ctx context.Context, actor string) error {
 		m.held = &heldIntent{in: *in, stored: true}
 		m.setHeld(m.held, nil)
 	}
-	if in != nil {
-		m.compromised(in.After) // any replica's stored intent: its keys stop signing here too
-	}
-	if in != nil && allowed {
-		if _, err := m.completeEmergency(ctx, *in); err != nil {
-			if m.held != nil {
-				m.setHeld(m.held, err)
-			}
-			return m.actionFailed(ctx, "emergency", in.After+1, err)
-		}
-		m.emergencyDone(in.After)
-	}
-	m.flushUnsent(ctx)
+	return in
+}
+
+// settle reads the keys, reports the transitions they show, applies the
+// plan's next step and reads again, until nothing is left to do; then it
+// publishes the snapshot.
+func (m *Manager) settle(ctx context.Context, actor string, allowed bool) error {
 	for range 4 { // at most: a record, a creation, a destruction, then publish
 		keys, err := m.cfg.Backend.Keys(ctx)
 		if err != nil {
@@ -368,6 +391,7 @@ func (m *Manager) tickLocked(ctx context.Context, actor string) error {
 		}
 		m.backendUp.Store(true)
 		now := m.cfg.Clock.Now()
+		m.lastRead.Store(now.UnixNano())
 		plan := EvaluateSigned(keys, m.cfg.Rules, now, m.signedTimes())
 		m.reportTransitions(ctx, keys, plan, now) // before any destruction, so the trail stays in order
 		acted, err := m.apply(ctx, keys, plan, actor)
@@ -650,31 +674,12 @@ func (m *Manager) Rotate(ctx context.Context, req RotateRequest) (Published, err
 			}
 			_ = m.readFailed(ctx, "keys", err)
 		}
-		if v, err = m.emergency(ctx, signer.Intent{After: newest, Reason: req.Reason, Actor: req.Actor, At: m.cfg.Clock.Now()}); err != nil {
-			return Published{}, err
-		}
+		v, err = m.emergency(ctx, signer.Intent{After: newest, Reason: req.Reason, Actor: req.Actor, At: m.cfg.Clock.Now()})
 	} else {
-		plan := Evaluate(keys, m.cfg.Rules, m.cfg.Clock.Now())
-		if plan.Mismatch != "" && !req.AdoptSettings {
-			return Published{}, fmt.Errorf("%w: %s", ErrConfigMismatch, plan.Mismatch)
-		}
-		v = newest
-		if plan.Bootstrap || plan.Active.Version == newest {
-			rec := NewRecord(newest+1, m.cfg.Algorithm, m.cfg.Rules, m.cfg.Clock.Now(), false)
-			rec.Actor, rec.Reason = req.Actor, req.Reason
-			_, err := m.cfg.Backend.Create(ctx, rec)
-			switch {
-			case errors.Is(err, signer.ErrAlreadyRotated):
-				m.cfg.Metrics.Rotation("already_rotated")
-				v = 0 // another replica made it: answer with the newest key
-			case err != nil:
-				m.cfg.Metrics.Rotation("failed")
-				return Published{}, fmt.Errorf("rotation: create version %d: %w", newest+1, err)
-			default:
-				m.cfg.Metrics.Rotation("created")
-				v = newest + 1
-			}
-		}
+		v, err = m.rotateNormal(ctx, keys, newest, req)
+	}
+	if err != nil {
+		return Published{}, err
 	}
 	if err := m.tickLocked(ctx, req.Actor); err != nil {
 		return Published{}, err
@@ -698,6 +703,32 @@ func (m *Manager) Rotate(ctx context.Context, req RotateRequest) (Published, err
 		return p, nil
 	}
 	return s.Keys[len(s.Keys)-1], nil
+}
+
+// rotateNormal creates the version above newest unless one is pending, and
+// returns the version to answer with: the new one, newest when it is still
+// pending, 0 when another replica created it first (the newest then).
+func (m *Manager) rotateNormal(ctx context.Context, keys []signer.Key, newest int, req RotateRequest) (int, error) {
+	plan := Evaluate(keys, m.cfg.Rules, m.cfg.Clock.Now())
+	if plan.Mismatch != "" && !req.AdoptSettings {
+		return 0, fmt.Errorf("%w: %s", ErrConfigMismatch, plan.Mismatch)
+	}
+	if !plan.Bootstrap && plan.Active.Version != newest {
+		return newest, nil
+	}
+	rec := NewRecord(newest+1, m.cfg.Algorithm, m.cfg.Rules, m.cfg.Clock.Now(), false)
+	rec.Actor, rec.Reason = req.Actor, req.Reason
+	_, err := m.cfg.Backend.Create(ctx, rec)
+	switch {
+	case errors.Is(err, signer.ErrAlreadyRotated):
+		m.cfg.Metrics.Rotation("already_rotated")
+		return 0, nil // another replica made it: answer with the newest key
+	case err != nil:
+		m.cfg.Metrics.Rotation("failed")
+		return 0, fmt.Errorf("rotation: create version %d: %w", newest+1, err)
+	}
+	m.cfg.Metrics.Rotation("created")
+	return newest + 1, nil
 }
 
 // emergency runs an on-demand emergency rotation. From the moment it is
@@ -964,6 +995,11 @@ type Health struct {
 	// EmergencyPending is an emergency rotation not yet complete: the keys
 	// up to its version do not sign meanwhile.
 	EmergencyPending *EmergencyStatus `json:"emergency_pending,omitempty"`
+	// LastRefresh is when the keys were last read successfully; Stale
+	// says it is longer ago than Config.StaleAfter: the snapshot may miss a
+	// key other replicas sign with (/readyz answers 503).
+	LastRefresh string `json:"last_refresh,omitempty"`
+	Stale       bool   `json:"stale"`
 }
 
 // Health reports backend, rotation and configuration health.
@@ -973,6 +1009,11 @@ func (m *Manager) Health() Health {
 		h.LastError = *e
 	}
 	now := m.cfg.Clock.Now()
+	if n := m.lastRead.Load(); n != 0 {
+		last := time.Unix(0, n).UTC()
+		h.LastRefresh = last.Format(time.RFC3339Nano)
+		h.Stale = m.cfg.StaleAfter > 0 && now.Sub(last) > m.cfg.StaleAfter
+	}
 	if s := m.snap.Load(); s != nil {
 		h.ConfigMismatch = s.Plan.Mismatch
 		h.RotationDue = m.Overdue(now)
