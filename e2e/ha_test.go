@@ -371,3 +371,116 @@ func grepLines(s, sub string, n int) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// AppRole: keyd-server logs in with a token TTL of 3 s (renewed up to 8 s,
+// then a new login) and keeps signing and rotating for several TTLs; its
+// tokens revoked while its secret ID is gone, /readyz reports the failed
+// login while it lasts; with a new secret ID it logs in again and works.
+func TestVaultAppRoleLogin(t *testing.T) {
+	e := bootstrapVault(t, "RS512")
+	root := e.v.Client(t, e.v.RootToken)
+	cmd := exec.Command(keydBin, "bootstrap", "--algorithm", "RS512", "--approle")
+	cmd.Env = append(os.Environ(), "VAULT_ADDR="+e.v.Addr, "VAULT_TOKEN="+e.v.RootToken)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "role-id") || !strings.Contains(string(out), "secret-id") {
+		t.Fatalf("keyd bootstrap --approle: %v\n%s", err, out)
+	}
+	role := "auth/approle/role/keyd-server"
+	if _, err := root.Logical().Write(role, map[string]any{"token_policies": "keyd-server", "token_ttl": "3s", "token_max_ttl": "8s"}); err != nil {
+		t.Fatal(err)
+	}
+	rid, err := root.Logical().Read(role + "/role-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newSecret := func() string {
+		sec, err := root.Logical().Write(role+"/secret-id", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sec.Data["secret_id"].(string)
+	}
+	file := t.TempDir() + "/secret-id"
+	secret := newSecret()
+	if err := os.WriteFile(file, []byte(secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k := startKeyd(t, []string{"VAULT_ADDR=" + e.v.Addr, "VAULT_TOKEN=", "KEYD_VAULT_AUTH=approle",
+		"KEYD_VAULT_ROLE_ID=" + rid.Data["role_id"].(string), "KEYD_VAULT_SECRET_ID_FILE=" + file},
+		"--backend", "vault", "--rotation-schedule", "@every 4s", "--propagation-delay", "3s",
+		"--max-token-lifetime", "5s", "--clock-skew", "1s", "--jwks-max-age", "1s")
+	ctx := context.Background()
+	type ready struct {
+		Ready        bool
+		LoginProblem string `json:"backend_login_problem"`
+	}
+	for i := range 30 { // 15 s: five TTLs, and a new login after 8 s
+		if _, err := call(ctx, "POST", k.URL+"/v1/sign", e.lms, testClaims, nil); err != nil {
+			t.Fatalf("sign after %v: %v", time.Duration(i)*500*time.Millisecond, err)
+		}
+		if i == 20 {
+			if _, err := call(ctx, "POST", k.URL+"/v1/rotate", e.admin, map[string]any{"reason": "approle"}, nil); err != nil {
+				t.Fatalf("rotate with keyd's approle token: %v", err)
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	var r ready
+	if status, err := call(ctx, "GET", k.URL+"/readyz", "", nil, &r); status != 200 || r.LoginProblem != "" {
+		t.Fatalf("readyz: %d %+v %v", status, r, err)
+	}
+	if got := strings.Count(k.Logs(), "vault approle login"); got < 2 {
+		t.Errorf("%d approle logins in 15 s of 8 s max TTLs; want a new login", got)
+	}
+
+	// Revoked, and no secret ID to log in with: /readyz says so.
+	if _, err := root.Logical().Write(role+"/secret-id/destroy", map[string]any{"secret_id": secret}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Logical().Write("sys/leases/revoke-prefix/auth/approle/login", nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for r.LoginProblem == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz does not report the failed login")
+		}
+		time.Sleep(200 * time.Millisecond)
+		_ = getReadyz(k.URL, &r)
+	}
+	t.Logf("while the login fails, /readyz says: %s", r.LoginProblem)
+
+	// A new secret ID: keyd logs in again and works.
+	if err := os.WriteFile(file, []byte(newSecret()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(40 * time.Second)
+	for {
+		r = ready{}
+		status := getReadyz(k.URL, &r)
+		if status == 200 && r.LoginProblem == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new login with the new secret ID: %d %+v", status, r)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := call(ctx, "POST", k.URL+"/v1/rotate", e.admin, map[string]any{"reason": "after re-login"}, nil); err != nil {
+		t.Errorf("rotate after the new login: %v", err)
+	}
+	if out, err := auditVerifyVault(e); err != nil {
+		t.Errorf("keyd audit verify --vault: %v\n%s", err, out)
+	}
+}
+
+// getReadyz decodes /readyz whatever its status, and returns the status.
+func getReadyz(url string, out any) int {
+	resp, err := http.Get(url + "/readyz")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	_ = json.NewDecoder(resp.Body).Decode(out)
+	return resp.StatusCode
+}

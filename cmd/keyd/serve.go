@@ -131,7 +131,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Logger:    log,
 		Metrics:   m,
 		Refresh:   cfg.Refresh(),
-		OnChange:  api.PublishKeys(handler, log),
+		// The snapshot may miss a key others sign with once it is older
+		// than this (DESIGN.md "Vault HA"): /readyz then answers 503.
+		StaleAfter: cfg.PropagationDelay - cfg.JWKSMaxAge,
+		OnChange:   api.PublishKeys(handler, log),
 	})
 	if err != nil {
 		return err
@@ -161,6 +164,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		JWKS:     handler,
 		Audit:    w.audit,
 		Problems: problems.Current,
+		Login:    w.login,
 		Metrics:  m,
 		Gatherer: reg,
 		Logger:   log,

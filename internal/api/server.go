@@ -61,6 +61,7 @@ type Config struct {
 	JWKS      *jwks.Handler
 	Audit     AuditTrail
 	Problems  func() []string // what is wrong with the files keyd keeps, for /readyz; may be nil
+	Login     func() string   // why keyd's own backend login fails now, "" when it does not; may be nil
 	Metrics   *metrics.Metrics
 	Gatherer  prometheus.Gatherer
 	Logger    *slog.Logger
@@ -332,6 +333,8 @@ type readiness struct {
 	// Storage lists problems with the files keyd keeps; they do not make
 	// keyd unready (it serves what is sound) but need an operator.
 	Storage []string `json:"storage_problems,omitempty"`
+	// Login is why keyd's own Vault login fails, while it does.
+	Login string `json:"backend_login_problem,omitempty"`
 }
 
 func (s *Server) readyz(c echo.Context) error {
@@ -339,13 +342,19 @@ func (s *Server) readyz(c echo.Context) error {
 	if s.cfg.Problems != nil {
 		r.Storage = s.cfg.Problems()
 	}
+	if s.cfg.Login != nil {
+		r.Login = s.cfg.Login()
+	}
 	snap := s.cfg.Lifecycle.Snapshot()
 	if d := s.cfg.JWKS.Current(); d != nil {
 		r.JWKSKeys = d.Keys
 	}
 	// Ready once a JWKS with an active key exists, also while the backend is
 	// down: replicas must keep serving the last good JWKS.
-	r.Ready = snap != nil && snap.HasActive && r.JWKSKeys > 0
+	// Until the snapshot is stale: older than propagation-delay -
+	// jwks-max-age, it may miss a key other replicas sign with (the JWKS
+	// is still served; the load balancer prefers fresh replicas).
+	r.Ready = snap != nil && snap.HasActive && r.JWKSKeys > 0 && !r.Lifecycle.Stale
 	status := http.StatusOK
 	if !r.Ready {
 		status = http.StatusServiceUnavailable

@@ -239,7 +239,7 @@ func (s *Session) relogin(ctx context.Context) {
 			s.setProblem("")
 			return
 		}
-		s.setProblem("vault approle login failed: " + Explain(err).Error())
+		s.setProblem(Explain(err).Error())
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
