@@ -17,6 +17,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
+	"github.com/openedx-keyd/keyd/internal/signer/signertest"
 )
 
 // Tests for issue 12 items 1-3: the lifecycle under faults.
@@ -186,7 +187,7 @@ func TestRunBacksOffWhileTheBackendCannotBeRead(t *testing.T) {
 // failure stays until an attempt succeeds, and it is audited once.
 func TestFailingActionBacksOffAndIsReportedOnce(t *testing.T) {
 	clk := clock.NewFake(t0)
-	fb := &faulty{Backend: newLocal(t)}
+	fb := &signertest.Faulty{Backend: newLocal(t)}
 	ev := &recorder{}
 	m := newManager(t, fb, clk, ev)
 	ctx := context.Background()
@@ -194,12 +195,12 @@ func TestFailingActionBacksOffAndIsReportedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Advance(time.Hour) // a rotation is due
-	fb.failCreate = 1000
+	fb.Fail(signertest.Create, 1000)
 	for range 200 {
 		_ = m.Tick(ctx)
 		clk.Advance(time.Second)
 	}
-	attempts := 1000 - fb.failCreate
+	attempts := 1000 - fb.Left(signertest.Create)
 	// 1, 2, 4, ... 128 s: eight attempts in 200 s.
 	if attempts < 6 || attempts > 10 {
 		t.Fatalf("%d creation attempts in 200s, want a growing backoff (6 to 10)", attempts)
@@ -210,7 +211,7 @@ func TestFailingActionBacksOffAndIsReportedOnce(t *testing.T) {
 	if f := m.Health().Failing; f == nil || f.Op != "rotate" || f.Failures != attempts {
 		t.Fatalf("health: %+v", f)
 	}
-	fb.failCreate = 0
+	fb.Fail(signertest.Create, 0)
 	clk.Advance(5 * time.Minute)
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
+	"github.com/openedx-keyd/keyd/internal/signer/signertest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -64,45 +65,9 @@ func (r *recorder) count(typ EventType) int {
 	return n
 }
 
-// faulty fails the next N calls of chosen operations.
-type faulty struct {
-	Backend
-	mu                               sync.Mutex
-	failCreate, failDestroy, failPin int
-}
-
-var errInjected = errors.New("injected failure")
-
-func (f *faulty) take(n *int) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if *n > 0 {
-		*n--
-		return true
-	}
-	return false
-}
-
-func (f *faulty) Create(ctx context.Context, rec signer.Record) (signer.Key, error) {
-	if f.take(&f.failCreate) {
-		return signer.Key{}, errInjected
-	}
-	return f.Backend.Create(ctx, rec)
-}
-
-func (f *faulty) DestroyBelow(ctx context.Context, v int) error {
-	if f.take(&f.failDestroy) {
-		return errInjected
-	}
-	return f.Backend.DestroyBelow(ctx, v)
-}
-
-func (f *faulty) PinSigning(ctx context.Context, v int) error {
-	if f.take(&f.failPin) {
-		return errInjected
-	}
-	return f.Backend.PinSigning(ctx, v)
-}
+// errInjected is the failure of the shared fake backend (signertest.Faulty),
+// also used by this package's own fakes.
+var errInjected = signertest.ErrInjected
 
 func hourly(t *testing.T) Rules {
 	t.Helper()
@@ -275,7 +240,7 @@ func TestReplicasCreateOneVersionPerRotation(t *testing.T) {
 
 func TestFailedStepsCompleteOnTheNextTick(t *testing.T) {
 	clk := clock.NewFake(t0)
-	fb := &faulty{Backend: newLocal(t)}
+	fb := &signertest.Faulty{Backend: newLocal(t)}
 	ev := &recorder{}
 	m := newManager(t, fb, clk, ev)
 	ctx := context.Background()
@@ -283,7 +248,7 @@ func TestFailedStepsCompleteOnTheNextTick(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Advance(time.Hour)
-	fb.failCreate = 1
+	fb.Fail(signertest.Create, 1)
 	if err := m.Tick(ctx); !errors.Is(err, errInjected) {
 		t.Fatalf("tick with failing create: err = %v", err)
 	}
@@ -301,7 +266,7 @@ func TestFailedStepsCompleteOnTheNextTick(t *testing.T) {
 	}
 	// A failing destroy leaves the retiring key published until it succeeds.
 	clk.Advance(10*time.Minute + 7*time.Minute)
-	fb.failDestroy = 1
+	fb.Fail(signertest.Destroy, 1)
 	_ = m.Tick(ctx)
 	if s := m.Snapshot(); s == nil || len(s.Keys) != 2 {
 		t.Fatalf("key vanished although destroy failed")
@@ -318,7 +283,7 @@ func TestFailedStepsCompleteOnTheNextTick(t *testing.T) {
 func TestEmergencyRotation(t *testing.T) {
 	clk := clock.NewFake(t0)
 	lb := newLocal(t)
-	fb := &faulty{Backend: lb}
+	fb := &signertest.Faulty{Backend: lb}
 	ev := &recorder{}
 	m := newManager(t, fb, clk, ev)
 	ctx := context.Background()
@@ -329,7 +294,7 @@ func TestEmergencyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Crash half-way: the emergency key exists, older keys not yet destroyed.
-	fb.failDestroy = 1
+	fb.Fail(signertest.Destroy, 1)
 	if _, err := m.Rotate(ctx, RotateRequest{Emergency: true, Reason: "key leaked", Actor: "role:admin"}); err == nil {
 		t.Fatal("emergency with failing destroy reported success")
 	}
