@@ -171,7 +171,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	})
 	srv := &http.Server{
 		Addr:              cfg.Listen,
-		Handler:           api.WithFastJWKS(e, handler),
+		Handler:           e,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

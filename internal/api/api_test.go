@@ -949,11 +949,12 @@ func TestSignAfterAnotherReplicaActivatedANewKey(t *testing.T) {
 	checkError(t, e.post(t, "/v1/sign", signerTok, signBody("", "")), http.StatusServiceUnavailable, "no_active_key")
 }
 
-// TestFastJWKS: the fast path serves the JWKS exactly like the routed
-// handler, and leaves every other request to echo.
-func TestFastJWKS(t *testing.T) {
+// TestJWKSRoute: the JWKS route, served ahead of echo, answers every
+// method as echo answers its own routes (Allow, 405 in the contract's error
+// body), and every other request goes to echo.
+func TestJWKSRoute(t *testing.T) {
 	e := newEnv(t, signer.ES256, true)
-	h := api.WithFastJWKS(e.handler, e.jwks)
+	h := e.handler
 	for _, tt := range []struct {
 		method, path string
 		want         int
@@ -961,6 +962,10 @@ func TestFastJWKS(t *testing.T) {
 		{http.MethodGet, "/.well-known/jwks.json", 200},
 		{http.MethodHead, "/.well-known/jwks.json", 200},
 		{http.MethodPost, "/.well-known/jwks.json", 405},
+		{http.MethodDelete, "/.well-known/jwks.json", 405},
+		{http.MethodOptions, "/.well-known/jwks.json", 204},
+		{http.MethodOptions, "/healthz", 204},
+		{http.MethodPost, "/healthz", 405},
 		{http.MethodGet, "/healthz", 200},
 		{http.MethodGet, "/nope", 404},
 	} {
@@ -968,6 +973,12 @@ func TestFastJWKS(t *testing.T) {
 		h.ServeHTTP(w, httptest.NewRequest(tt.method, tt.path, nil))
 		if w.Code != tt.want {
 			t.Errorf("%s %s = %d, want %d", tt.method, tt.path, w.Code, tt.want)
+		}
+		if tt.want == 405 {
+			checkError(t, result{status: w.Code, header: w.Header(), body: w.Body.Bytes()}, 405, "method_not_allowed")
+			if tt.path == "/.well-known/jwks.json" && w.Header().Get("Allow") != "OPTIONS, GET, HEAD" {
+				t.Errorf("%s %s: Allow %q", tt.method, tt.path, w.Header().Get("Allow"))
+			}
 		}
 		if tt.path == "/.well-known/jwks.json" && tt.want == 200 && (w.Header().Get("ETag") == "" || w.Header().Get("Cache-Control") != "public, max-age=300") {
 			t.Errorf("%s JWKS headers: %v", tt.method, w.Header())

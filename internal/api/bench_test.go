@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/openedx-keyd/keyd/internal/api"
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
@@ -14,7 +13,7 @@ import (
 // on the local backend, so that the handler's own cost shows).
 func BenchmarkSignHandler(b *testing.B) {
 	e := newEnv(b, signer.ES256, true)
-	h := api.WithFastJWKS(e.handler, e.jwks)
+	h := e.handler
 	body := signBody("", "")
 	b.ReportAllocs()
 	for b.Loop() {
@@ -33,7 +32,7 @@ func BenchmarkSignHandler(b *testing.B) {
 // handler, a full answer and a 304.
 func BenchmarkJWKSHandler(b *testing.B) {
 	e := newEnv(b, signer.ES256, true)
-	h := api.WithFastJWKS(e.handler, e.jwks)
+	h := e.handler
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/.well-known/jwks.json", nil))
 	etag := w.Header().Get("ETag")

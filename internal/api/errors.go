@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -27,14 +28,15 @@ func apiError(status int, code, msg string) *Error {
 
 // Errors the handlers share.
 var (
-	errNoCredential  = apiError(http.StatusUnauthorized, "unauthenticated", "A bearer token is required: send Authorization: Bearer <token>.")
-	errBadCredential = apiError(http.StatusUnauthorized, "unauthenticated", "The bearer token is unknown or expired.")
-	errForbidden     = apiError(http.StatusForbidden, "forbidden", "The bearer token is valid but does not hold the role this route needs.")
-	errTooLarge      = apiError(http.StatusRequestEntityTooLarge, "body_too_large", "The request body is larger than 64 KiB.")
-	errNotJSON       = apiError(http.StatusUnsupportedMediaType, "unsupported_media_type", "Send the body as JSON with Content-Type: application/json.")
-	errUnavailable   = apiError(http.StatusServiceUnavailable, "backend_unavailable", "The key backend is unavailable; retry shortly.")
-	errNoActiveKey   = apiError(http.StatusServiceUnavailable, "no_active_key", "keyd has no active signing key yet; retry shortly.")
-	errEmergency     = apiError(http.StatusServiceUnavailable, "emergency_pending", "An emergency rotation is under way: the compromised key no longer signs, and signing resumes once the new key is active (see /readyz).")
+	errNoCredential     = apiError(http.StatusUnauthorized, "unauthenticated", "A bearer token is required: send Authorization: Bearer <token>.")
+	errBadCredential    = apiError(http.StatusUnauthorized, "unauthenticated", "The bearer token is unknown or expired.")
+	errForbidden        = apiError(http.StatusForbidden, "forbidden", "The bearer token is valid but does not hold the role this route needs.")
+	errTooLarge         = apiError(http.StatusRequestEntityTooLarge, "body_too_large", "The request body is larger than 64 KiB.")
+	errNotJSON          = apiError(http.StatusUnsupportedMediaType, "unsupported_media_type", "Send the body as JSON with Content-Type: application/json.")
+	errUnavailable      = apiError(http.StatusServiceUnavailable, "backend_unavailable", "The key backend is unavailable; retry shortly.")
+	errNoActiveKey      = apiError(http.StatusServiceUnavailable, "no_active_key", "keyd has no active signing key yet; retry shortly.")
+	errMethodNotAllowed = apiError(http.StatusMethodNotAllowed, "method_not_allowed", "This route does not accept that HTTP method.")
+	errEmergency        = apiError(http.StatusServiceUnavailable, "emergency_pending", "An emergency rotation is under way: the compromised key no longer signs, and signing resumes once the new key is active (see /readyz).")
 )
 
 // emergencyIncomplete is the answer to an emergency rotation that did not
@@ -78,7 +80,7 @@ func toError(err error) (*Error, bool) {
 		case http.StatusNotFound:
 			return apiError(he.Code, "not_found", "No such route; see docs/openapi.yaml."), true
 		case http.StatusMethodNotAllowed:
-			return apiError(he.Code, "method_not_allowed", "This route does not accept that HTTP method."), true
+			return errMethodNotAllowed, true
 		case http.StatusRequestEntityTooLarge:
 			return errTooLarge, true
 		case http.StatusUnsupportedMediaType:
@@ -101,13 +103,21 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		if !known || e.Status >= 500 {
 			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "status", e.Status, "err", err)
 		}
-		if e.Status == http.StatusServiceUnavailable {
-			c.Response().Header().Set("Retry-After", "1")
-		}
-		if c.Request().Method == http.MethodHead {
-			_ = c.NoContent(e.Status)
-			return
-		}
-		_ = c.JSON(e.Status, e)
+		render(c.Response(), c.Request().Method, e)
 	}
+}
+
+// render writes e as the contract's error body (none for HEAD); a 503
+// says when to retry.
+func render(w http.ResponseWriter, method string, e *Error) {
+	if e.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	if method == http.MethodHead {
+		w.WriteHeader(e.Status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.Status)
+	_ = json.NewEncoder(w).Encode(e)
 }

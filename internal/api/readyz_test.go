@@ -62,10 +62,10 @@ func TestReadyzStaleness(t *testing.T) {
 	}
 	var login atomic.Value
 	login.Store("")
-	srv := httptest.NewServer(api.WithFastJWKS(api.New(api.Config{
+	srv := httptest.NewServer(api.New(api.Config{
 		Backend: b, Lifecycle: mgr, JWKS: handler, Logger: log,
 		Login: func() string { return login.Load().(string) },
-	}), handler))
+	}))
 	t.Cleanup(srv.Close)
 	readyz := func() (int, map[string]any) {
 		resp, err := http.Get(srv.URL + "/readyz")

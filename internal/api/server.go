@@ -73,8 +73,42 @@ type Server struct {
 	log *slog.Logger
 }
 
-// New returns the echo instance serving the contract's routes.
-func New(cfg Config) *echo.Echo {
+// JWKSPath is the route of the public JWKS.
+const JWKSPath = "/.well-known/jwks.json"
+
+// Handler serves the contract's routes: the JWKS, the hottest route (every
+// IDA fetches it), straight from the jwks.Handler without routing or a
+// request context; every other route through echo.
+type Handler struct {
+	echo *echo.Echo
+	jwks http.Handler
+}
+
+// jwksAllow is the Allow header of the JWKS route.
+const jwksAllow = "OPTIONS, GET, HEAD"
+
+// ServeHTTP serves the JWKS route (GET and HEAD; OPTIONS and any other
+// method answered as echo answers its own routes), and every other request
+// through echo.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != JWKSPath {
+		h.echo.ServeHTTP(w, r)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		h.jwks.ServeHTTP(w, r)
+	case http.MethodOptions:
+		w.Header().Set("Allow", jwksAllow)
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		w.Header().Set("Allow", jwksAllow)
+		render(w, r.Method, errMethodNotAllowed)
+	}
+}
+
+// New returns the handler serving the contract's routes.
+func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -84,9 +118,6 @@ func New(cfg Config) *echo.Echo {
 	e.HTTPErrorHandler = errorHandler(s.log)
 	e.Use(recoverer(s.log))
 
-	jwksH := echo.WrapHandler(cfg.JWKS)
-	e.GET("/.well-known/jwks.json", jwksH)
-	e.HEAD("/.well-known/jwks.json", jwksH)
 	e.POST("/v1/sign", s.sign)
 	e.GET("/v1/keys", s.keys)
 	e.POST("/v1/rotate", s.rotate)
@@ -96,7 +127,7 @@ func New(cfg Config) *echo.Echo {
 	if cfg.Gatherer != nil {
 		e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
 	}
-	return e
+	return &Handler{echo: e, jwks: cfg.JWKS}
 }
 
 // recoverer turns a panic into a logged 500 instead of a dropped connection.
@@ -378,17 +409,4 @@ func PublishKeys(h *jwks.Handler, log *slog.Logger) func(*rotation.Snapshot) {
 			log.Info("jwks published", "keys", doc.Keys, "etag", doc.ETag)
 		}
 	}
-}
-
-// WithFastJWKS serves GET and HEAD of the JWKS straight from h and every
-// other request through next: the JWKS is the hottest route (every IDA
-// fetches it) and needs neither routing nor the error renderer.
-func WithFastJWKS(next http.Handler, h *jwks.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/.well-known/jwks.json" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-			h.ServeHTTP(w, r)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
