@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -165,9 +166,7 @@ func verifyFileChain(ctx context.Context, path, dataDir string, chainOnly bool, 
 	if _, err := os.Stat(path); err != nil {
 		return failf("%v", err)
 	}
-	if dataDir == "" {
-		dataDir = filepath.Dir(path)
-	}
+	dataDir = cmp.Or(dataDir, filepath.Dir(path))
 	// What the data dir holds: the keys (read only, nothing is moved) and
 	// the head keyd recorded beside them. why says why reconciling is not
 	// possible; "" when it is.
@@ -198,7 +197,7 @@ func verifyFileChain(ctx context.Context, path, dataDir string, chainOnly bool, 
 		versions = nil
 	}
 	sum, err := audit.CheckFile(path, versions, head)
-	fmt.Fprintf(stdout, "checked %s: %d records, head seq %d hash %s\n", path, sum.Records, sum.HeadSeq, orNone(sum.HeadHash))
+	fmt.Fprintf(stdout, "checked %s: %d records, head seq %d hash %s\n", path, sum.Records, sum.HeadSeq, cmp.Or(sum.HeadHash, "(none)"))
 	for _, n := range notes {
 		fmt.Fprintln(stdout, "note:", n)
 	}
@@ -216,11 +215,4 @@ func verifyFileChain(ctx context.Context, path, dataDir string, chainOnly bool, 
 	}
 	fmt.Fprintln(stdout, "chain links intact, but NOT reconciled with the keys")
 	return failf("key reconciliation was not possible: %s; give --data-dir, or --chain-only to check the chain alone", why)
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "(none)"
-	}
-	return s
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,10 +27,7 @@ type client struct {
 
 func clientFlags(fs *flag.FlagSet) *client {
 	c := &client{http: &http.Client{Timeout: 30 * time.Second}}
-	def := os.Getenv("KEYD_SERVER")
-	if def == "" {
-		def = "http://127.0.0.1:8080"
-	}
+	def := cmp.Or(os.Getenv("KEYD_SERVER"), "http://127.0.0.1:8080")
 	fs.StringVar(&c.server, "server", def, "keyd URL (env KEYD_SERVER)")
 	fs.StringVar(&c.token, "token", os.Getenv("KEYD_TOKEN"), "bearer token (env KEYD_TOKEN)")
 	return c

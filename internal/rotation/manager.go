@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -566,9 +567,7 @@ func creationEvent(p Published) Event {
 	case p.Version == 1:
 		e.Type = EventBootstrap
 	}
-	if e.Actor == "" {
-		e.Actor = "scheduler"
-	}
+	e.Actor = cmp.Or(e.Actor, "scheduler")
 	return e
 }
 

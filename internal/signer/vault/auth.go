@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -76,13 +77,7 @@ func (b *Backend) Authorize(ctx context.Context, token string, role auth.Role) (
 
 	accessor, _ := self.TokenAccessor()
 	entity, _ := self.Data["entity_id"].(string)
-	if accessor == "" {
-		accessor = "none"
-	}
-	if entity == "" {
-		entity = "none"
-	}
-	p := auth.Principal{Role: role, Actor: fmt.Sprintf("role:%s accessor:%s entity:%s", role, accessor, entity)}
+	p := auth.Principal{Role: role, Actor: fmt.Sprintf("role:%s accessor:%s entity:%s", role, cmp.Or(accessor, "none"), cmp.Or(entity, "none"))}
 	now := b.clock.Now()
 	until := now.Add(authTTL)
 	if ttl, _ := self.TokenTTL(); ttl > 0 && now.Add(ttl).Before(until) {
