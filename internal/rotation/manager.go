@@ -309,14 +309,11 @@ func (m *Manager) readLocked(ctx context.Context) error {
 	if in != nil {
 		m.compromised(in.After)
 	}
-	keys, err := m.cfg.Backend.Keys(ctx)
+	_, plan, now, err := m.readPlan(ctx)
 	if err != nil {
-		return m.readFailed(ctx, "keys", err)
+		return err
 	}
-	m.backendUp.Store(true)
-	now := m.cfg.Clock.Now()
-	m.lastRead.Store(now.UnixNano())
-	m.store(EvaluateSigned(keys, m.cfg.Rules, now, m.signedTimes()), now)
+	m.store(plan, now)
 	if f := m.failure.Load(); f != nil && !f.action {
 		m.recovered() // the read that failed works again
 	}
@@ -381,19 +378,27 @@ func (m *Manager) followIntent(ctx context.Context, in *signer.Intent, allowed b
 	return in
 }
 
+// readPlan reads the keys and evaluates the rules on them now.
+func (m *Manager) readPlan(ctx context.Context) ([]signer.Key, Plan, time.Time, error) {
+	keys, err := m.cfg.Backend.Keys(ctx)
+	if err != nil {
+		return nil, Plan{}, time.Time{}, m.readFailed(ctx, "keys", err)
+	}
+	m.backendUp.Store(true)
+	now := m.cfg.Clock.Now()
+	m.lastRead.Store(now.UnixNano())
+	return keys, EvaluateSigned(keys, m.cfg.Rules, now, m.signedTimes()), now, nil
+}
+
 // settle reads the keys, reports the transitions they show, applies the
 // plan's next step and reads again, until nothing is left to do; then it
 // publishes the snapshot.
 func (m *Manager) settle(ctx context.Context, actor string, allowed bool) error {
 	for range 4 { // at most: a record, a creation, a destruction, then publish
-		keys, err := m.cfg.Backend.Keys(ctx)
+		keys, plan, now, err := m.readPlan(ctx)
 		if err != nil {
-			return m.readFailed(ctx, "keys", err)
+			return err
 		}
-		m.backendUp.Store(true)
-		now := m.cfg.Clock.Now()
-		m.lastRead.Store(now.UnixNano())
-		plan := EvaluateSigned(keys, m.cfg.Rules, now, m.signedTimes())
 		m.reportTransitions(ctx, keys, plan, now) // before any destruction, so the trail stays in order
 		acted, err := m.apply(ctx, keys, plan, actor)
 		if err != nil {
