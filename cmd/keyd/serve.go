@@ -139,7 +139,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	metrics.WatchLifecycle(reg, mgr, clk.Now)
+	metrics.WatchLifecycle(reg, mgr, clk)
 	if err := mgr.Tick(ctx); err != nil {
 		log.Warn("first lifecycle tick failed; retrying in the background", "err", err)
 	}

@@ -33,11 +33,11 @@ func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring
 	}
 	// The head of the chain is kept beside the keys, so a deleted or
 	// replaced audit.log is reported instead of silently restarted.
-	store, err := audit.OpenFileWithHead(filepath.Join(cfg.DataDir, "audit.log"), filepath.Join(cfg.DataDir, "keys", "audit-head.json"), clk.Now)
+	store, err := audit.OpenFileWithHead(filepath.Join(cfg.DataDir, "audit.log"), filepath.Join(cfg.DataDir, "keys", "audit-head.json"), clk)
 	if err != nil {
 		return nil, err
 	}
-	trail := audit.NewLog(store, clk.Now)
+	trail := audit.NewLog(store, clk)
 	problems := func() []string {
 		_, _ = store.Read(context.Background(), math.MaxInt64) // re-reads the log and the head
 		return append(b.Problems(), store.Problems()...)

@@ -40,7 +40,7 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 	if err := b.CheckKeyType(ctx); err != nil {
 		return nil, err
 	}
-	trail := audit.NewLog(vault.NewAuditStore(client, cfg.VaultKVMount), clk.Now)
+	trail := audit.NewLog(vault.NewAuditStore(client, cfg.VaultKVMount), clk)
 	return &wiring{
 		backend: b,
 		auth:    vaultAuth{b},

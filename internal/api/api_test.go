@@ -126,7 +126,7 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool) *testEnv {
 	if err != nil {
 		t.Fatalf("rotation.New: %v", err)
 	}
-	metrics.WatchLifecycle(reg, mgr, clk.Now)
+	metrics.WatchLifecycle(reg, mgr, clk)
 	if tick {
 		if err := mgr.Tick(context.Background()); err != nil {
 			t.Fatalf("first Tick: %v", err)

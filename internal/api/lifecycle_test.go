@@ -155,7 +155,7 @@ func faultEnv(t *testing.T, clk clock.Clock, rules rotation.Rules, refresh time.
 	if err != nil {
 		t.Fatal(err)
 	}
-	metrics.WatchLifecycle(reg, mgr, clk.Now)
+	metrics.WatchLifecycle(reg, mgr, clk)
 	if err := mgr.Tick(context.Background()); err != nil {
 		t.Fatal(err)
 	}

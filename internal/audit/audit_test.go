@@ -9,12 +9,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openedx-keyd/keyd/internal/clock"
 )
 
 // fixedClock returns a clock stuck at a known instant.
-func fixedClock() func() time.Time {
-	at := time.Date(2025, 3, 1, 12, 30, 45, 123456789, time.FixedZone("CET", 3600))
-	return func() time.Time { return at }
+func fixedClock() clock.Clock {
+	return clock.NewFake(time.Date(2025, 3, 1, 12, 30, 45, 123456789, time.FixedZone("CET", 3600)))
 }
 
 // newFileLog opens a file store at dir/audit.log and a Log over it.

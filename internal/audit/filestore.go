@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/fsutil"
 )
 
@@ -42,7 +44,7 @@ type FileStore struct {
 	path     string
 	lockPath string
 	headPath string // "" when the store keeps no head
-	now      func() time.Time
+	clock    clock.Clock
 
 	mu       sync.Mutex // serializes this process's users; the flock serializes processes
 	f        *os.File   // the log, opened O_APPEND
@@ -64,23 +66,20 @@ type Head struct {
 var _ Store = (*FileStore)(nil)
 
 // OpenFile opens (creating it and its directory when missing) the log at
-// path and repairs a torn last line. now is the clock for torn_record
-// events (nil means time.Now).
-func OpenFile(path string, now func() time.Time) (*FileStore, error) {
-	return OpenFileWithHead(path, "", now)
+// path and repairs a torn last line. clk is the clock for torn_record
+// events (nil means clock.Real).
+func OpenFile(path string, clk clock.Clock) (*FileStore, error) {
+	return OpenFileWithHead(path, "", clk)
 }
 
 // OpenFileWithHead is OpenFile with a head file at headPath (see FileStore).
 // A head file missing while the log holds events is written (a data dir from
 // before head files).
-func OpenFileWithHead(path, headPath string, now func() time.Time) (*FileStore, error) {
-	if now == nil {
-		now = time.Now
-	}
+func OpenFileWithHead(path, headPath string, clk clock.Clock) (*FileStore, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	s := &FileStore{path: path, lockPath: path + ".lock", headPath: headPath, now: now}
+	s := &FileStore{path: path, lockPath: path + ".lock", headPath: headPath, clock: cmp.Or[clock.Clock](clk, clock.Real{})}
 	if err := s.locked(func() error { return nil }); err != nil {
 		s.Close()
 		return nil, err
@@ -355,7 +354,7 @@ func (s *FileStore) write(line []byte) error {
 // a torn_record event naming the side file. A crash at any point leaves
 // either the torn log (repaired again next time) or the repaired one.
 func (s *FileStore) repair(torn []byte) error {
-	now := s.now().UTC()
+	now := s.clock.Now().UTC()
 	side, err := writeSideFile(s.path, now, torn)
 	if err != nil {
 		return err

@@ -1,12 +1,14 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"sync"
-	"time"
+
+	"github.com/openedx-keyd/keyd/internal/clock"
 )
 
 // maxAttempts bounds how often Record retries after losing a race for a seq.
@@ -26,7 +28,7 @@ const maxAttempts = 1000
 // are not (their count belongs in metrics).
 type Log struct {
 	store Store
-	now   func() time.Time
+	clock clock.Clock
 
 	mu   sync.Mutex
 	tail Event // last event read or written; Seq 0 when the chain is empty
@@ -47,13 +49,10 @@ func keyOf(e Event) dedupKey {
 	return k
 }
 
-// NewLog returns a Log over store. now is the clock for event times (nil
-// means time.Now).
-func NewLog(store Store, now func() time.Time) *Log {
-	if now == nil {
-		now = time.Now
-	}
-	return &Log{store: store, now: now, seen: make(map[dedupKey]Event)}
+// NewLog returns a Log over store. clk is the clock for event times (nil
+// means clock.Real).
+func NewLog(store Store, clk clock.Clock) *Log {
+	return &Log{store: store, clock: cmp.Or[clock.Clock](clk, clock.Real{}), seen: make(map[dedupKey]Event)}
 }
 
 // Record appends e to the chain and returns the stored event once it is
@@ -83,7 +82,7 @@ func (l *Log) Record(ctx context.Context, e Event) (Event, error) {
 		}
 		ev := Event{
 			Seq:      l.tail.Seq + 1,
-			Time:     l.now().UTC().Format(TimeFormat),
+			Time:     l.clock.Now().UTC().Format(TimeFormat),
 			Type:     e.Type,
 			KID:      e.KID,
 			Version:  e.Version,

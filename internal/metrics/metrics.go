@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openedx-keyd/keyd/internal/clock"
 )
 
 // Metrics are the counters and gauges keyd exports on /metrics.
@@ -66,7 +68,8 @@ func New(reg prometheus.Registerer) *Metrics {
 }
 
 // WatchLifecycle registers the lifecycle gauges, read from lc at scrape time.
-func WatchLifecycle(reg prometheus.Registerer, lc Lifecycle, now func() time.Time) {
+func WatchLifecycle(reg prometheus.Registerer, lc Lifecycle, clk clock.Clock) {
+	now := clk.Now
 	gauge := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 	}

@@ -123,7 +123,7 @@ func TestRunBacksOffWhileTheBackendCannotBeRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	metrics.WatchLifecycle(reg, m, clk.Now)
+	metrics.WatchLifecycle(reg, m, clk)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)

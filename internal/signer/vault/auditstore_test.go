@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openedx-keyd/keyd/internal/audit"
+	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/vaulttest"
 )
 
@@ -176,7 +177,7 @@ func TestAuditStoreTamper(t *testing.T) {
 
 	setup := func(t *testing.T) (string, []audit.Event) {
 		mount := mountAuditKV(t, srv)
-		l := audit.NewLog(NewAuditStore(root, mount), auditClock)
+		l := audit.NewLog(NewAuditStore(root, mount), clock.NewFake(auditClock()))
 		var evs []audit.Event
 		for v := 1; v <= 5; v++ {
 			ev, err := l.Record(ctx, audit.Event{Type: audit.Created, Version: v, KID: fmt.Sprintf("kid-%d", v), Actor: "scheduler"})
