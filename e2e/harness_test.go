@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/openedx-keyd/keyd/internal/testkeyd"
 )
@@ -61,4 +62,18 @@ func call(ctx context.Context, method, url, token string, body, out any) (int, e
 		return 200, json.Unmarshal(raw, out)
 	}
 	return 200, nil
+}
+
+// waitUntil polls cond (every 50ms) until it holds, and fails the test with
+// what when it does not within timeout: tests wait for a condition, never
+// for a fixed time.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -118,6 +120,7 @@ func runLifecycle(t *testing.T, urls []string, signerTok, auditorTok string, d t
 		initial    = map[string]bool{}
 		signedN    int
 		maxActives int
+		jwksPolls  atomic.Int64
 	)
 	fail := func(format string, args ...any) {
 		mu.Lock()
@@ -152,6 +155,7 @@ func runLifecycle(t *testing.T, urls []string, signerTok, auditorTok string, d t
 				return
 			}
 			now := time.Now()
+			defer jwksPolls.Add(1)
 			mu.Lock()
 			defer mu.Unlock()
 			for _, k := range set.Keys {
@@ -184,8 +188,8 @@ func runLifecycle(t *testing.T, urls []string, signerTok, auditorTok string, d t
 			mu.Unlock()
 		})
 	}
-	// Wait for the first JWKS poll so the bootstrap key counts as initial.
-	time.Sleep(300 * time.Millisecond)
+	// Wait for the first JWKS poll of every replica so the bootstrap key counts as initial.
+	waitUntil(t, 5*time.Second, "first JWKS poll", func() bool { return jwksPolls.Load() >= int64(len(urls)) })
 	mu.Lock()
 	for kid := range firstSeen {
 		initial[kid] = true
@@ -205,7 +209,8 @@ func runLifecycle(t *testing.T, urls []string, signerTok, auditorTok string, d t
 			claims := map[string]any{"iss": "http://localhost:18000/oauth2", "aud": "openedx", "sub": "anon-1", "grant_type": "password"}
 			for signCtx.Err() == nil {
 				var out struct {
-					Token, KID, ExpiresAt string `json:",omitempty"`
+					Token, KID string
+					ExpiresAt  string `json:"expires_at"` // without the tag it stayed empty and the exp checks below checked nothing
 				}
 				if _, err := call(signCtx, "POST", u+"/v1/sign", signerTok, map[string]any{"claims": claims}, &out); err != nil {
 					if signCtx.Err() == nil {
@@ -228,7 +233,7 @@ func runLifecycle(t *testing.T, urls []string, signerTok, auditorTok string, d t
 					fail("fresh token from kid %s does not verify: %v", out.KID, err)
 				}
 				late <- signed{token: out.Token, kid: out.KID, at: now, exp: exp}
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(20 * time.Millisecond) // a steady rate of signatures, not a busy loop
 			}
 		}()
 	}
@@ -237,7 +242,7 @@ func runLifecycle(t *testing.T, urls []string, signerTok, auditorTok string, d t
 	go func() {
 		defer close(lateDone)
 		for s := range late {
-			time.Sleep(time.Until(s.exp.Add(-700 * time.Millisecond)))
+			time.Sleep(time.Until(s.exp.Add(-700 * time.Millisecond))) // wall time is the point: just before exp
 			if err := verifier.verify(s.token); err != nil {
 				fail("token from kid %s signed %s fails before its exp %s: %v", s.kid, s.at.Format("15:04:05.000"), s.exp.Format("15:04:05"), err)
 			}
@@ -246,8 +251,24 @@ func runLifecycle(t *testing.T, urls []string, signerTok, auditorTok string, d t
 	signers.Wait()
 	close(late)
 	<-lateDone
-	// Let the last keys retire: lifetime 5s + 2 × skew 1s, plus the refresh.
-	time.Sleep(9 * time.Second)
+	// Let the last keys retire (lifetime 5s + 2 × skew 1s, plus the
+	// refresh): wait until the keys whose tokens have all expired have left
+	// the JWKS, as the checks below expect.
+	waitUntil(t, 20*time.Second, "signing keys leave the JWKS after their tokens expire", func() bool {
+		var set jose.JSONWebKeySet
+		if _, err := call(ctx, "GET", urls[0]+"/.well-known/jwks.json", "", nil, &set); err != nil {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		left := 0
+		for kid, exp := range lastExp {
+			if !slices.ContainsFunc(set.Keys, func(k jose.JSONWebKey) bool { return k.KeyID == kid }) && time.Now().After(exp) {
+				left++
+			}
+		}
+		return left >= len(firstSign)-3
+	})
 	cancel()
 	wg.Wait()
 

@@ -91,15 +91,10 @@ func TestTLS(t *testing.T) {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	var resp *http.Response
 	var err error
-	for range 100 {
-		if resp, err = client.Get("https://" + addr + "/.well-known/jwks.json"); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("HTTPS JWKS: %v", err)
-	}
+	waitUntil(t, 10*time.Second, "HTTPS JWKS", func() bool {
+		resp, err = client.Get("https://" + addr + "/.well-known/jwks.json")
+		return err == nil
+	})
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("HTTPS JWKS: %s", resp.Status)

@@ -74,17 +74,12 @@ func TestLifecycleVaultTwoReplicas(t *testing.T) {
 	}
 	// Both replicas publish the same keys.
 	var a, b jose.JSONWebKeySet
-	for range 20 {
+	waitUntil(t, 5*time.Second, "both replicas publish the same keys", func() bool {
+		a, b = jose.JSONWebKeySet{}, jose.JSONWebKeySet{}
 		call(context.Background(), "GET", k1.URL+"/.well-known/jwks.json", "", nil, &a)
 		call(context.Background(), "GET", k2.URL+"/.well-known/jwks.json", "", nil, &b)
-		if kids(a) == kids(b) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if kids(a) != kids(b) {
-		t.Errorf("replicas publish different keys: %s vs %s", kids(a), kids(b))
-	}
+		return kids(a) == kids(b)
+	})
 	out, err := auditVerifyVault(e)
 	if err != nil {
 		t.Errorf("keyd audit verify --vault after the lifecycle run: %v\n%s", err, out)
@@ -123,30 +118,30 @@ func TestVaultOutage(t *testing.T) {
 	if took := time.Since(began); status != http.StatusServiceUnavailable || took > 1500*time.Millisecond {
 		t.Errorf("sign with Vault cut: %d after %v (%v); want 503 within a second", status, took, err)
 	}
-	// The JWKS keeps being served and readiness holds, while the body says the backend is down.
-	time.Sleep(12 * time.Second) // one snapshot refresh (10s with the default settings)
-	if status, err := call(ctx, "GET", k.URL+"/.well-known/jwks.json", "", nil, nil); status != 200 {
-		t.Errorf("JWKS during the outage: %d %v", status, err)
-	}
+	// The JWKS keeps being served and readiness holds, while the body says
+	// the backend is down (after one snapshot refresh: 10s by default).
 	var ready struct {
 		Ready     bool
 		Lifecycle struct {
 			BackendUp bool `json:"backend_up"`
 		}
 	}
-	if status, err := call(ctx, "GET", k.URL+"/readyz", "", nil, &ready); status != 200 || !ready.Ready || ready.Lifecycle.BackendUp {
+	waitUntil(t, 15*time.Second, "readyz reports the backend down", func() bool {
+		ready.Lifecycle.BackendUp = true
+		status, err = call(ctx, "GET", k.URL+"/readyz", "", nil, &ready)
+		return status != 200 || !ready.Lifecycle.BackendUp
+	})
+	if status != 200 || !ready.Ready || ready.Lifecycle.BackendUp {
 		t.Errorf("readyz during the outage: %d %+v %v; want 200, ready, backend down", status, ready, err)
 	}
-	proxy.Restore()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := call(ctx, "POST", k.URL+"/v1/sign", e.lms, testClaims, nil); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("signing did not recover after Vault came back: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if status, err := call(ctx, "GET", k.URL+"/.well-known/jwks.json", "", nil, nil); status != 200 {
+		t.Errorf("JWKS during the outage: %d %v", status, err)
 	}
+	proxy.Restore()
+	waitUntil(t, 5*time.Second, "signing recovers after Vault came back", func() bool {
+		_, err := call(ctx, "POST", k.URL+"/v1/sign", e.lms, testClaims, nil)
+		return err == nil
+	})
 }
 
 func TestVaultRolesOverHTTP(t *testing.T) {
