@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// TestBenchVaultHA is the Vault HA row of `make bench` (bench/run runs it
+// TestBenchVaultHA is the Vault HA row (6) of `make bench` (bench/run runs it
 // with KEYD_BENCH_HA=1; otherwise it is skipped): on a real 3-node Raft
 // cluster, keyd signing RS512 through a standby (forwarded to the active
 // node) vs through the active node, closed loop with BENCH_CONNECTIONS
@@ -52,7 +52,7 @@ func TestBenchVaultHA(t *testing.T) {
 		}
 	}
 	s, a := medianBench(standby), medianBench(active)
-	fmt.Printf("| 4 sign RS512 via a standby vs via the active node (3-node Raft) | %.0f/s | %.0f/s | %.2f | info | — | %.2f / %.2f ms | %.2f / %.2f ms |\n",
+	fmt.Printf("| 6 sign RS512 via a standby vs via the active node (3-node Raft) | %.0f/s | %.0f/s | %.2f | info | — | %.2f / %.2f ms | %.2f / %.2f ms |\n",
 		s.rps, a.rps, s.rps/a.rps, ms(s.p50), ms(s.p99), ms(a.p50), ms(a.p99))
 
 	// 100 signs/s through a step-down, on the standby replica.
@@ -80,7 +80,7 @@ func TestBenchVaultHA(t *testing.T) {
 		base = append(base, r.done.Sub(r.at))
 	}
 	sort.Slice(base, func(i, j int) bool { return base[i] < base[j] })
-	fmt.Printf("| 4s sign p99 at 100/s through a step-down (1 s before to 3 s after), via a standby | p99 %.1f ms, max %.1f ms, %d of %d failed | p99 %.1f ms before | — | info | — | new leader after %v | — |\n",
+	fmt.Printf("| 6s sign p99 at 100/s through a step-down (1 s before to 3 s after), via a standby | p99 %.1f ms, max %.1f ms, %d of %d failed | p99 %.1f ms before | — | info | — | new leader after %v | — |\n",
 		ms(pct(lat, 99)), ms(pct(lat, 100)), failed, len(lat), ms(pct(base, 99)), stepGap.Round(time.Millisecond))
 
 	killAt := time.Now()
@@ -88,7 +88,7 @@ func TestBenchVaultHA(t *testing.T) {
 	for e.c.Leader() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
-	fmt.Printf("| 4k election gap after kill -9 of the leader (performance_multiplier = 1) | %v | — | — | info | — | — | — |\n", time.Since(killAt).Round(time.Millisecond))
+	fmt.Printf("| 6k election gap after kill -9 of the leader (performance_multiplier = 1) | %v | — | — | info | — | — | — |\n", time.Since(killAt).Round(time.Millisecond))
 }
 
 type bench struct {
