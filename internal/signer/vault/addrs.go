@@ -32,6 +32,9 @@ import (
 //     the error is returned at once: Vault is down, not electing.
 //   - "no active node" answers (a standby that knows no leader, a node that
 //     is not active): with backoff, for every request (Vault did not apply it).
+//     Each retry goes to the next address of the list (the preferred one
+//     stays current): a standby that has not yet learnt of the new leader
+//     keeps failing for a few seconds, while another node may answer.
 //   - a standby that could not forward to the active node (its 307
 //     fallback) and any other 5xx, for a request that changes nothing (GET,
 //     or a context marked with Idempotent): with backoff. A write in that
@@ -146,8 +149,9 @@ func (r *Router) RoundTrip(req *http.Request) (*http.Response, error) {
 	safe := req.Method == http.MethodGet || req.Method == http.MethodHead || req.Method == "LIST" || ctx.Value(idempotentKey{}) != nil
 	refused := map[int]bool{}
 	wait := backoffMin
+	spread := 0 // election retries go round the other nodes too
 	for attempt := 1; ; attempt++ {
-		idx, target := r.pick()
+		idx, target := r.pickAt(spread)
 		resp, err := r.try(req, body, target)
 		var retry, failover bool
 		switch {
@@ -168,8 +172,12 @@ func (r *Router) RoundTrip(req *http.Request) (*http.Response, error) {
 			retry = safe
 		}
 		if failover {
-			r.failover(idx)
-			if len(refused) < len(r.addrs) && err != nil {
+			if r.failover(idx) {
+				spread = 0 // the new current address
+			} else {
+				spread++ // idx was a retry's address, or the only one
+			}
+			if len(refused) < len(r.addrs) && err != nil && attempt < maxAttempts {
 				continue // try the next address at once
 			}
 			if err != nil {
@@ -201,6 +209,9 @@ func (r *Router) RoundTrip(req *http.Request) (*http.Response, error) {
 		case <-t.C:
 		}
 		wait = min(2*wait, backoffMax)
+		if !failover {
+			spread++
+		}
 	}
 }
 
@@ -235,20 +246,29 @@ func (r *Router) try(req *http.Request, body []byte, target *url.URL) (*http.Res
 	return resp, nil
 }
 
-func (r *Router) pick() (int, *url.URL) {
+func (r *Router) pick() (int, *url.URL) { return r.pickAt(0) }
+
+// pickAt is the address offset places after the current one. A standby
+// learns of a new leader only at its next leader check (up to a few
+// seconds after the election) and meanwhile cannot forward: a retry on
+// another node (the new active node, or a standby that already knows it)
+// often succeeds sooner. The current address stays the preferred one.
+func (r *Router) pickAt(offset int) (int, *url.URL) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.cur, r.addrs[r.cur]
+	i := (r.cur + offset) % len(r.addrs)
+	return i, r.addrs[i]
 }
 
 // failover moves away from addrs[from] (unless another request already
 // did) to the first address, in order, whose sys/health says it is
-// initialized and unsealed; when none is, to the next one in the list.
-func (r *Router) failover(from int) {
+// initialized and unsealed; when none is, to the next one in the list. It
+// reports whether it moved.
+func (r *Router) failover(from int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cur != from || len(r.addrs) == 1 {
-		return
+		return false
 	}
 	next := (from + 1) % len(r.addrs)
 	for i, u := range r.addrs {
@@ -259,6 +279,7 @@ func (r *Router) failover(from int) {
 	}
 	r.log.Warn("vault address unavailable; moving on", "from", r.addrs[from].String(), "to", r.addrs[next].String())
 	r.cur = next
+	return true
 }
 
 // Watch moves back to a more preferred address once it is healthy again,

@@ -124,6 +124,16 @@ func TestRouter(t *testing.T) {
 			t.Errorf("status %d after %d hits, want 503 after 1", got, n.hits.Load())
 		}
 	})
+	t.Run("a standby that cannot forward yet: the retry goes to the other nodes", func(t *testing.T) {
+		stuck := newFakeNode(t, 1000, 307, "")
+		stuck.location = "http://127.0.0.1:1/v1/transit/sign/k"
+		good := newFakeNode(t, 0, 0, "")
+		r, _ := NewRouter(RouterConfig{Addrs: []string{stuck.srv.URL, refusedAddr(t), good.srv.URL}})
+		got, took := post(t, r, Idempotent(budget(2*time.Second)))
+		if got != 200 || took > time.Second || r.Current() != stuck.srv.URL {
+			t.Errorf("status %d after %v, current %s; want 200 from the third node, the first still current", got, took, r.Current())
+		}
+	})
 	t.Run("forwarding failed: a sign is re-sent", func(t *testing.T) {
 		n := newFakeNode(t, 2, 307, "")
 		n.location = "http://127.0.0.1:1/v1/transit/sign/k"
