@@ -143,3 +143,37 @@ func TestRouter(t *testing.T) {
 		}
 	})
 }
+
+// Watch moves back to the preferred address once it is healthy again.
+func TestRouterWatchMovesBack(t *testing.T) {
+	var sealedNow atomic.Bool
+	sealedNow.Store(true)
+	preferred := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sealedNow.Load() {
+			w.WriteHeader(503)
+			io.WriteString(w, `{"errors":["Vault is sealed"]}`)
+			return
+		}
+		io.WriteString(w, `{"data":{}}`)
+	}))
+	t.Cleanup(preferred.Close)
+	other := newFakeNode(t, 0, 0, "")
+	r, _ := NewRouter(RouterConfig{Addrs: []string{preferred.URL, other.srv.URL}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if got, _ := post(t, r, ctx); got != 200 || r.Current() != other.srv.URL {
+		t.Fatalf("status %d, current %s; want the other node", got, r.Current())
+	}
+	go r.Watch(ctx, 20*time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	if r.Current() != other.srv.URL {
+		t.Fatal("moved back to a sealed node")
+	}
+	sealedNow.Store(false)
+	for r.Current() != preferred.URL {
+		if ctx.Err() != nil {
+			t.Fatal("did not move back to the preferred node once healthy")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
