@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,32 +46,53 @@ type Config struct {
 	SignTimeout       time.Duration
 }
 
-// setting is one flag with its environment variable and default.
+// setting is one flag with its environment variable, its default and its
+// validator.
 type setting struct {
 	flag, env, def, help string
+	// parse stores v (trimmed) in c and reports, through bad, what is wrong
+	// with v alone. Rules across settings are in (*Config).validate.
+	parse func(c *Config, v string, bad reporter)
 }
 
+// reporter records one bad value of the setting it was made for.
+type reporter func(format string, args ...any)
+
 var settings = []setting{
-	{"listen", "KEYD_LISTEN", "127.0.0.1:8080", "address to listen on"},
-	{"backend", "KEYD_BACKEND", "local", "key backend: local or vault"},
-	{"data-dir", "KEYD_DATA_DIR", "./keyd-data", "local backend data directory"},
-	{"issuer", "KEYD_ISSUER", "http://localhost:18000/oauth2", "comma list of allowed iss values"},
-	{"algorithm", "KEYD_ALGORITHM", "RS512", "algorithm of new keys: RS512, RS256, ES256, EdDSA"},
-	{"rotation-schedule", "KEYD_ROTATION_SCHEDULE", "0 0 1 * *", "cron schedule of rotations (UTC), or @every D"},
-	{"propagation-delay", "KEYD_PROPAGATION_DELAY", "24h", "time a new key is published before it signs"},
-	{"max-token-lifetime", "KEYD_MAX_TOKEN_LIFETIME", "1h", "longest token lifetime (at most 1h)"},
-	{"clock-skew", "KEYD_CLOCK_SKEW", "1m", "clock skew allowed between keyd and verifiers"},
-	{"jwks-max-age", "KEYD_JWKS_MAX_AGE", "5m", "Cache-Control max-age of the JWKS (below propagation-delay)"},
-	{"vault-mount", "KEYD_VAULT_MOUNT", "transit", "Vault transit mount"},
-	{"vault-key", "KEYD_VAULT_KEY", "keyd-jwt", "Vault transit key name"},
-	{"vault-kv-mount", "KEYD_VAULT_KV_MOUNT", "keyd", "Vault KV v2 mount for lifecycle records and audit"},
-	{"tls-cert", "KEYD_TLS_CERT", "", "TLS certificate file (HTTPS when set with --tls-key)"},
-	{"tls-key", "KEYD_TLS_KEY", "", "TLS private key file"},
-	{"vault-addrs", "KEYD_VAULT_ADDRS", "", "comma list of Vault node URLs, the first healthy one used (overrides VAULT_ADDR)"},
-	{"vault-auth", "KEYD_VAULT_AUTH", "token", "keyd's own Vault login: token (VAULT_TOKEN) or approle"},
-	{"vault-role-id", "KEYD_VAULT_ROLE_ID", "", "AppRole role ID of keyd-server (--vault-auth approle)"},
-	{"vault-secret-id-file", "KEYD_VAULT_SECRET_ID_FILE", "", "file holding the AppRole secret ID (--vault-auth approle)"},
-	{"sign-timeout", "KEYD_SIGN_TIMEOUT", "2s", "budget of one Vault sign, retries through a leader election included"},
+	{"listen", "KEYD_LISTEN", "127.0.0.1:8080", "address to listen on", parseListen},
+	{"backend", "KEYD_BACKEND", "local", "key backend: local or vault", parseBackend},
+	{"data-dir", "KEYD_DATA_DIR", "./keyd-data", "local backend data directory",
+		text(func(c *Config) *string { return &c.DataDir })},
+	{"issuer", "KEYD_ISSUER", "http://localhost:18000/oauth2", "comma list of allowed iss values", parseIssuers},
+	{"algorithm", "KEYD_ALGORITHM", "RS512", "algorithm of new keys: RS512, RS256, ES256, EdDSA", parseAlgorithm},
+	{"rotation-schedule", "KEYD_ROTATION_SCHEDULE", "0 0 1 * *", "cron schedule of rotations (UTC), or @every D", parseRotationSchedule},
+	{"propagation-delay", "KEYD_PROPAGATION_DELAY", "24h", "time a new key is published before it signs",
+		positive(func(c *Config) *time.Duration { return &c.PropagationDelay })},
+	{"max-token-lifetime", "KEYD_MAX_TOKEN_LIFETIME", "1h", "longest token lifetime (at most 1h)", parseMaxTokenLifetime},
+	{"clock-skew", "KEYD_CLOCK_SKEW", "1m", "clock skew allowed between keyd and verifiers",
+		duration(func(c *Config) *time.Duration { return &c.ClockSkew }, true)},
+	{"jwks-max-age", "KEYD_JWKS_MAX_AGE", "5m", "Cache-Control max-age of the JWKS (below propagation-delay)",
+		positive(func(c *Config) *time.Duration { return &c.JWKSMaxAge })},
+	{"vault-mount", "KEYD_VAULT_MOUNT", "transit", "Vault transit mount",
+		text(func(c *Config) *string { return &c.VaultMount })},
+	{"vault-key", "KEYD_VAULT_KEY", "keyd-jwt", "Vault transit key name",
+		text(func(c *Config) *string { return &c.VaultKey })},
+	{"vault-kv-mount", "KEYD_VAULT_KV_MOUNT", "keyd", "Vault KV v2 mount for lifecycle records and audit",
+		text(func(c *Config) *string { return &c.VaultKVMount })},
+	{"tls-cert", "KEYD_TLS_CERT", "", "TLS certificate file (HTTPS when set with --tls-key)",
+		text(func(c *Config) *string { return &c.TLSCert })},
+	{"tls-key", "KEYD_TLS_KEY", "", "TLS private key file",
+		text(func(c *Config) *string { return &c.TLSKey })},
+	{"vault-addrs", "KEYD_VAULT_ADDRS", "", "comma list of Vault node URLs, the first healthy one used (overrides VAULT_ADDR)",
+		list(func(c *Config) *[]string { return &c.VaultAddrs })},
+	{"vault-auth", "KEYD_VAULT_AUTH", "token", "keyd's own Vault login: token (VAULT_TOKEN) or approle",
+		text(func(c *Config) *string { return &c.VaultAuth })},
+	{"vault-role-id", "KEYD_VAULT_ROLE_ID", "", "AppRole role ID of keyd-server (--vault-auth approle)",
+		text(func(c *Config) *string { return &c.VaultRoleID })},
+	{"vault-secret-id-file", "KEYD_VAULT_SECRET_ID_FILE", "", "file holding the AppRole secret ID (--vault-auth approle)",
+		text(func(c *Config) *string { return &c.VaultSecretIDFile })},
+	{"sign-timeout", "KEYD_SIGN_TIMEOUT", "2s", "budget of one Vault sign, retries through a leader election included",
+		positive(func(c *Config) *time.Duration { return &c.SignTimeout })},
 }
 
 // Flags registers every setting on fs, with its environment variable (when
@@ -78,7 +100,7 @@ var settings = []setting{
 func Flags(fs *flag.FlagSet, names ...string) map[string]*string {
 	raw := map[string]*string{}
 	for _, s := range settings {
-		if len(names) > 0 && !contains(names, s.flag) {
+		if len(names) > 0 && !slices.Contains(names, s.flag) {
 			continue
 		}
 		def := s.def
@@ -90,91 +112,33 @@ func Flags(fs *flag.FlagSet, names ...string) map[string]*string {
 	return raw
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // Parse turns raw flag values into a Config, reporting every bad value in
-// one error.
+// one error: each setting's own validator, then the rules across settings.
 func Parse(raw map[string]*string) (*Config, error) {
-	get := func(name string) string {
-		if p := raw[name]; p != nil {
-			return strings.TrimSpace(*p)
-		}
-		for _, s := range settings {
-			if s.flag == name {
-				return s.def
-			}
-		}
-		return ""
-	}
 	var errs []error
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("--%s: "+format, append([]any{name}, args...)...))
 	}
-	dur := func(name string) time.Duration {
-		d, err := time.ParseDuration(get(name))
-		if err != nil {
-			bad(name, "%q is not a duration (e.g. 30s, 5m, 24h)", get(name))
-			return 0
+	c := &Config{}
+	for _, s := range settings {
+		v := s.def
+		if p := raw[s.flag]; p != nil {
+			v = strings.TrimSpace(*p)
 		}
-		if d < 0 || (d == 0 && name != "clock-skew") {
-			bad(name, "must be positive, got %s", get(name))
-		}
-		return d
+		s.parse(c, v, func(format string, args ...any) { bad(s.flag, format, args...) })
 	}
-	c := &Config{
-		Listen:            get("listen"),
-		Backend:           get("backend"),
-		DataDir:           get("data-dir"),
-		RotationSchedule:  get("rotation-schedule"),
-		PropagationDelay:  dur("propagation-delay"),
-		MaxTokenLifetime:  dur("max-token-lifetime"),
-		ClockSkew:         dur("clock-skew"),
-		JWKSMaxAge:        dur("jwks-max-age"),
-		VaultMount:        get("vault-mount"),
-		VaultKey:          get("vault-key"),
-		VaultKVMount:      get("vault-kv-mount"),
-		TLSCert:           get("tls-cert"),
-		TLSKey:            get("tls-key"),
-		VaultAuth:         get("vault-auth"),
-		VaultRoleID:       get("vault-role-id"),
-		VaultSecretIDFile: get("vault-secret-id-file"),
-		SignTimeout:       dur("sign-timeout"),
+	c.validate(bad)
+	if len(errs) > 0 {
+		return nil, &Error{Errs: errs}
 	}
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		bad("listen", "%q is not host:port", c.Listen)
-	}
-	if c.Backend != "local" && c.Backend != "vault" {
-		bad("backend", "must be local or vault, got %q", c.Backend)
-	}
+	return c, nil
+}
+
+// validate checks the rules that tie settings together, on values each
+// setting's validator has already read.
+func (c *Config) validate(bad func(name, format string, args ...any)) {
 	if c.Backend == "local" && c.DataDir == "" {
 		bad("data-dir", "must not be empty")
-	}
-	for _, iss := range strings.Split(get("issuer"), ",") {
-		if iss = strings.TrimSpace(iss); iss != "" {
-			c.Issuers = append(c.Issuers, iss)
-		}
-	}
-	if len(c.Issuers) == 0 {
-		bad("issuer", "needs at least one issuer")
-	}
-	alg, err := signer.ParseAlgorithm(get("algorithm"))
-	if err != nil {
-		bad("algorithm", "%q: %v", get("algorithm"), err)
-	}
-	c.Algorithm = alg
-	c.Schedule, err = ParseSchedule(c.RotationSchedule)
-	if err != nil {
-		bad("rotation-schedule", "%v", err)
-	}
-	if c.MaxTokenLifetime > MaxTokenLifetimeLimit {
-		bad("max-token-lifetime", "%s is above the 1h limit: JWTs cannot be revoked", c.MaxTokenLifetime)
 	}
 	if c.PropagationDelay > 0 && c.JWKSMaxAge > 0 {
 		if c.JWKSMaxAge >= c.PropagationDelay {
@@ -188,30 +152,17 @@ func Parse(raw map[string]*string) (*Config, error) {
 		bad("tls-cert", "--tls-cert and --tls-key must be set together")
 	}
 	if c.Backend == "vault" {
-		validateVaultHA(c, get("vault-addrs"), bad)
-		for _, name := range []string{"vault-mount", "vault-key", "vault-kv-mount"} {
-			if get(name) == "" || strings.ContainsAny(get(name), " /") {
-				bad(name, "%q is not a valid Vault name", get(name))
-			}
-		}
+		c.validateVault(bad)
 	}
-	if len(errs) > 0 {
-		return nil, &Error{Errs: errs}
-	}
-	return c, nil
 }
 
-// validateVaultHA checks the Vault addresses and keyd's own login.
-func validateVaultHA(c *Config, addrs string, bad func(name, format string, args ...any)) {
-	for _, a := range strings.Split(addrs, ",") {
-		if a = strings.TrimSpace(a); a == "" {
-			continue
-		}
+// validateVault checks the Vault settings, which only --backend vault reads:
+// the addresses, keyd's own login and the mount and key names.
+func (c *Config) validateVault(bad func(name, format string, args ...any)) {
+	for _, a := range c.VaultAddrs {
 		if u, err := url.Parse(a); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("vault-addrs", "%q is not an http(s) URL", a)
-			continue
 		}
-		c.VaultAddrs = append(c.VaultAddrs, a)
 	}
 	switch c.VaultAuth {
 	case "token":
@@ -224,6 +175,97 @@ func validateVaultHA(c *Config, addrs string, bad func(name, format string, args
 		}
 	default:
 		bad("vault-auth", "must be token or approle, got %q", c.VaultAuth)
+	}
+	for _, n := range []struct{ flag, v string }{{"vault-mount", c.VaultMount}, {"vault-key", c.VaultKey}, {"vault-kv-mount", c.VaultKVMount}} {
+		if n.v == "" || strings.ContainsAny(n.v, " /") {
+			bad(n.flag, "%q is not a valid Vault name", n.v)
+		}
+	}
+}
+
+// text is the validator of a free string setting.
+func text(field func(*Config) *string) func(*Config, string, reporter) {
+	return func(c *Config, v string, _ reporter) { *field(c) = v }
+}
+
+// list is the validator of a comma list: its non-empty items, trimmed.
+func list(field func(*Config) *[]string) func(*Config, string, reporter) {
+	return func(c *Config, v string, _ reporter) { *field(c) = splitList(v) }
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// duration is the validator of a duration setting, which must be positive
+// (or zero, when zeroOK).
+func duration(field func(*Config) *time.Duration, zeroOK bool) func(*Config, string, reporter) {
+	return func(c *Config, v string, bad reporter) {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			bad("%q is not a duration (e.g. 30s, 5m, 24h)", v)
+			return
+		}
+		if d < 0 || (d == 0 && !zeroOK) {
+			bad("must be positive, got %s", v)
+		}
+		*field(c) = d
+	}
+}
+
+// positive is the validator of a duration setting that must be above zero.
+func positive(field func(*Config) *time.Duration) func(*Config, string, reporter) {
+	return duration(field, false)
+}
+
+func parseListen(c *Config, v string, bad reporter) {
+	c.Listen = v
+	if _, _, err := net.SplitHostPort(v); err != nil {
+		bad("%q is not host:port", v)
+	}
+}
+
+func parseBackend(c *Config, v string, bad reporter) {
+	c.Backend = v
+	if v != "local" && v != "vault" {
+		bad("must be local or vault, got %q", v)
+	}
+}
+
+func parseIssuers(c *Config, v string, bad reporter) {
+	c.Issuers = splitList(v)
+	if len(c.Issuers) == 0 {
+		bad("needs at least one issuer")
+	}
+}
+
+func parseAlgorithm(c *Config, v string, bad reporter) {
+	alg, err := signer.ParseAlgorithm(v)
+	if err != nil {
+		bad("%q: %v", v, err)
+	}
+	c.Algorithm = alg
+}
+
+func parseRotationSchedule(c *Config, v string, bad reporter) {
+	c.RotationSchedule = v
+	s, err := ParseSchedule(v)
+	if err != nil {
+		bad("%v", err)
+	}
+	c.Schedule = s
+}
+
+func parseMaxTokenLifetime(c *Config, v string, bad reporter) {
+	positive(func(c *Config) *time.Duration { return &c.MaxTokenLifetime })(c, v, bad)
+	if c.MaxTokenLifetime > MaxTokenLifetimeLimit {
+		bad("%s is above the 1h limit: JWTs cannot be revoked", c.MaxTokenLifetime)
 	}
 }
 
