@@ -183,13 +183,14 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // keyRow is one entry of GET /v1/keys.
 type keyRow struct {
-	KID         string  `json:"kid"`
-	State       string  `json:"state"`
-	Alg         string  `json:"alg"`
-	Version     int     `json:"version"`
-	CreatedAt   *string `json:"created_at"`
-	ActivatesAt *string `json:"activates_at"`
-	RetiresAt   *string `json:"retires_at"`
+	KID         string    `json:"kid"`
+	State       string    `json:"state"`
+	Alg         string    `json:"alg"`
+	Version     int       `json:"version"`
+	CreatedAt   *string   `json:"created_at"`
+	ActivatesAt *string   `json:"activates_at"`
+	RetiresAt   *string   `json:"retires_at"`
+	WaitingFor  []waitRow `json:"waiting_for"`
 }
 
 type keyList struct {
@@ -213,6 +214,11 @@ func printKeys(w io.Writer, keys []keyRow) {
 		t.row(k.Version, k.State, k.Alg, k.KID, deref(k.CreatedAt), deref(k.ActivatesAt), deref(k.RetiresAt))
 	}
 	t.flush()
+	for _, k := range keys {
+		if line := waitingLine(k.Version, k.WaitingFor); line != "" {
+			fmt.Fprintln(w, cell(line))
+		}
+	}
 }
 
 func deref(s *string) string {

@@ -26,6 +26,7 @@ clients (--server URL, --token T or KEYD_TOKEN)
   keys         list key versions and their states
   rotate       rotate the key now (--emergency --reason R)
   audit        list the audit trail; "keyd audit verify" checks it
+  propagation  which expected clients hold the pending key; "keyd propagation confirm" confirms one
 
 tools
   verify       verify a token against a JWKS URL or file
@@ -100,6 +101,22 @@ Checks the audit chain without keyd: a local audit.log offline, or the chain
 in Vault KV with the auditor's own token (VAULT_ADDR), and reconciles it with
 the backend's key versions.
 `,
+	"propagation": `usage: keyd propagation [--json] [--server URL] [--token T]
+       keyd propagation confirm --client C --version N [--json] [--server URL] [--token T]
+
+Shows the pending key and, per expected client (--expected-clients), whether it
+is confirmed for that key and which instances fetched the JWKS, when, and the
+highest key version each was served (auditor or admin token). A gated key
+activates once every client is confirmed (and not before its activates_at).
+"confirm" (admin token) confirms a client that reads a static setting, after
+its redeploy with the key.
+`,
+	"propagation confirm": `usage: keyd propagation confirm --client C --version N [--json] [--server URL] [--token T]
+
+Confirms (admin token) that client C holds key version N: for a service that
+reads a static JWT_PUBLIC_SIGNING_JWK_SET, once it is redeployed with the
+output of "keyd jwks --format edx". Recorded in the audit trail.
+`,
 	"healthcheck": `usage: keyd healthcheck [--url URL]
 
 Exits 0 when URL (default keyd's /readyz) answers 200; for container
@@ -162,6 +179,9 @@ var commands = map[string]func(ctx context.Context, args []string, stdin io.Read
 	},
 	"audit": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return cmdAudit(ctx, args, stdout, stderr)
+	},
+	"propagation": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+		return cmdPropagation(ctx, args, stdout, stderr)
 	},
 	"verify": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return cmdVerify(ctx, args, stdout, stderr)

@@ -24,6 +24,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/jwks"
 	"github.com/openedx-keyd/keyd/internal/metrics"
+	"github.com/openedx-keyd/keyd/internal/propagation"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/vault"
@@ -72,6 +73,15 @@ type wiring struct {
 	// problems lists what is wrong with the files the mode keeps (see
 	// problemWatch); may be nil.
 	problems func() []string
+	// observed is the shared store of observed propagation; nil: the
+	// backend, which must then be one (Vault).
+	observed observedStore
+}
+
+// observedStore keeps observed propagation for every replica.
+type observedStore interface {
+	rotation.PropagationStore
+	propagation.Saver
 }
 
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
@@ -117,20 +127,33 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			ok.Inc()
 		}
 	}
+	observed := w.observed
+	if observed == nil {
+		var ok bool
+		if observed, ok = w.backend.(observedStore); !ok {
+			return fmt.Errorf("the %s backend keeps no observed propagation", w.backend.Name())
+		}
+	}
+	recorder := propagation.NewRecorder(clk)
+	handler.Fetched = recorder.Fetched
 	mgr, err := rotation.New(rotation.Config{
 		Backend: w.backend,
 		Rules: rotation.Rules{
-			Schedule:         cfg.Schedule,
-			ScheduleSpec:     cfg.RotationSchedule,
-			PropagationDelay: cfg.PropagationDelay,
-			RetireAfter:      cfg.RetireAfter(),
+			Schedule:          cfg.Schedule,
+			ScheduleSpec:      cfg.RotationSchedule,
+			PropagationDelay:  cfg.PropagationDelay,
+			RetireAfter:       cfg.RetireAfter(),
+			ExpectedClients:   cfg.ExpectedClients,
+			InstanceWindow:    cfg.InstanceWindow,
+			ActivationMaxWait: cfg.ActivationMaxWait,
 		},
-		Algorithm: cfg.Algorithm,
-		Clock:     clk,
-		Events:    w.events,
-		Logger:    log,
-		Metrics:   m,
-		Refresh:   cfg.Refresh(),
+		Propagation: observed,
+		Algorithm:   cfg.Algorithm,
+		Clock:       clk,
+		Events:      w.events,
+		Logger:      log,
+		Metrics:     m,
+		Refresh:     cfg.Refresh(),
 		// The snapshot may miss a key others sign with once it is older
 		// than this (DESIGN.md "Vault HA"): /readyz then answers 503.
 		StaleAfter: cfg.PropagationDelay - cfg.JWKSMaxAge,
@@ -140,6 +163,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	metrics.WatchLifecycle(reg, mgr, clk)
+	metrics.WatchPropagation(reg, mgr.UnconfirmedClients)
 	if err := mgr.Tick(ctx); err != nil {
 		log.Warn("first lifecycle tick failed; retrying in the background", "err", err)
 	}
@@ -149,6 +173,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if w.start != nil {
 		go w.start(runCtx)
 	}
+	flushed := make(chan struct{})
+	go func() {
+		defer close(flushed)
+		recorder.Run(runCtx, observed, flushEvery(cfg.JWKSMaxAge), cfg.JWKSMaxAge, forgetAfter(cfg.InstanceWindow), log, mgr.Kick)
+	}()
+	defer func() { cancel(); <-flushed }() // the last observations are stored before keyd exits
 	problems := newProblemWatch(w.problems, log, reg)
 	problems.check()
 	go problems.run(runCtx, cfg.Refresh())
@@ -161,13 +191,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			Backend: w.backend, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
 			Policy: claims.Policy{Issuers: cfg.Issuers, MaxLifetime: cfg.MaxTokenLifetime, ClockSkew: cfg.ClockSkew},
 		}),
-		JWKS:     handler,
-		Audit:    w.audit,
-		Problems: problems.Current,
-		Login:    w.login,
-		Metrics:  m,
-		Gatherer: reg,
-		Logger:   log,
+		JWKS:        handler,
+		Audit:       w.audit,
+		Propagation: mgr,
+		Problems:    problems.Current,
+		Login:       w.login,
+		Metrics:     m,
+		Gatherer:    reg,
+		Logger:      log,
 	})
 	srv := &http.Server{
 		Addr:              cfg.Listen,
@@ -212,3 +243,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	log.Info("keyd stopped")
 	return nil
 }
+
+// flushEvery is how often the JWKS fetch observations are written (only
+// what grew or aged past jwks-max-age is): at most every second, and
+// twice per jwks-max-age.
+func flushEvery(maxAge time.Duration) time.Duration {
+	return max(min(time.Second, maxAge/2), 50*time.Millisecond)
+}
+
+// forgetAfter is how long an instance that stopped fetching is kept in the
+// store (shown by GET /v1/propagation, no longer counted): a day, or twice
+// the instance window when that is longer.
+func forgetAfter(window time.Duration) time.Duration { return max(24*time.Hour, 2*window) }

@@ -42,5 +42,9 @@ func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring
 		_, _ = store.Read(context.Background(), math.MaxInt64) // re-reads the log and the head
 		return append(b.Problems(), store.Problems()...)
 	}
-	return &wiring{backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b}, problems: problems}, nil
+	observed, err := local.NewPropagationStore(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	return &wiring{backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b}, problems: problems, observed: observed}, nil
 }

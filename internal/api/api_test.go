@@ -31,6 +31,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/jwks"
 	"github.com/openedx-keyd/keyd/internal/metrics"
+	"github.com/openedx-keyd/keyd/internal/propagation"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
@@ -84,11 +85,15 @@ type testEnv struct {
 	backend *switchBackend
 	audit   *fakeAudit
 	jwks    *jwks.Handler
+	// Observed propagation: the recorder on the JWKS route and its store.
+	recorder *propagation.Recorder
+	observed *local.PropagationStore
 }
 
 // newEnv serves api.New over a local backend in a temp dir; with tick the
-// manager has made its first snapshot (the bootstrap key).
-func newEnv(t testing.TB, alg signer.Algorithm, tick bool) *testEnv {
+// manager has made its first snapshot (the bootstrap key). opts change the
+// manager's configuration (e.g. expected clients).
+func newEnv(t testing.TB, alg signer.Algorithm, tick bool, opts ...func(*rotation.Config)) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
 	lb, err := local.New(dir)
@@ -110,7 +115,13 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool) *testEnv {
 	m := metrics.New(reg)
 	handler := jwks.NewHandler(5 * time.Minute)
 	handler.Observe = func(status int) { m.JWKSRequests.WithLabelValues(fmt.Sprint(status)).Inc() }
-	mgr, err := rotation.New(rotation.Config{
+	recorder := propagation.NewRecorder(clk)
+	handler.Fetched = recorder.Fetched
+	observed, err := local.NewPropagationStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcfg := rotation.Config{
 		Backend: lb,
 		Rules: rotation.Rules{
 			Schedule: sched, ScheduleSpec: "0 0 1 * *",
@@ -122,28 +133,37 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool) *testEnv {
 		Logger:    log,
 		Metrics:   m,
 		OnChange:  api.PublishKeys(handler, log),
-	})
+		// The store is wired as serve wires it; no client is expected
+		// unless opts say so.
+		Propagation: observed,
+	}
+	for _, o := range opts {
+		o(&rcfg)
+	}
+	mgr, err := rotation.New(rcfg)
 	if err != nil {
 		t.Fatalf("rotation.New: %v", err)
 	}
 	metrics.WatchLifecycle(reg, mgr, clk)
+	metrics.WatchPropagation(reg, mgr.UnconfirmedClients)
 	if tick {
 		if err := mgr.Tick(context.Background()); err != nil {
 			t.Fatalf("first Tick: %v", err)
 		}
 	}
-	env := &testEnv{clk: clk, mgr: mgr, backend: &switchBackend{Backend: lb}, audit: &fakeAudit{}, jwks: handler}
+	env := &testEnv{clk: clk, mgr: mgr, backend: &switchBackend{Backend: lb}, audit: &fakeAudit{}, jwks: handler, recorder: recorder, observed: observed}
 	env.handler = api.New(api.Config{
 		Auth:      auth,
 		Backend:   env.backend,
 		Lifecycle: mgr,
 		Signer: signing.New(signing.Config{Backend: env.backend, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
 			Policy: claims.Policy{Issuers: []string{issuer}, MaxLifetime: time.Hour, ClockSkew: time.Minute}}),
-		JWKS:     handler,
-		Audit:    env.audit,
-		Metrics:  m,
-		Gatherer: reg,
-		Logger:   log,
+		JWKS:        handler,
+		Audit:       env.audit,
+		Propagation: mgr,
+		Metrics:     m,
+		Gatherer:    reg,
+		Logger:      log,
 	})
 	srv := httptest.NewServer(env.handler)
 	t.Cleanup(srv.Close)

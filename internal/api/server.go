@@ -60,11 +60,13 @@ type Config struct {
 	Signer    Signer
 	JWKS      *jwks.Handler
 	Audit     AuditTrail
-	Problems  func() []string // what is wrong with the files keyd keeps, for /readyz; may be nil
-	Login     func() string   // why keyd's own backend login fails now, "" when it does not; may be nil
-	Metrics   *metrics.Metrics
-	Gatherer  prometheus.Gatherer
-	Logger    *slog.Logger
+	// Propagation serves /v1/propagation; nil: those routes answer 503.
+	Propagation Propagation
+	Problems    func() []string // what is wrong with the files keyd keeps, for /readyz; may be nil
+	Login       func() string   // why keyd's own backend login fails now, "" when it does not; may be nil
+	Metrics     *metrics.Metrics
+	Gatherer    prometheus.Gatherer
+	Logger      *slog.Logger
 }
 
 // Server holds the handlers.
@@ -122,6 +124,8 @@ func New(cfg Config) *Handler {
 	e.GET("/v1/keys", s.keys)
 	e.POST("/v1/rotate", s.rotate)
 	e.GET("/v1/audit", s.audit)
+	e.GET("/v1/propagation", s.propagation)
+	e.POST("/v1/propagation/confirm", s.confirm)
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", s.readyz)
 	if cfg.Gatherer != nil {
@@ -229,6 +233,9 @@ type keyInfo struct {
 	ActivatesAt string  `json:"activates_at"`
 	RetiresAt   *string `json:"retires_at"`
 	Emergency   bool    `json:"emergency,omitempty"`
+	// WaitingFor (an extension): the expected clients a pending gated key
+	// still waits for.
+	WaitingFor []waitInfo `json:"waiting_for,omitempty"`
 }
 
 func (s *Server) keys(c echo.Context) error {
@@ -241,7 +248,11 @@ func (s *Server) keys(c echo.Context) error {
 	}
 	out := make([]keyInfo, 0, len(snap.Keys))
 	for _, k := range snap.Keys {
-		out = append(out, describe(k))
+		ki := describe(k)
+		if g := snap.Plan.Gate; g != nil && g.Version == k.Version {
+			ki.WaitingFor = waitingFor(g)
+		}
+		out = append(out, ki)
 	}
 	return c.JSON(http.StatusOK, map[string]any{"keys": out})
 }
@@ -399,7 +410,7 @@ func PublishKeys(h *jwks.Handler, log *slog.Logger) func(*rotation.Snapshot) {
 	return func(s *rotation.Snapshot) {
 		keys := make([]jwks.Key, 0, len(s.Keys))
 		for _, k := range s.Keys {
-			keys = append(keys, jwks.Key{KID: k.KID, Alg: string(k.Algorithm), Public: k.Public})
+			keys = append(keys, jwks.Key{KID: k.KID, Alg: string(k.Algorithm), Public: k.Public, Version: k.Version})
 		}
 		doc, changed, err := h.Publish(keys)
 		switch {

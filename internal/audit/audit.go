@@ -31,10 +31,17 @@ const (
 	// TornRecord is written by the file store when it finds the last line
 	// of the log torn by a crash; Reason names the side file holding it.
 	TornRecord Type = "torn_record"
+	// PropagationConfirmed: a client holds a key version (observed
+	// propagation); Reason names the client and fetch or admin.
+	PropagationConfirmed Type = "propagation_confirmed"
+	// ActivationUnconfirmed: a gated key activated at its max wait;
+	// Reason names the clients not confirmed.
+	ActivationUnconfirmed Type = "activation_unconfirmed"
 )
 
 // Types lists every event type.
-var Types = []Type{Bootstrap, Created, Activated, Retired, Destroyed, Emergency, RotationFailed, TornRecord}
+var Types = []Type{Bootstrap, Created, Activated, Retired, Destroyed, Emergency, RotationFailed, TornRecord,
+	PropagationConfirmed, ActivationUnconfirmed}
 
 func (t Type) valid() bool { return slices.Contains(Types, t) }
 

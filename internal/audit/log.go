@@ -25,7 +25,8 @@ const maxAttempts = 1000
 // it observes and the chain holds it once. rotation_failed and torn_record
 // events are deduplicated on (type, version, reason) instead: each distinct
 // failure is recorded once per attempted version, repeats of the same one
-// are not (their count belongs in metrics).
+// are not (their count belongs in metrics). So are propagation_confirmed
+// events: one per client (named in the reason) and version.
 type Log struct {
 	store Store
 	clock clock.Clock
@@ -43,7 +44,7 @@ type dedupKey struct {
 
 func keyOf(e Event) dedupKey {
 	k := dedupKey{typ: e.Type, version: e.Version}
-	if e.Type == RotationFailed || e.Type == TornRecord {
+	if e.Type == RotationFailed || e.Type == TornRecord || e.Type == PropagationConfirmed {
 		k.reason = e.Reason
 	}
 	return k

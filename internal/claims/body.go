@@ -2,6 +2,7 @@ package claims
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/openedx-keyd/keyd/internal/strictjson"
@@ -88,4 +89,20 @@ func (b Body) String(name string) (string, error) {
 		return v.Text, nil
 	}
 	return "", malformed(CodeInvalidRequest, "Member %s must be a string.", quote(name))
+}
+
+// PositiveInt returns the member name, which must be a positive integer
+// written without fraction or exponent; absent is 0. Any other value (null
+// included) is a 400 CodeInvalidRequest.
+func (b Body) PositiveInt(name string) (int, error) {
+	v := b.get(name)
+	if v == nil {
+		return 0, nil
+	}
+	if v.Kind == strictjson.Number {
+		if n, err := strconv.Atoi(v.Text); err == nil && n > 0 {
+			return n, nil
+		}
+	}
+	return 0, malformed(CodeInvalidRequest, "Member %s must be a positive integer.", quote(name))
 }

@@ -44,6 +44,10 @@ type Config struct {
 	VaultRoleID       string
 	VaultSecretIDFile string
 	SignTimeout       time.Duration
+	// Observed propagation (see DESIGN.md "Observed propagation").
+	ExpectedClients   []string // empty: no gating
+	InstanceWindow    time.Duration
+	ActivationMaxWait time.Duration
 }
 
 // setting is one flag with its environment variable, its default and its
@@ -93,6 +97,12 @@ var settings = []setting{
 		text(func(c *Config) *string { return &c.VaultSecretIDFile })},
 	{"sign-timeout", "KEYD_SIGN_TIMEOUT", "2s", "budget of one Vault sign, retries through a leader election included",
 		positive(func(c *Config) *time.Duration { return &c.SignTimeout })},
+	{"expected-clients", "KEYD_EXPECTED_CLIENTS", "", "comma list of Keyd-Client names that must hold a new key before it signs (empty: no gating)",
+		parseExpectedClients},
+	{"instance-window", "KEYD_INSTANCE_WINDOW", "1h", "an instance that fetched the JWKS within this long counts for its client",
+		positive(func(c *Config) *time.Duration { return &c.InstanceWindow })},
+	{"activation-max-wait", "KEYD_ACTIVATION_MAX_WAIT", "168h", "a gated key activates this long after activates_at at the latest, confirmed or not",
+		positive(func(c *Config) *time.Duration { return &c.ActivationMaxWait })},
 }
 
 // Flags registers every setting on fs, with its environment variable (when
@@ -153,6 +163,9 @@ func (c *Config) validate(bad func(name, format string, args ...any)) {
 	}
 	if c.Backend == "vault" {
 		c.validateVault(bad)
+	}
+	if len(c.ExpectedClients) > 0 && c.InstanceWindow > 0 && c.InstanceWindow <= c.JWKSMaxAge {
+		bad("instance-window", "%s must be above --jwks-max-age %s, or an instance that fetches on time would look silent", c.InstanceWindow, c.JWKSMaxAge)
 	}
 }
 
@@ -266,6 +279,21 @@ func parseMaxTokenLifetime(c *Config, v string, bad reporter) {
 	positive(func(c *Config) *time.Duration { return &c.MaxTokenLifetime })(c, v, bad)
 	if c.MaxTokenLifetime > MaxTokenLifetimeLimit {
 		bad("%s is above the 1h limit: JWTs cannot be revoked", c.MaxTokenLifetime)
+	}
+}
+
+// parseExpectedClients reads --expected-clients: names as in Keyd-Client
+// ([A-Za-z0-9._:-]{1,64}), each once.
+func parseExpectedClients(c *Config, v string, bad reporter) {
+	for _, name := range splitList(v) {
+		switch {
+		case !signer.ValidName(name):
+			bad("%q is not a client name ([A-Za-z0-9._:-], 1 to 64 characters)", name)
+		case slices.Contains(c.ExpectedClients, name):
+			bad("%q is listed twice", name)
+		default:
+			c.ExpectedClients = append(c.ExpectedClients, name)
+		}
 	}
 }
 

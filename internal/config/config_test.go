@@ -71,6 +71,9 @@ func TestDefaultsMatchContract(t *testing.T) {
 		VaultKVMount:     "keyd",
 		VaultAuth:        "token",
 		SignTimeout:      2 * time.Second,
+		// Observed propagation: no gating by default.
+		InstanceWindow:    time.Hour,
+		ActivationMaxWait: 168 * time.Hour,
 	}
 	for name, got := range map[string]*config.Config{
 		"flags":     mustParse(t),
@@ -320,5 +323,31 @@ func TestVaultHASettings(t *testing.T) {
 	}
 	if _, err := config.Parse(map[string]*string{"backend": str("vault"), "vault-auth": str("ldap")}); err == nil || !strings.Contains(err.Error(), "--vault-auth") {
 		t.Errorf("vault-auth ldap: %v", err)
+	}
+}
+
+// TestExpectedClients: --expected-clients and its windows.
+func TestExpectedClients(t *testing.T) {
+	set := func(kv ...string) map[string]*string {
+		raw := map[string]*string{}
+		for i := 0; i < len(kv); i += 2 {
+			raw[kv[i]] = &kv[i+1]
+		}
+		return raw
+	}
+	c, err := config.Parse(set("expected-clients", " ecommerce, discovery ,", "instance-window", "30m", "activation-max-wait", "2h"))
+	if err != nil || !reflect.DeepEqual(c.ExpectedClients, []string{"ecommerce", "discovery"}) || c.InstanceWindow != 30*time.Minute || c.ActivationMaxWait != 2*time.Hour {
+		t.Fatalf("got %+v, %v", c, err)
+	}
+	for _, tt := range []struct{ name, list, window, wait, bad string }{
+		{"bad name", "ecommerce,no spaces", "1h", "1h", "--expected-clients"},
+		{"too long", strings.Repeat("a", 65), "1h", "1h", "--expected-clients"},
+		{"twice", "a,a", "1h", "1h", "--expected-clients"},
+		{"window not above jwks-max-age", "a", "5m", "1h", "--instance-window"},
+		{"zero max wait", "a", "1h", "0s", "--activation-max-wait"},
+	} {
+		if _, err := config.Parse(set("expected-clients", tt.list, "instance-window", tt.window, "activation-max-wait", tt.wait)); err == nil || !strings.Contains(err.Error(), tt.bad) {
+			t.Errorf("%s: got %v, want an error naming %s", tt.name, err, tt.bad)
+		}
 	}
 }

@@ -19,9 +19,10 @@ import (
 
 // Key is one published public key.
 type Key struct {
-	KID    string
-	Alg    string
-	Public crypto.PublicKey
+	KID     string
+	Alg     string
+	Public  crypto.PublicKey
+	Version int // the key version (not published; for observed propagation)
 }
 
 // Document is an encoded JWKS and its ETag.
@@ -29,6 +30,8 @@ type Document struct {
 	Body []byte
 	ETag string // strong, quoted
 	Keys int
+	// MaxVersion is the highest key version the document holds.
+	MaxVersion int
 
 	// Header values, built once so that serving allocates nothing.
 	etag, length []string
@@ -37,7 +40,9 @@ type Document struct {
 // Build encodes keys (public members only) as {"keys":[...]}.
 func Build(keys []Key) (*Document, error) {
 	set := jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, 0, len(keys))}
+	maxVersion := 0
 	for _, k := range keys {
+		maxVersion = max(maxVersion, k.Version)
 		jwk := jose.JSONWebKey{Key: k.Public, KeyID: k.KID, Algorithm: k.Alg, Use: "sig"}
 		if !jwk.IsPublic() {
 			return nil, fmt.Errorf("jwks: key %s is not a public key", k.KID)
@@ -50,7 +55,7 @@ func Build(keys []Key) (*Document, error) {
 	}
 	sum := sha256.Sum256(body)
 	etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`
-	return &Document{Body: body, ETag: etag, Keys: len(keys), etag: []string{etag}, length: []string{strconv.Itoa(len(body))}}, nil
+	return &Document{Body: body, ETag: etag, Keys: len(keys), MaxVersion: maxVersion, etag: []string{etag}, length: []string{strconv.Itoa(len(body))}}, nil
 }
 
 // Handler serves the current Document. Until Set is called it answers 503.
@@ -60,6 +65,11 @@ type Handler struct {
 	cacheControl []string
 	// Observe, when set, is told the status of each response (200 or 304).
 	Observe func(status int)
+	// Fetched, when set, is told of each answered fetch and the highest key
+	// version of the document it was served: a 304 counts as the document
+	// its ETag names; a HEAD, or a 304 to If-None-Match: *, as none (0).
+	// It runs on the request path: it must be cheap and never block.
+	Fetched func(r *http.Request, maxVersion int)
 }
 
 var contentJSON = []string{"application/json"}
@@ -111,9 +121,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Canonical keys assigned directly: the values are shared, never modified.
 	hdr["Cache-Control"] = h.cacheControl
 	hdr["Etag"] = d.etag
-	if etagMatches(r.Header.Get("If-None-Match"), d.ETag) {
+	if match, named := etagMatches(r.Header.Get("If-None-Match"), d.ETag); match {
 		w.WriteHeader(http.StatusNotModified)
 		h.observe(http.StatusNotModified)
+		if h.Fetched != nil {
+			h.Fetched(r, served(named, d))
+		}
 		return
 	}
 	hdr["Content-Type"] = contentJSON
@@ -123,6 +136,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write(d.Body)
 	}
 	h.observe(http.StatusOK)
+	if h.Fetched != nil {
+		h.Fetched(r, served(r.Method != http.MethodHead, d))
+	}
+}
+
+// served is the highest version a fetch counts as holding: the document's,
+// when it was served (or named by its ETag).
+func served(counts bool, d *Document) int {
+	if counts {
+		return d.MaxVersion
+	}
+	return 0
 }
 
 func (h *Handler) observe(status int) {
@@ -131,15 +156,17 @@ func (h *Handler) observe(status int) {
 	}
 }
 
-// etagMatches implements If-None-Match's weak comparison (RFC 9110 13.1.2).
-func etagMatches(header, etag string) bool {
+// etagMatches implements If-None-Match's weak comparison (RFC 9110 13.1.2):
+// match, and named when the header names etag itself (not only "*").
+func etagMatches(header, etag string) (match, named bool) {
 	for header != "" {
 		var t string
 		t, header, _ = strings.Cut(header, ",")
 		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
-		if t == "*" || t == etag {
-			return true
+		if t == etag {
+			return true, true
 		}
+		match = match || t == "*"
 	}
-	return false
+	return match, false
 }

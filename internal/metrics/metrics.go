@@ -67,6 +67,16 @@ func New(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// WatchPropagation registers keyd_propagation_unconfirmed_clients, read from
+// unconfirmed at scrape time: the expected clients not yet confirmed for the
+// pending key (0 when no key waits).
+func WatchPropagation(reg prometheus.Registerer, unconfirmed func() int) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "keyd_propagation_unconfirmed_clients",
+		Help: "Expected clients not yet confirmed for the pending key (0 when no key waits for its clients).",
+	}, func() float64 { return float64(unconfirmed()) }))
+}
+
 // WatchLifecycle registers the lifecycle gauges, read from lc at scrape time.
 func WatchLifecycle(reg prometheus.Registerer, lc Lifecycle, clk clock.Clock) {
 	now := clk.Now

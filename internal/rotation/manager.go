@@ -39,10 +39,15 @@ const (
 	EventDestroyed      EventType = "destroyed"       // a key's private material is gone
 	EventEmergency      EventType = "emergency"       // a key created by an emergency rotation
 	EventRotationFailed EventType = "rotation_failed" // a create, destroy, pin or emergency step failed
+	// EventPropagationConfirmed: a client holds a version (reason: the client, fetch or admin).
+	EventPropagationConfirmed EventType = "propagation_confirmed"
+	// EventActivationUnconfirmed: a gated key activated at its max wait (reason: the clients not confirmed).
+	EventActivationUnconfirmed EventType = "activation_unconfirmed"
 )
 
 // EventTypes lists every lifecycle event type.
-var EventTypes = []EventType{EventBootstrap, EventCreated, EventActivated, EventRetired, EventDestroyed, EventEmergency, EventRotationFailed}
+var EventTypes = []EventType{EventBootstrap, EventCreated, EventActivated, EventRetired, EventDestroyed, EventEmergency, EventRotationFailed,
+	EventPropagationConfirmed, EventActivationUnconfirmed}
 
 // Event is one lifecycle transition for the audit trail.
 type Event struct {
@@ -85,8 +90,8 @@ type Snapshot struct {
 func (s *Snapshot) SigningAt(now time.Time) (signer.SigningKey, bool) {
 	for i := len(s.Keys) - 1; i >= 0; i-- {
 		k := s.Keys[i]
-		if k.State != Active && (k.State != Pending || k.ActivatesAt.After(now)) {
-			continue
+		if k.State != Active && (k.State != Pending || k.Waiting || k.ActivatesAt.After(now)) {
+			continue // a waiting gated key signs only once its activation is written
 		}
 		if i < len(s.signers) {
 			return s.signers[i], true
@@ -109,6 +114,11 @@ type Config struct {
 	Refresh time.Duration
 	// OnChange is called with each new snapshot (to rebuild the JWKS).
 	OnChange func(*Snapshot)
+	// Propagation is the shared store of observed propagation, where gated
+	// keys find their confirmations and write their activation. Nil: a
+	// gated key never activates (set it whenever Rules.ExpectedClients may
+	// be, or may have been, set).
+	Propagation PropagationStore
 	// StaleAfter is how long after the last successful read of the keys
 	// the snapshot may be missing a key other replicas sign with
 	// (propagation-delay - jwks-max-age): Health says Stale past it. Zero:
@@ -146,6 +156,9 @@ type Manager struct {
 	// (one requested here, or an intent any replica stored) and never sign
 	// again. It only grows.
 	compromisedBelow atomic.Int64
+	// observed is the propagation last read (under mu); written
+	// activations are immutable and kept.
+	observed Observed
 }
 
 // heldIntent is an emergency this process requested and has not completed.
@@ -384,17 +397,20 @@ func (m *Manager) readPlan(ctx context.Context) ([]signer.Key, Plan, time.Time, 
 	if err != nil {
 		return nil, Plan{}, time.Time{}, m.readFailed(ctx, "keys", err)
 	}
+	if err := m.loadObserved(ctx, keys); err != nil {
+		return nil, Plan{}, time.Time{}, m.readFailed(ctx, "propagation", err)
+	}
 	m.backendUp.Store(true)
 	now := m.cfg.Clock.Now()
 	m.lastRead.Store(now.UnixNano())
-	return keys, EvaluateSigned(keys, m.cfg.Rules, now, m.signedTimes()), now, nil
+	return keys, EvaluateObserved(keys, m.cfg.Rules, now, m.signedTimes(), &m.observed), now, nil
 }
 
 // settle reads the keys, reports the transitions they show, applies the
 // plan's next step and reads again, until nothing is left to do; then it
 // publishes the snapshot.
 func (m *Manager) settle(ctx context.Context, actor string, allowed bool) error {
-	for range 4 { // at most: a record, a creation, a destruction, then publish
+	for range 6 { // at most: a record, a confirmation, an activation, a creation, a destruction, then publish
 		keys, plan, now, err := m.readPlan(ctx)
 		if err != nil {
 			return err
@@ -415,7 +431,7 @@ func (m *Manager) settle(ctx context.Context, actor string, allowed bool) error 
 		}
 		return nil
 	}
-	return m.actionFailed(ctx, "settle", 0, errors.New("the keys did not settle after four steps"))
+	return m.actionFailed(ctx, "settle", 0, errors.New("the keys did not settle after six steps"))
 }
 
 // apply performs the plan's create and destroy steps; it reports whether it
@@ -434,6 +450,12 @@ func (m *Manager) apply(ctx context.Context, keys []signer.Key, plan Plan, actor
 		return true, nil
 	case m.writeMissingRecords(ctx, plan):
 		return true, nil
+	case plan.Gate != nil:
+		if acted, err := m.gate(ctx, plan); acted || err != nil {
+			return acted, err
+		}
+	}
+	switch {
 	case plan.Mismatch != "":
 		return false, nil // follow the records, change nothing
 	case plan.DestroyBelow > 0:
@@ -576,7 +598,12 @@ func creationEvent(p Published) Event {
 	return e
 }
 
-func (e Event) id() string { return fmt.Sprintf("%s/%d", e.Type, e.Version) }
+func (e Event) id() string {
+	if e.Type == EventPropagationConfirmed { // one per client and version
+		return fmt.Sprintf("%s/%d/%s", e.Type, e.Version, e.Reason)
+	}
+	return fmt.Sprintf("%s/%d", e.Type, e.Version)
+}
 
 // reportTransitions sends the events of every transition the plan shows,
 // including those of keys about to be destroyed (a replica that was down
@@ -598,11 +625,13 @@ func (m *Manager) reportTransitions(ctx context.Context, keys []signer.Key, plan
 			ks = KeyState{Key: k, State: Retiring}
 			if k.Version < cut {
 				ks.State = Pending // no retired event: an emergency cut it off
+				_, activated := m.observed.Activations[k.Version]
+				ks.Waiting = k.HasRecord && k.Gated() && !activated
 			}
 		}
 		p := Published{KeyState: ks, KID: m.kid(k)}
 		m.emit(ctx, creationEvent(p))
-		if ks.State != Pending || !k.ActivatesAt.After(now) {
+		if ks.State != Pending || (!ks.Waiting && !ks.ActivatesAt.After(now)) {
 			m.emit(ctx, Event{Type: EventActivated, Version: p.Version, KID: p.KID, Actor: "scheduler"})
 		}
 		if ks.State == Retiring {
@@ -713,7 +742,7 @@ func (m *Manager) Rotate(ctx context.Context, req RotateRequest) (Published, err
 // returns the version to answer with: the new one, newest when it is still
 // pending, 0 when another replica created it first (the newest then).
 func (m *Manager) rotateNormal(ctx context.Context, keys []signer.Key, newest int, req RotateRequest) (int, error) {
-	plan := Evaluate(keys, m.cfg.Rules, m.cfg.Clock.Now())
+	plan := EvaluateObserved(keys, m.cfg.Rules, m.cfg.Clock.Now(), nil, &m.observed)
 	if plan.Mismatch != "" && !req.AdoptSettings {
 		return 0, fmt.Errorf("%w: %s", ErrConfigMismatch, plan.Mismatch)
 	}

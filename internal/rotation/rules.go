@@ -18,6 +18,13 @@ type Rules struct {
 	ScheduleSpec     string        // the text of Schedule, compared with records
 	PropagationDelay time.Duration // created → active
 	RetireAfter      time.Duration // max-token-lifetime + 2 × clock-skew
+	// Observed propagation (gate.go): the clients whose verifiers must hold
+	// a new key before it signs (empty: no gating), how recent a fetch keeps
+	// an instance live, and how long past activates_at a key waits at most.
+	// NewRecord fixes them in the record of each key it creates.
+	ExpectedClients   []string
+	InstanceWindow    time.Duration
+	ActivationMaxWait time.Duration
 }
 
 // State of a published key.
@@ -36,6 +43,9 @@ type KeyState struct {
 	State         State
 	DeactivatedAt time.Time // zero unless retiring
 	RetiresAt     time.Time // zero while unknown (pending, active)
+	// Waiting: a gated key whose activation is not written yet. It never
+	// signs on its own; ActivatesAt is its record's earliest activation.
+	Waiting bool
 }
 
 // Plan is what the rules say about the keys at one instant.
@@ -54,12 +64,15 @@ type Plan struct {
 	// Mismatch explains why this replica's settings disagree with the
 	// newest record; while set, the loop creates and destroys nothing.
 	Mismatch string
+	// Gate is the propagation gate of the newest pending key while it
+	// waits for its expected clients (nil otherwise).
+	Gate *GateStatus
 }
 
 // Evaluate applies the lifecycle rules (DESIGN "Key lifecycle") to the keys
 // a backend holds, oldest first.
 func Evaluate(keys []signer.Key, r Rules, now time.Time) Plan {
-	return EvaluateSigned(keys, r, now, nil)
+	return EvaluateObserved(keys, r, now, nil, nil)
 }
 
 // EvaluateSigned is Evaluate that also knows when each version last signed
@@ -69,6 +82,14 @@ func Evaluate(keys []signer.Key, r Rules, now time.Time) Plan {
 // was in flight across the activation, or made while this replica's loop
 // was stalled).
 func EvaluateSigned(keys []signer.Key, r Rules, now time.Time, lastSigned map[int]time.Time) Plan {
+	return EvaluateObserved(keys, r, now, lastSigned, nil)
+}
+
+// EvaluateObserved is EvaluateSigned that also knows the observed
+// propagation (obs, may be nil): a gated key activates at the time its
+// activation record holds, and waits (never signs) while it has none; the
+// plan's Gate says whether it activates now (see Gate).
+func EvaluateObserved(keys []signer.Key, r Rules, now time.Time, lastSigned map[int]time.Time, obs *Observed) Plan {
 	var p Plan
 	if len(keys) == 0 {
 		p.Bootstrap = true
@@ -88,17 +109,8 @@ func EvaluateSigned(keys []signer.Key, r Rules, now time.Time, lastSigned map[in
 	if first > 0 {
 		p.DestroyBelow = keys[first].Version
 	}
-	live := keys[first:]
-
-	// Rule 2: the active key is the newest that has reached activates_at.
-	// If none has (a replica whose clock lags the bootstrap or emergency key's
-	// creation), the oldest live key is the active one: it has no predecessor.
-	active := 0
-	for i, k := range live {
-		if !k.ActivatesAt.After(now) {
-			active = i
-		}
-	}
+	live, waiting := withActivations(keys[first:], obs)
+	active := activeIndex(live, waiting, now)
 
 	var next []time.Time
 	destroyable := true
@@ -109,7 +121,8 @@ func EvaluateSigned(keys []signer.Key, r Rules, now time.Time, lastSigned map[in
 			ks.State = Active
 		case i > active:
 			ks.State = Pending
-			next = append(next, k.ActivatesAt)
+			ks.Waiting = waiting[k.Version]
+			next = append(next, pendingNext(k, ks.Waiting, now))
 		default:
 			ks.State = Retiring
 			ks.DeactivatedAt = live[i+1].ActivatesAt
@@ -133,6 +146,10 @@ func EvaluateSigned(keys []signer.Key, r Rules, now time.Time, lastSigned map[in
 			p.Active = &p.Published[i]
 		}
 	}
+	if n := len(p.Published); n > 0 && p.Published[n-1].Waiting {
+		g := Gate(p.Published[n-1].Key, obs, now)
+		p.Gate = &g
+	}
 
 	// Rule 1: a scheduled rotation is due at schedule.Next(newest.created_at),
 	// the same instant on every replica; not while a key is still pending.
@@ -147,6 +164,20 @@ func EvaluateSigned(keys []signer.Key, r Rules, now time.Time, lastSigned map[in
 		}
 	}
 	return p
+}
+
+// activeIndex is rule 2: the active key is the newest that has reached
+// activates_at (a waiting gated key has not, whatever its time). If none
+// has (a replica whose clock lags the bootstrap or emergency key's
+// creation), the oldest live key is the active one: it has no predecessor.
+func activeIndex(live []signer.Key, waiting map[int]bool, now time.Time) int {
+	active := 0
+	for i, k := range live {
+		if !waiting[k.Version] && !k.ActivatesAt.After(now) {
+			active = i
+		}
+	}
+	return active
 }
 
 // NewRecord is the lifecycle record of version v created at now.
@@ -166,6 +197,12 @@ func NewRecord(v int, alg signer.Algorithm, r Rules, now time.Time, emergency bo
 	rec.ActivatesAt = ceilSecond(now.UTC().Add(r.PropagationDelay))
 	if emergency || v == 1 {
 		rec.ActivatesAt = rec.CreatedAt // bootstrap and emergency keys sign at once
+		return rec
+	}
+	if len(r.ExpectedClients) > 0 {
+		rec.ExpectedClients = append([]string(nil), r.ExpectedClients...)
+		rec.InstanceWindow = r.InstanceWindow
+		rec.ActivationMaxWait = r.ActivationMaxWait
 	}
 	return rec
 }
@@ -217,3 +254,132 @@ func mismatch(rec signer.Record, r Rules) string {
 }
 
 func q(s string) string { return `"` + s + `"` }
+
+// Observed propagation (DESIGN "Observed propagation"). A key whose record
+// names expected clients activates at the later of its activates_at and the
+// moment every expected client is confirmed for its version, and at
+// activates_at + max wait at the latest. The manager writes the actual
+// activation once (create-only), so every replica follows one time.
+
+// DefaultInstanceWindow is the instance window of a record that has none.
+const DefaultInstanceWindow = time.Hour
+
+// Observed is what the gate reads: the fetches, confirmations and actual
+// activations every replica shares through the store.
+type Observed = signer.Observed
+
+// ClientGate is one expected client of a gated key at one instant.
+type ClientGate struct {
+	Client    string
+	Confirmed bool
+	By        string // signer.ByFetch or signer.ByAdmin; "" while unconfirmed
+	// Stored: the confirmation is in the store; otherwise the fetches show
+	// it now and the manager stores it (once confirmed, always confirmed).
+	Stored bool
+	// Live instances fetched within the window; Holding of them were
+	// served a document holding the key.
+	Live, Holding int
+	Instances     []signer.Observation // every instance of the client seen, live or not
+}
+
+// GateStatus is the gate of one waiting key at one instant.
+type GateStatus struct {
+	Version   int
+	Clients   []ClientGate // in the record's order
+	Confirmed bool         // every expected client is
+	Deadline  time.Time    // activates_at + max wait: the key activates then at the latest
+	// Activate: the key activates now (the manager writes its activation).
+	Activate bool
+	// Unconfirmed names the expected clients not confirmed (with Activate:
+	// the key activates at its deadline without them).
+	Unconfirmed []string
+}
+
+// Gate is the propagation rule of a gated key k that has not activated, as
+// of now: each expected client is confirmed when the store holds its
+// confirmation, or when every instance of it that fetched within the
+// window was served a document holding k, and at least one was. Gating only
+// ever delays activation: never before activates_at.
+func Gate(k signer.Key, obs *Observed, now time.Time) GateStatus {
+	g := GateStatus{Version: k.Version, Confirmed: true, Deadline: k.ActivatesAt.Add(k.ActivationMaxWait)}
+	for _, c := range k.ExpectedClients {
+		cg := clientGate(c, k, obs, now)
+		if !cg.Confirmed {
+			g.Confirmed = false
+			g.Unconfirmed = append(g.Unconfirmed, c)
+		}
+		g.Clients = append(g.Clients, cg)
+	}
+	g.Activate = !now.Before(k.ActivatesAt) && (g.Confirmed || !now.Before(g.Deadline))
+	return g
+}
+
+func clientGate(client string, k signer.Key, obs *Observed, now time.Time) ClientGate {
+	cg := ClientGate{Client: client}
+	if obs == nil {
+		return cg
+	}
+	window := k.InstanceWindow
+	if window <= 0 {
+		window = DefaultInstanceWindow
+	}
+	for _, o := range obs.Observations {
+		if o.Client != client {
+			continue
+		}
+		cg.Instances = append(cg.Instances, o)
+		if now.Sub(o.LastFetch) > window {
+			continue // silent longer than the window: dropped out
+		}
+		cg.Live++
+		if o.MaxVersion >= k.Version {
+			cg.Holding++
+		}
+	}
+	for _, c := range obs.Confirmations {
+		if c.Client == client && c.Version == k.Version {
+			cg.Confirmed, cg.By, cg.Stored = true, c.By, true
+			return cg
+		}
+	}
+	if cg.Live > 0 && cg.Holding == cg.Live {
+		cg.Confirmed, cg.By = true, signer.ByFetch
+	}
+	return cg
+}
+
+// withActivations returns keys with each gated key's activates_at replaced
+// by its written activation, and the versions of the gated keys that have
+// none yet (waiting).
+func withActivations(keys []signer.Key, obs *Observed) ([]signer.Key, map[int]bool) {
+	var waiting map[int]bool
+	out := keys
+	for i, k := range keys {
+		if !k.HasRecord || !k.Gated() {
+			continue
+		}
+		if obs != nil {
+			if a, ok := obs.Activations[k.Version]; ok {
+				if &out[0] == &keys[0] {
+					out = append([]signer.Key(nil), keys...)
+				}
+				out[i].ActivatesAt = a.At
+				continue
+			}
+		}
+		if waiting == nil {
+			waiting = map[int]bool{}
+		}
+		waiting[k.Version] = true
+	}
+	return out, waiting
+}
+
+// pendingNext is when a pending key's plan changes next: its activates_at,
+// and for a waiting key past it, its deadline.
+func pendingNext(k signer.Key, waiting bool, now time.Time) time.Time {
+	if waiting && !now.Before(k.ActivatesAt) {
+		return k.ActivatesAt.Add(k.ActivationMaxWait)
+	}
+	return k.ActivatesAt
+}

@@ -50,8 +50,15 @@ type Record struct {
 	// stays published after it stops signing.
 	RetireAfter time.Duration `json:"retire_after"`
 	Emergency   bool          `json:"emergency,omitempty"`
-	Reason      string        `json:"reason,omitempty"`
-	Actor       string        `json:"actor,omitempty"`
+	// Observed propagation, fixed at creation: when ExpectedClients is set
+	// the key activates at the later of ActivatesAt and the moment every
+	// client is confirmed, and at ActivatesAt + ActivationMaxWait at the
+	// latest; InstanceWindow is how recent a fetch keeps an instance live.
+	ExpectedClients   []string      `json:"expected_clients,omitempty"`
+	InstanceWindow    time.Duration `json:"instance_window,omitempty"`
+	ActivationMaxWait time.Duration `json:"activation_max_wait,omitempty"`
+	Reason            string        `json:"reason,omitempty"`
+	Actor             string        `json:"actor,omitempty"`
 }
 
 // Key is one version the backend still holds: its record and public key.
