@@ -49,6 +49,29 @@ type Node struct {
 // when the test ends.
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
+	bin := clusterBinary(t)
+	dir, err := os.MkdirTemp("", "vaultcluster-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{bin: bin, dir: dir}
+	t.Cleanup(func() { c.cleanup(t) })
+	if err := c.configure(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.boot(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.initialize(); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitVoters(t, 3, 60*time.Second)
+	return c
+}
+
+// clusterBinary is bin/vault; without it the test fails (CI) or skips.
+func clusterBinary(t testing.TB) string {
+	t.Helper()
 	bin, err := Binary()
 	if err == nil {
 		if _, serr := os.Stat(bin); serr != nil {
@@ -58,26 +81,31 @@ func StartCluster(t testing.TB) *Cluster {
 	if err != nil {
 		failOrSkip(t, err)
 	}
-	dir, err := os.MkdirTemp("", "vaultcluster-")
-	if err != nil {
-		t.Fatal(err)
+	return bin
+}
+
+// cleanup kills every node, logs their tails when the test failed and
+// removes the cluster's directory.
+func (c *Cluster) cleanup(t testing.TB) {
+	for _, n := range c.Nodes {
+		n.Kill()
 	}
-	c := &Cluster{bin: bin, dir: dir}
-	t.Cleanup(func() {
+	if t.Failed() {
 		for _, n := range c.Nodes {
-			n.Kill()
+			t.Logf("vault %s log tail:\n%s", n.ID, tail(n.logFile, 3000))
 		}
-		if t.Failed() {
-			for _, n := range c.Nodes {
-				t.Logf("vault %s log tail:\n%s", n.ID, tail(n.logFile, 3000))
-			}
-		}
-		os.RemoveAll(dir)
-	})
+	}
+	os.RemoveAll(c.dir)
+}
+
+// configure picks three free port pairs and writes each node's
+// configuration, every node joining the three.
+func (c *Cluster) configure() error {
 	ports := make([]int, 3)
 	for i := range ports {
+		var err error
 		if ports[i], err = freePortPair(); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	var joins strings.Builder
@@ -86,13 +114,23 @@ func StartCluster(t testing.TB) *Cluster {
 	}
 	for i, p := range ports {
 		n := &Node{ID: "node" + strconv.Itoa(i+1), Addr: "http://127.0.0.1:" + strconv.Itoa(p), c: c}
-		nd := filepath.Join(dir, n.ID)
-		if err := os.MkdirAll(filepath.Join(nd, "data"), 0o700); err != nil {
-			t.Fatal(err)
+		if err := n.writeConfig(filepath.Join(c.dir, n.ID), p, joins.String()); err != nil {
+			return err
 		}
-		n.config = filepath.Join(nd, "vault.hcl")
-		n.logFile = filepath.Join(nd, "vault.log")
-		hcl := fmt.Sprintf(`storage "raft" {
+		c.Nodes = append(c.Nodes, n)
+	}
+	return nil
+}
+
+// writeConfig writes the node's vault.hcl in nd (its API on port, its
+// cluster address on port+1), with its data directory beside it.
+func (n *Node) writeConfig(nd string, port int, joins string) error {
+	if err := os.MkdirAll(filepath.Join(nd, "data"), 0o700); err != nil {
+		return err
+	}
+	n.config = filepath.Join(nd, "vault.hcl")
+	n.logFile = filepath.Join(nd, "vault.log")
+	hcl := fmt.Sprintf(`storage "raft" {
   path = %q
   node_id = %q
   performance_multiplier = 1
@@ -106,49 +144,52 @@ api_addr = "http://127.0.0.1:%d"
 cluster_addr = "https://127.0.0.1:%d"
 disable_mlock = true
 ui = false
-`, filepath.Join(nd, "data"), n.ID, joins.String(), p, p+1, p, p+1)
-		if err := os.WriteFile(n.config, []byte(hcl), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		c.Nodes = append(c.Nodes, n)
-	}
+`, filepath.Join(nd, "data"), n.ID, joins, port, port+1, port, port+1)
+	return os.WriteFile(n.config, []byte(hcl), 0o600)
+}
+
+// boot starts every node and waits until each listens.
+func (c *Cluster) boot() error {
 	for _, n := range c.Nodes {
 		if err := n.start(); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	for _, n := range c.Nodes {
 		if err := n.waitListening(30 * time.Second); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
-	// Initialize node1 with one key share, unseal it, wait until it is
-	// active, then unseal the others: each completes its retry_join.
+	return nil
+}
+
+// initialize initializes node1 with one key share, unseals it, waits until
+// it is active, then unseals the others: each completes its retry_join.
+func (c *Cluster) initialize() error {
 	init, err := c.Nodes[0].rawClient().Sys().InitWithContext(context.Background(), &api.InitRequest{SecretShares: 1, SecretThreshold: 1})
 	if err != nil {
-		t.Fatalf("vaulttest: init: %v", err)
+		return fmt.Errorf("vaulttest: init: %w", err)
 	}
 	c.RootToken, c.UnsealKey = init.RootToken, init.Keys[0]
 	if err := c.Nodes[0].unseal(30 * time.Second); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if _, err := c.WaitLeader(30 * time.Second); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	// Autopilot promotes a joined node to voter once it has been stable for
 	// server_stabilization_time (10 s by default): shorten it for tests.
 	if _, err := c.Nodes[0].Client(c.RootToken).Logical().Write("sys/storage/raft/autopilot/configuration", map[string]any{
 		"server_stabilization_time": "1s", "cleanup_dead_servers": false,
 	}); err != nil {
-		t.Fatalf("vaulttest: autopilot configuration: %v", err)
+		return fmt.Errorf("vaulttest: autopilot configuration: %w", err)
 	}
 	for _, n := range c.Nodes[1:] {
 		if err := n.unseal(60 * time.Second); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
-	c.WaitVoters(t, 3, 60*time.Second)
-	return c
+	return nil
 }
 
 // WaitVoters waits until the Raft configuration has want voters, each of

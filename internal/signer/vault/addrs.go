@@ -136,83 +136,118 @@ const (
 
 // RoundTrip implements http.RoundTripper.
 func (r *Router) RoundTrip(req *http.Request) (*http.Response, error) {
-	var body []byte
-	if req.Body != nil && req.Body != http.NoBody {
-		var err error
-		body, err = io.ReadAll(req.Body)
-		req.Body.Close()
-		if err != nil {
-			return nil, err
-		}
+	body, err := readBody(req)
+	if err != nil {
+		return nil, err
 	}
 	ctx := req.Context()
-	safe := req.Method == http.MethodGet || req.Method == http.MethodHead || req.Method == "LIST" || ctx.Value(idempotentKey{}) != nil
+	safe := mayResend(req)
 	refused := map[int]bool{}
 	wait := backoffMin
 	spread := 0 // election retries go round the other nodes too
 	for attempt := 1; ; attempt++ {
 		idx, target := r.pickAt(spread)
 		resp, err := r.try(req, body, target)
-		var retry, failover bool
-		switch {
-		case err != nil && (isRefused(err) || (safe && !isTimeout(err))):
-			// Refused, or reset under a request that may be re-sent (the
-			// node died with it in flight): the next address.
-			refused[idx] = true
-			failover = true
-		case err != nil:
-			// Reset or timed out: a node going down, not an election, and
-			// a write may have been applied. Fail fast; the next request
-			// finds the node refusing and moves on.
-		case sealed(resp):
-			failover, retry = true, true
-		case noActive(resp):
-			retry = true
-		case resp.StatusCode == http.StatusTemporaryRedirect || resp.StatusCode >= 500:
-			retry = safe
-		}
+		retry, failover := classify(resp, err, safe)
 		if failover {
-			if r.failover(idx) {
-				spread = 0 // the new current address
-			} else {
-				spread++ // idx was a retry's address, or the only one
-			}
-			if len(refused) < len(r.addrs) && err != nil && attempt < maxAttempts {
-				continue // try the next address at once
-			}
+			spread = r.moveOn(idx, spread)
 			if err != nil {
+				refused[idx] = true
+				if len(refused) < len(r.addrs) && attempt < maxAttempts {
+					continue // try the next address at once
+				}
 				return nil, err // every address refuses: Vault is down
 			}
 		}
-		if !retry {
-			if err != nil {
-				return nil, err
-			}
-			return unredirect(resp), nil
-		}
-		// Back off, unless the budget would run out first.
-		d := wait/2 + rand.N(wait)
-		if dl, ok := ctx.Deadline(); (ok && time.Until(dl) < d+50*time.Millisecond) || attempt >= maxAttempts {
-			if err != nil {
-				return nil, err
-			}
-			return unredirect(resp), nil
-		}
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			if err != nil {
-				return nil, err
-			}
-			return unredirect(resp), nil
-		case <-t.C:
+		if !retry || !backOff(ctx, wait, attempt) {
+			return answer(resp, err)
 		}
 		wait = min(2*wait, backoffMax)
 		if !failover {
 			spread++
 		}
 	}
+}
+
+// readBody reads and closes req's body (nil when it has none), so that each
+// attempt can send it again.
+func readBody(req *http.Request) ([]byte, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil, nil
+	}
+	body, err := io.ReadAll(req.Body)
+	req.Body.Close()
+	return body, err
+}
+
+// mayResend reports a request that changes nothing in Vault: a read, or a
+// context marked with Idempotent.
+func mayResend(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, "LIST":
+		return true
+	}
+	return req.Context().Value(idempotentKey{}) != nil
+}
+
+// classify tells what to do after one attempt: retry it with backoff,
+// and/or fail over to the next address.
+func classify(resp *http.Response, err error, safe bool) (retry, failover bool) {
+	switch {
+	case err != nil && (isRefused(err) || (safe && !isTimeout(err))):
+		// Refused, or reset under a request that may be re-sent (the
+		// node died with it in flight): the next address.
+		return false, true
+	case err != nil:
+		// Reset or timed out: a node going down, not an election, and
+		// a write may have been applied. Fail fast; the next request
+		// finds the node refusing and moves on.
+		return false, false
+	case sealed(resp):
+		return true, true
+	case noActive(resp):
+		return true, false
+	case resp.StatusCode == http.StatusTemporaryRedirect || resp.StatusCode >= 500:
+		return safe, false
+	}
+	return false, false
+}
+
+// moveOn fails over from addrs[idx] and returns the spread of the next
+// attempt: 0 on the new current address, or one address further when idx
+// was a retry's address (or the only one).
+func (r *Router) moveOn(idx, spread int) int {
+	if r.failover(idx) {
+		return 0
+	}
+	return spread + 1
+}
+
+// backOff waits about wait (±25% jitter) before the next attempt. It
+// reports false, at once or when ctx ends, when the request should rather
+// end with its last answer: the budget would run out first, or attempt is
+// the last one.
+func backOff(ctx context.Context, wait time.Duration, attempt int) bool {
+	d := wait/2 + rand.N(wait)
+	if dl, ok := ctx.Deadline(); (ok && time.Until(dl) < d+50*time.Millisecond) || attempt >= maxAttempts {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// answer is the result of an attempt returned to the caller.
+func answer(resp *http.Response, err error) (*http.Response, error) {
+	if err != nil {
+		return nil, err
+	}
+	return unredirect(resp), nil
 }
 
 // try sends one attempt to target, bounded by the attempt timeout, and
