@@ -28,17 +28,11 @@ func mountAuditKV(t *testing.T, srv *vaulttest.Server) string {
 		t.Fatalf("mount %s: %v", name, err)
 	}
 	// A new KV v2 mount refuses requests for a moment while it sets up.
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		_, err := root.Logical().ReadWithContext(ctx, name+"/config")
-		if err == nil {
-			return name
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kv mount %s never became ready: %v", name, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitUntil(t, 15*time.Second, func() string { return fmt.Sprintf("kv mount %s never became ready: %v", name, err) }, func() bool {
+		_, err = root.Logical().ReadWithContext(ctx, name+"/config")
+		return err == nil
+	})
+	return name
 }
 
 // writerPolicy is what keyd-server needs on the audit chain: create and read

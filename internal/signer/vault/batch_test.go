@@ -17,11 +17,12 @@ import (
 // request gets its own result, and lanes never mix.
 func TestBatcherCoalescesOneLane(t *testing.T) {
 	bt := newBatcher()
-	var calls atomic.Int32
+	var calls, held atomic.Int32
 	release := make(chan struct{})
 	send := func(lane string) sendFunc {
 		return func(inputs [][]byte) []signResult {
 			calls.Add(1)
+			held.Add(int32(len(inputs)))
 			<-release // hold the calls in flight while the others queue up
 			out := make([]signResult, len(inputs))
 			for i, in := range inputs {
@@ -50,9 +51,7 @@ func TestBatcherCoalescesOneLane(t *testing.T) {
 	}
 	wg.Add(1)
 	go run(a, "a", "first")
-	for calls.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, 2*time.Second, func() string { return "the first call never started" }, func() bool { return calls.Load() > 0 })
 	for i := range 40 {
 		wg.Add(2)
 		go run(a, "a", fmt.Sprint(i))
@@ -60,7 +59,18 @@ func TestBatcherCoalescesOneLane(t *testing.T) {
 	}
 	wg.Add(1)
 	go run(a, "a", "bad")
-	time.Sleep(50 * time.Millisecond) // let them queue behind the held call
+	// Every request is either queued or in a held call before they go.
+	queuedOrHeld := func() int {
+		bt.mu.Lock()
+		defer bt.mu.Unlock()
+		n := int(held.Load())
+		for _, l := range bt.lanes {
+			n += len(l.queue)
+		}
+		return n
+	}
+	waitUntil(t, 5*time.Second, func() string { return fmt.Sprintf("%d of 82 requests queued or in a call", queuedOrHeld()) },
+		func() bool { return queuedOrHeld() == 82 })
 	close(release)
 	wg.Wait()
 	close(errs)
@@ -73,19 +83,13 @@ func TestBatcherCoalescesOneLane(t *testing.T) {
 		t.Errorf("%d transit calls for 82 requests: not coalesced", n)
 	}
 	// The senders retire their lanes once the queues are empty.
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	lanes := func() int {
 		bt.mu.Lock()
-		n := len(bt.lanes)
-		bt.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d lanes left after all requests finished", n)
-		}
-		time.Sleep(time.Millisecond)
+		defer bt.mu.Unlock()
+		return len(bt.lanes)
 	}
+	waitUntil(t, 2*time.Second, func() string { return fmt.Sprintf("%d lanes left after all requests finished", lanes()) },
+		func() bool { return lanes() == 0 })
 }
 
 // TestBatcherCallerLeavesOnItsDeadline: under steady load the lane never

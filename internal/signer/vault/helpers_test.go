@@ -158,3 +158,19 @@ func contains(lines []string, s string) bool {
 	}
 	return false
 }
+
+// waitUntil polls cond (every 10ms) until it holds, and fails the test with
+// what (and the last detail, when set) when it does not within timeout:
+// these tests wait for a condition, not for a fixed time.
+func waitUntil(t *testing.T, timeout time.Duration, what func() string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (not within %v)", what(), timeout)
+		}
+		<-tick.C
+	}
+}

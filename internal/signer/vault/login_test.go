@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -32,6 +33,8 @@ func TestSessionRenewsAToken(t *testing.T) {
 	}
 	go s.Run(ctx)
 	b := e.newBackend(t, c, nil)
+	// Wall time is the point: Vault expires the token 3 s after it was
+	// created unless the watcher renews it.
 	time.Sleep(4500 * time.Millisecond) // past the original 3s TTL
 	if _, err := b.Keys(context.Background()); err != nil {
 		t.Fatalf("token expired despite renewal: %v", err)
@@ -93,6 +96,8 @@ func TestSessionAppRole(t *testing.T) {
 		if _, err := b.Keys(ctx); err != nil {
 			t.Fatalf("after %v: %v", time.Duration(i)*500*time.Millisecond, err)
 		}
+		// Wall time is the point: Vault's TTLs run on its own clock, and
+		// the token must keep working across them.
 		time.Sleep(500 * time.Millisecond)
 	}
 
@@ -103,15 +108,13 @@ func TestSessionAppRole(t *testing.T) {
 	if _, err := b.Keys(ctx); err == nil {
 		t.Fatal("keys with a revoked token")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := b.Keys(ctx); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("no new login after the revocation: %v (problem %q)", err, s.Problem())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	var keysErr error
+	waitUntil(t, 5*time.Second, func() string {
+		return fmt.Sprintf("no new login after the revocation: %v (problem %q)", keysErr, s.Problem())
+	}, func() bool {
+		_, keysErr = b.Keys(ctx)
+		return keysErr == nil
+	})
 
 	// A login that fails (the secret ID is gone) is reported while it lasts.
 	if err := os.WriteFile(file, []byte("not-a-secret-id"), 0o600); err != nil {
@@ -121,24 +124,16 @@ func TestSessionAppRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _ = b.Keys(ctx)
-	deadline = time.Now().Add(5 * time.Second)
-	for s.Problem() == "" || s.Problem() == "Vault no longer knows keyd's own token (revoked or expired); logging in again" {
-		if time.Now().After(deadline) {
-			t.Fatalf("a failing login is not reported: %q", s.Problem())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitUntil(t, 5*time.Second, func() string { return fmt.Sprintf("a failing login is not reported: %q", s.Problem()) }, func() bool {
+		p := s.Problem()
+		return p != "" && p != "Vault no longer knows keyd's own token (revoked or expired); logging in again"
+	})
 	t.Logf("problem: %s", s.Problem())
 	if err := os.WriteFile(file, []byte(sid.Data["secret_id"].(string)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for s.Problem() != "" {
-		if time.Now().After(deadline) {
-			t.Fatalf("still failing after the secret ID came back: %q", s.Problem())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitUntil(t, 10*time.Second, func() string { return fmt.Sprintf("still failing after the secret ID came back: %q", s.Problem()) },
+		func() bool { return s.Problem() == "" })
 	if _, err := b.Keys(ctx); err != nil {
 		t.Fatalf("after the new login: %v", err)
 	}
