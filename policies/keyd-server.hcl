@@ -60,6 +60,21 @@ path "{{kv}}/data/intent/emergency" {
   capabilities = ["create", "read", "update", "delete"]
 }
 
+# Observed propagation: per client, the JWKS fetches of its instances, merged with check-and-set.
+path "{{kv}}/data/propagation/observations/*" {
+  capabilities = ["create", "read", "update"]
+}
+
+# Observed propagation: client confirmations, each created once (check-and-set 0), never rewritten.
+path "{{kv}}/data/propagation/confirmations/*" {
+  capabilities = ["create", "read"]
+}
+
+# Observed propagation: the actual activation time of a gated key, created once, never rewritten.
+path "{{kv}}/data/propagation/activations/*" {
+  capabilities = ["create", "read"]
+}
+
 # Audit chain: each entry is created once and never updated or deleted.
 path "{{kv}}/data/audit/*" {
   capabilities = ["create", "read"]

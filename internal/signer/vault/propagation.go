@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -31,8 +32,9 @@ type instancesDoc struct {
 }
 
 // casAttempts bounds the read-merge-write rounds of one client's entry
-// when other replicas write it at the same time.
-const casAttempts = 5
+// when other replicas write it at the same time (each lost round means
+// another writer made progress; a short random pause spreads the next).
+const casAttempts = 20
 
 // SaveObservations merges obs into each client's entry (per instance, the
 // later fetch and the higher version win; instances fetched last before
@@ -69,6 +71,11 @@ func (b *Backend) mergeClient(ctx context.Context, client string, add []signer.O
 			return err
 		}
 		// Another replica wrote it since the read: merge again.
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(time.Duration(rand.Int64N(int64(20 * time.Millisecond)))):
+		}
 	}
 	return err
 }
