@@ -54,62 +54,49 @@ type Config struct {
 // validator.
 type setting struct {
 	flag, env, def, help string
-	// parse stores v (trimmed) in c and reports, through bad, what is wrong
-	// with v alone. Rules across settings are in (*Config).validate.
-	parse func(c *Config, v string, bad reporter)
+	// parse stores v (trimmed) in its field of the Config and reports,
+	// through bad, what is wrong with v alone. Rules across settings are
+	// in (*Config).validate.
+	parse func(v string, bad reporter)
 }
 
 // reporter records one bad value of the setting it was made for.
 type reporter func(format string, args ...any)
 
-var settings = []setting{
-	{"listen", "KEYD_LISTEN", "127.0.0.1:8080", "address to listen on", parseListen},
-	{"backend", "KEYD_BACKEND", "local", "key backend: local or vault", parseBackend},
-	{"data-dir", "KEYD_DATA_DIR", "./keyd-data", "local backend data directory",
-		text(func(c *Config) *string { return &c.DataDir })},
-	{"issuer", "KEYD_ISSUER", "http://localhost:18000/oauth2", "comma list of allowed iss values", parseIssuers},
-	{"algorithm", "KEYD_ALGORITHM", "RS512", "algorithm of new keys: RS512, RS256, ES256, EdDSA", parseAlgorithm},
-	{"rotation-schedule", "KEYD_ROTATION_SCHEDULE", "0 0 1 * *", "cron schedule of rotations (UTC), or @every D", parseRotationSchedule},
-	{"propagation-delay", "KEYD_PROPAGATION_DELAY", "24h", "time a new key is published before it signs",
-		positive(func(c *Config) *time.Duration { return &c.PropagationDelay })},
-	{"max-token-lifetime", "KEYD_MAX_TOKEN_LIFETIME", "1h", "longest token lifetime (at most 1h)", parseMaxTokenLifetime},
-	{"clock-skew", "KEYD_CLOCK_SKEW", "1m", "clock skew allowed between keyd and verifiers",
-		duration(func(c *Config) *time.Duration { return &c.ClockSkew }, true)},
-	{"jwks-max-age", "KEYD_JWKS_MAX_AGE", "5m", "Cache-Control max-age of the JWKS (below propagation-delay)",
-		positive(func(c *Config) *time.Duration { return &c.JWKSMaxAge })},
-	{"vault-mount", "KEYD_VAULT_MOUNT", "transit", "Vault transit mount",
-		text(func(c *Config) *string { return &c.VaultMount })},
-	{"vault-key", "KEYD_VAULT_KEY", "keyd-jwt", "Vault transit key name",
-		text(func(c *Config) *string { return &c.VaultKey })},
-	{"vault-kv-mount", "KEYD_VAULT_KV_MOUNT", "keyd", "Vault KV v2 mount for lifecycle records and audit",
-		text(func(c *Config) *string { return &c.VaultKVMount })},
-	{"tls-cert", "KEYD_TLS_CERT", "", "TLS certificate file (HTTPS when set with --tls-key)",
-		text(func(c *Config) *string { return &c.TLSCert })},
-	{"tls-key", "KEYD_TLS_KEY", "", "TLS private key file",
-		text(func(c *Config) *string { return &c.TLSKey })},
-	{"vault-addrs", "KEYD_VAULT_ADDRS", "", "comma list of Vault node URLs, the first healthy one used (overrides VAULT_ADDR)",
-		list(func(c *Config) *[]string { return &c.VaultAddrs })},
-	{"vault-auth", "KEYD_VAULT_AUTH", "token", "keyd's own Vault login: token (VAULT_TOKEN) or approle",
-		text(func(c *Config) *string { return &c.VaultAuth })},
-	{"vault-role-id", "KEYD_VAULT_ROLE_ID", "", "AppRole role ID of keyd-server (--vault-auth approle)",
-		text(func(c *Config) *string { return &c.VaultRoleID })},
-	{"vault-secret-id-file", "KEYD_VAULT_SECRET_ID_FILE", "", "file holding the AppRole secret ID (--vault-auth approle)",
-		text(func(c *Config) *string { return &c.VaultSecretIDFile })},
-	{"sign-timeout", "KEYD_SIGN_TIMEOUT", "2s", "budget of one Vault sign, retries through a leader election included",
-		positive(func(c *Config) *time.Duration { return &c.SignTimeout })},
-	{"expected-clients", "KEYD_EXPECTED_CLIENTS", "", "comma list of Keyd-Client names that must hold a new key before it signs (empty: no gating)",
-		parseExpectedClients},
-	{"instance-window", "KEYD_INSTANCE_WINDOW", "1h", "an instance that fetched the JWKS within this long counts for its client",
-		positive(func(c *Config) *time.Duration { return &c.InstanceWindow })},
-	{"activation-max-wait", "KEYD_ACTIVATION_MAX_WAIT", "168h", "a gated key activates this long after activates_at at the latest, confirmed or not",
-		positive(func(c *Config) *time.Duration { return &c.ActivationMaxWait })},
+// settings is the settings table, each validator storing into c.
+func (c *Config) settings() []setting {
+	return []setting{
+		{"listen", "KEYD_LISTEN", "127.0.0.1:8080", "address to listen on", hostPort(&c.Listen)},
+		{"backend", "KEYD_BACKEND", "local", "key backend: local or vault", oneOf(&c.Backend, "local", "vault")},
+		{"data-dir", "KEYD_DATA_DIR", "./keyd-data", "local backend data directory", text(&c.DataDir)},
+		{"issuer", "KEYD_ISSUER", "http://localhost:18000/oauth2", "comma list of allowed iss values", issuers(&c.Issuers)},
+		{"algorithm", "KEYD_ALGORITHM", "RS512", "algorithm of new keys: RS512, RS256, ES256, EdDSA", algorithm(&c.Algorithm)},
+		{"rotation-schedule", "KEYD_ROTATION_SCHEDULE", "0 0 1 * *", "cron schedule of rotations (UTC), or @every D", schedule(&c.RotationSchedule, &c.Schedule)},
+		{"propagation-delay", "KEYD_PROPAGATION_DELAY", "24h", "time a new key is published before it signs", positive(&c.PropagationDelay)},
+		{"max-token-lifetime", "KEYD_MAX_TOKEN_LIFETIME", "1h", "longest token lifetime (at most 1h)", maxTokenLifetime(&c.MaxTokenLifetime)},
+		{"clock-skew", "KEYD_CLOCK_SKEW", "1m", "clock skew allowed between keyd and verifiers", nonNegative(&c.ClockSkew)},
+		{"jwks-max-age", "KEYD_JWKS_MAX_AGE", "5m", "Cache-Control max-age of the JWKS (below propagation-delay)", positive(&c.JWKSMaxAge)},
+		{"vault-mount", "KEYD_VAULT_MOUNT", "transit", "Vault transit mount", text(&c.VaultMount)},
+		{"vault-key", "KEYD_VAULT_KEY", "keyd-jwt", "Vault transit key name", text(&c.VaultKey)},
+		{"vault-kv-mount", "KEYD_VAULT_KV_MOUNT", "keyd", "Vault KV v2 mount for lifecycle records and audit", text(&c.VaultKVMount)},
+		{"tls-cert", "KEYD_TLS_CERT", "", "TLS certificate file (HTTPS when set with --tls-key)", text(&c.TLSCert)},
+		{"tls-key", "KEYD_TLS_KEY", "", "TLS private key file", text(&c.TLSKey)},
+		{"vault-addrs", "KEYD_VAULT_ADDRS", "", "comma list of Vault node URLs, the first healthy one used (overrides VAULT_ADDR)", list(&c.VaultAddrs)},
+		{"vault-auth", "KEYD_VAULT_AUTH", "token", "keyd's own Vault login: token (VAULT_TOKEN) or approle", text(&c.VaultAuth)},
+		{"vault-role-id", "KEYD_VAULT_ROLE_ID", "", "AppRole role ID of keyd-server (--vault-auth approle)", text(&c.VaultRoleID)},
+		{"vault-secret-id-file", "KEYD_VAULT_SECRET_ID_FILE", "", "file holding the AppRole secret ID (--vault-auth approle)", text(&c.VaultSecretIDFile)},
+		{"sign-timeout", "KEYD_SIGN_TIMEOUT", "2s", "budget of one Vault sign, retries through a leader election included", positive(&c.SignTimeout)},
+		{"expected-clients", "KEYD_EXPECTED_CLIENTS", "", "comma list of Keyd-Client names that must hold a new key before it signs (empty: no gating)", clientNames(&c.ExpectedClients)},
+		{"instance-window", "KEYD_INSTANCE_WINDOW", "1h", "an instance that fetched the JWKS within this long counts for its client", positive(&c.InstanceWindow)},
+		{"activation-max-wait", "KEYD_ACTIVATION_MAX_WAIT", "168h", "a gated key activates this long after activates_at at the latest, confirmed or not", positive(&c.ActivationMaxWait)},
+	}
 }
 
 // Flags registers every setting on fs, with its environment variable (when
 // set) as the default, and returns the raw values keyed by flag name.
 func Flags(fs *flag.FlagSet, names ...string) map[string]*string {
 	raw := map[string]*string{}
-	for _, s := range settings {
+	for _, s := range new(Config).settings() {
 		if len(names) > 0 && !slices.Contains(names, s.flag) {
 			continue
 		}
@@ -130,12 +117,12 @@ func Parse(raw map[string]*string) (*Config, error) {
 		errs = append(errs, fmt.Errorf("--%s: "+format, append([]any{name}, args...)...))
 	}
 	c := &Config{}
-	for _, s := range settings {
+	for _, s := range c.settings() {
 		v := s.def
 		if p := raw[s.flag]; p != nil {
 			v = strings.TrimSpace(*p)
 		}
-		s.parse(c, v, func(format string, args ...any) { bad(s.flag, format, args...) })
+		s.parse(v, func(format string, args ...any) { bad(s.flag, format, args...) })
 	}
 	c.validate(bad)
 	if len(errs) > 0 {
@@ -196,14 +183,16 @@ func (c *Config) validateVault(bad func(name, format string, args ...any)) {
 	}
 }
 
-// text is the validator of a free string setting.
-func text(field func(*Config) *string) func(*Config, string, reporter) {
-	return func(c *Config, v string, _ reporter) { *field(c) = v }
+// The validators of the settings table.
+
+// text stores a free string.
+func text(field *string) func(string, reporter) {
+	return func(v string, _ reporter) { *field = v }
 }
 
-// list is the validator of a comma list: its non-empty items, trimmed.
-func list(field func(*Config) *[]string) func(*Config, string, reporter) {
-	return func(c *Config, v string, _ reporter) { *field(c) = splitList(v) }
+// list stores a comma list: its non-empty items, trimmed.
+func list(field *[]string) func(string, reporter) {
+	return func(v string, _ reporter) { *field = splitList(v) }
 }
 
 func splitList(v string) []string {
@@ -216,10 +205,16 @@ func splitList(v string) []string {
 	return out
 }
 
-// duration is the validator of a duration setting, which must be positive
-// (or zero, when zeroOK).
-func duration(field func(*Config) *time.Duration, zeroOK bool) func(*Config, string, reporter) {
-	return func(c *Config, v string, bad reporter) {
+// positive stores a duration above zero.
+func positive(field *time.Duration) func(string, reporter) { return duration(field, false) }
+
+// nonNegative stores a duration of zero or more.
+func nonNegative(field *time.Duration) func(string, reporter) { return duration(field, true) }
+
+// duration stores a duration, which must be positive (or zero, when
+// zeroOK).
+func duration(field *time.Duration, zeroOK bool) func(string, reporter) {
+	return func(v string, bad reporter) {
 		d, err := time.ParseDuration(v)
 		if err != nil {
 			bad("%q is not a duration (e.g. 30s, 5m, 24h)", v)
@@ -228,71 +223,81 @@ func duration(field func(*Config) *time.Duration, zeroOK bool) func(*Config, str
 		if d < 0 || (d == 0 && !zeroOK) {
 			bad("must be positive, got %s", v)
 		}
-		*field(c) = d
+		*field = d
 	}
 }
 
-// positive is the validator of a duration setting that must be above zero.
-func positive(field func(*Config) *time.Duration) func(*Config, string, reporter) {
-	return duration(field, false)
-}
-
-func parseListen(c *Config, v string, bad reporter) {
-	c.Listen = v
-	if _, _, err := net.SplitHostPort(v); err != nil {
-		bad("%q is not host:port", v)
+// maxTokenLifetime is a positive duration within MaxTokenLifetimeLimit.
+func maxTokenLifetime(field *time.Duration) func(string, reporter) {
+	return func(v string, bad reporter) {
+		positive(field)(v, bad)
+		if *field > MaxTokenLifetimeLimit {
+			bad("%s is above the 1h limit: JWTs cannot be revoked", *field)
+		}
 	}
 }
 
-func parseBackend(c *Config, v string, bad reporter) {
-	c.Backend = v
-	if v != "local" && v != "vault" {
-		bad("must be local or vault, got %q", v)
+func hostPort(field *string) func(string, reporter) {
+	return func(v string, bad reporter) {
+		*field = v
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			bad("%q is not host:port", v)
+		}
 	}
 }
 
-func parseIssuers(c *Config, v string, bad reporter) {
-	c.Issuers = splitList(v)
-	if len(c.Issuers) == 0 {
-		bad("needs at least one issuer")
+func oneOf(field *string, a, b string) func(string, reporter) {
+	return func(v string, bad reporter) {
+		*field = v
+		if v != a && v != b {
+			bad("must be %s or %s, got %q", a, b, v)
+		}
 	}
 }
 
-func parseAlgorithm(c *Config, v string, bad reporter) {
-	alg, err := signer.ParseAlgorithm(v)
-	if err != nil {
-		bad("%q: %v", v, err)
-	}
-	c.Algorithm = alg
-}
-
-func parseRotationSchedule(c *Config, v string, bad reporter) {
-	c.RotationSchedule = v
-	s, err := ParseSchedule(v)
-	if err != nil {
-		bad("%v", err)
-	}
-	c.Schedule = s
-}
-
-func parseMaxTokenLifetime(c *Config, v string, bad reporter) {
-	positive(func(c *Config) *time.Duration { return &c.MaxTokenLifetime })(c, v, bad)
-	if c.MaxTokenLifetime > MaxTokenLifetimeLimit {
-		bad("%s is above the 1h limit: JWTs cannot be revoked", c.MaxTokenLifetime)
+func issuers(field *[]string) func(string, reporter) {
+	return func(v string, bad reporter) {
+		if *field = splitList(v); len(*field) == 0 {
+			bad("needs at least one issuer")
+		}
 	}
 }
 
-// parseExpectedClients reads --expected-clients: names as in Keyd-Client
+func algorithm(field *signer.Algorithm) func(string, reporter) {
+	return func(v string, bad reporter) {
+		alg, err := signer.ParseAlgorithm(v)
+		if err != nil {
+			bad("%q: %v", v, err)
+		}
+		*field = alg
+	}
+}
+
+// schedule stores the spec and the schedule it parses to.
+func schedule(spec *string, field *cron.Schedule) func(string, reporter) {
+	return func(v string, bad reporter) {
+		*spec = v
+		s, err := ParseSchedule(v)
+		if err != nil {
+			bad("%v", err)
+		}
+		*field = s
+	}
+}
+
+// clientNames reads --expected-clients: names as in Keyd-Client
 // ([A-Za-z0-9._:-]{1,64}), each once.
-func parseExpectedClients(c *Config, v string, bad reporter) {
-	for _, name := range splitList(v) {
-		switch {
-		case !signer.ValidName(name):
-			bad("%q is not a client name ([A-Za-z0-9._:-], 1 to 64 characters)", name)
-		case slices.Contains(c.ExpectedClients, name):
-			bad("%q is listed twice", name)
-		default:
-			c.ExpectedClients = append(c.ExpectedClients, name)
+func clientNames(field *[]string) func(string, reporter) {
+	return func(v string, bad reporter) {
+		for _, name := range splitList(v) {
+			switch {
+			case !signer.ValidName(name):
+				bad("%q is not a client name ([A-Za-z0-9._:-], 1 to 64 characters)", name)
+			case slices.Contains(*field, name):
+				bad("%q is listed twice", name)
+			default:
+				*field = append(*field, name)
+			}
 		}
 	}
 }
