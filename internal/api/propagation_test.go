@@ -323,3 +323,26 @@ func TestPropagationErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchConfirmationStoredFromActivatesAt: before activates_at the
+// fetches may show a client confirmed, but that is not stored: an instance
+// whose fetch reaches the store late (from another replica) still holds
+// the key back.
+func TestFetchConfirmationStoredFromActivatesAt(t *testing.T) {
+	e, ev := gatedEnv(t)
+	e.post(t, "/v1/rotate", adminTok, "")
+	e.fetch(t, "ecommerce", "e1")
+	e.post(t, "/v1/propagation/confirm", adminTok, `{"client":"notes","version":2}`)
+	e.flushTick(t)
+	if n := len(ev.of(rotation.EventPropagationConfirmed)); n != 1 {
+		t.Fatalf("%d confirmations stored before activates_at, want only the admin's", n)
+	}
+	e.recorder.Record("ecommerce", "e2", 1, e.clk.Now()) // fetched before the rotation, stored late
+	e.clk.Advance(24*time.Hour + time.Second)
+	e.fetch(t, "ecommerce", "e1")
+	e.recorder.Record("ecommerce", "e2", 0, e.clk.Now()) // a HEAD: alive, still holding version 1
+	e.flushTick(t)
+	if k := decode[keysAnswer](t, e.get(t, "/v1/keys", auditorTok)).Keys[1]; k.State != "pending" {
+		t.Fatalf("the key activated while e2 lags: %+v", k)
+	}
+}

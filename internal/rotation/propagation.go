@@ -77,6 +77,13 @@ func (m *Manager) loadObserved(ctx context.Context, keys []signer.Key) error {
 // gate applies the plan's propagation gate: it stores the confirmations the
 // fetches show, then, when the rule says so, the key's activation. It
 // reports whether it wrote anything (the caller re-reads).
+//
+// A confirmation by fetch is stored only from activates_at on: by then
+// every replica has stored the fetches its instances made before the key
+// was created (a flush takes at most a second; the propagation delay is
+// longer than jwks-max-age plus the refresh interval), so an instance that
+// fetched from another replica a moment before the rotation is never
+// missed for good.
 func (m *Manager) gate(ctx context.Context, plan Plan) (bool, error) {
 	g, st := plan.Gate, m.cfg.Propagation
 	if st == nil {
@@ -84,9 +91,10 @@ func (m *Manager) gate(ctx context.Context, plan Plan) (bool, error) {
 	}
 	kid := m.kidOf(plan, g.Version)
 	now := m.cfg.Clock.Now().UTC()
+	k := plan.Published[len(plan.Published)-1]
 	wrote := false
 	for _, c := range g.Clients {
-		if !c.Confirmed || c.Stored {
+		if !c.Confirmed || c.Stored || now.Before(k.ActivatesAt) {
 			continue
 		}
 		conf, err := st.Confirm(ctx, signer.Confirmation{Client: c.Client, Version: g.Version, By: c.By, At: now, Actor: "scheduler"})
@@ -103,7 +111,6 @@ func (m *Manager) gate(ctx context.Context, plan Plan) (bool, error) {
 	if wrote {
 		return true, nil // re-read: the rule decides on the stored confirmations
 	}
-	k := plan.Published[len(plan.Published)-1]
 	a := signer.Activation{Version: g.Version, At: now.Truncate(time.Second)}
 	if a.At.Before(k.ActivatesAt) {
 		a.At = k.ActivatesAt
