@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openedx-keyd/keyd/internal/api"
 	"github.com/openedx-keyd/keyd/internal/signer/vault"
 )
 
@@ -178,19 +179,19 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	printKeys(stdout, out.Keys)
+	printWaiting(stdout, raw)
 	return 0
 }
 
 // keyRow is one entry of GET /v1/keys.
 type keyRow struct {
-	KID         string    `json:"kid"`
-	State       string    `json:"state"`
-	Alg         string    `json:"alg"`
-	Version     int       `json:"version"`
-	CreatedAt   *string   `json:"created_at"`
-	ActivatesAt *string   `json:"activates_at"`
-	RetiresAt   *string   `json:"retires_at"`
-	WaitingFor  []waitRow `json:"waiting_for"`
+	KID         string  `json:"kid"`
+	State       string  `json:"state"`
+	Alg         string  `json:"alg"`
+	Version     int     `json:"version"`
+	CreatedAt   *string `json:"created_at"`
+	ActivatesAt *string `json:"activates_at"`
+	RetiresAt   *string `json:"retires_at"`
 }
 
 type keyList struct {
@@ -214,11 +215,6 @@ func printKeys(w io.Writer, keys []keyRow) {
 		t.row(k.Version, k.State, k.Alg, k.KID, deref(k.CreatedAt), deref(k.ActivatesAt), deref(k.RetiresAt))
 	}
 	t.flush()
-	for _, k := range keys {
-		if line := waitingLine(k.Version, k.WaitingFor); line != "" {
-			fmt.Fprintln(w, cell(line))
-		}
-	}
 }
 
 func deref(s *string) string {
@@ -292,4 +288,23 @@ func cmdHealthcheck(ctx context.Context, args []string, stderr io.Writer) int {
 		return fail(stderr, fmt.Errorf("%s answered %s", *url, resp.Status))
 	}
 	return 0
+}
+
+// printWaiting prints the waiting line of each pending key in a GET
+// /v1/keys answer (raw).
+func printWaiting(w io.Writer, raw []byte) {
+	var out struct {
+		Keys []struct {
+			Version    int            `json:"version"`
+			WaitingFor []api.WaitInfo `json:"waiting_for"`
+		} `json:"keys"`
+	}
+	if json.Unmarshal(raw, &out) != nil {
+		return
+	}
+	for _, k := range out.Keys {
+		if line := waitingLine(k.Version, k.WaitingFor); line != "" {
+			fmt.Fprintln(w, cell(line))
+		}
+	}
 }

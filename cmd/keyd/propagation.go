@@ -2,37 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-)
 
-// propagationAnswer is GET /v1/propagation (and the confirm answer).
-type propagationAnswer struct {
-	Pending *struct {
-		KID         string  `json:"kid"`
-		Version     int     `json:"version"`
-		ActivatesAt string  `json:"activates_at"`
-		Confirmed   bool    `json:"confirmed"`
-		Gated       bool    `json:"gated"`
-		Deadline    *string `json:"activation_deadline"`
-	} `json:"pending"`
-	Clients []struct {
-		Client      string  `json:"client"`
-		Confirmed   bool    `json:"confirmed"`
-		ConfirmedBy *string `json:"confirmed_by"`
-		Live        int     `json:"instances_live"`
-		Holding     int     `json:"instances_holding"`
-		Instances   []struct {
-			Instance   string `json:"instance"`
-			LastFetch  string `json:"last_fetch"`
-			MaxVersion int    `json:"max_version"`
-		} `json:"instances"`
-	} `json:"clients"`
-}
+	"github.com/openedx-keyd/keyd/internal/api"
+)
 
 // cmdPropagation is `keyd propagation` (show) and `keyd propagation confirm`.
 func cmdPropagation(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -66,17 +43,17 @@ func cmdPropagationConfirm(ctx context.Context, args []string, stdout, stderr io
 }
 
 func showPropagation(ctx context.Context, c *client, method, path string, body any, asJSON bool, stdout, stderr io.Writer) int {
-	var raw []byte
-	if err := c.do(ctx, method, path, body, &raw); err != nil {
-		return fail(stderr, err)
-	}
 	if asJSON {
+		var raw []byte
+		if err := c.do(ctx, method, path, body, &raw); err != nil {
+			return fail(stderr, err)
+		}
 		stdout.Write(append(raw, '\n'))
 		return 0
 	}
-	var p propagationAnswer
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return fail(stderr, fmt.Errorf("keyd answered something that is not JSON: %w", err))
+	var p api.PropagationInfo
+	if err := c.do(ctx, method, path, body, &p); err != nil {
+		return fail(stderr, err)
 	}
 	printPropagation(stdout, p)
 	return 0
@@ -84,7 +61,7 @@ func showPropagation(ctx context.Context, c *client, method, path string, body a
 
 // printPropagation prints the pending key, then one row per instance of
 // each expected client (a client without instances gets one row).
-func printPropagation(w io.Writer, p propagationAnswer) {
+func printPropagation(w io.Writer, p api.PropagationInfo) {
 	switch pk := p.Pending; {
 	case pk == nil:
 		fmt.Fprintln(w, "no pending key")
@@ -115,8 +92,8 @@ func printPropagation(w io.Writer, p propagationAnswer) {
 }
 
 // waitingLine says what a pending key waits for, as `keyd keys` prints it:
-// "waiting for ecommerce: 2 of 3 instances; notes: 0 of 0 instances".
-func waitingLine(version int, waits []waitRow) string {
+// "version 5 waiting for ecommerce: 2 of 3 instances; notes: 0 of 0 instances".
+func waitingLine(version int, waits []api.WaitInfo) string {
 	if len(waits) == 0 {
 		return ""
 	}
@@ -125,11 +102,4 @@ func waitingLine(version int, waits []waitRow) string {
 		parts[i] = fmt.Sprintf("%s: %d of %d instances", w.Client, w.Holding, w.Live)
 	}
 	return fmt.Sprintf("version %d waiting for %s", version, strings.Join(parts, "; "))
-}
-
-// waitRow is an entry of waiting_for in GET /v1/keys.
-type waitRow struct {
-	Client  string `json:"client"`
-	Holding int    `json:"instances_holding"`
-	Live    int    `json:"instances_live"`
 }

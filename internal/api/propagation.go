@@ -21,7 +21,8 @@ type Propagation interface {
 	Confirm(ctx context.Context, req rotation.ConfirmRequest) error
 }
 
-type pendingInfo struct {
+// PendingInfo is the pending key in GET /v1/propagation.
+type PendingInfo struct {
 	KID         string `json:"kid"`
 	Version     int    `json:"version"`
 	ActivatesAt string `json:"activates_at"`
@@ -32,46 +33,49 @@ type pendingInfo struct {
 	Deadline *string `json:"activation_deadline"`
 }
 
-type instanceInfo struct {
+// InstanceInfo is one instance of an expected client.
+type InstanceInfo struct {
 	Instance   string `json:"instance"`
 	LastFetch  string `json:"last_fetch"`
 	MaxVersion int    `json:"max_version"`
 }
 
-type clientInfo struct {
+// ClientInfo is one expected client in GET /v1/propagation.
+type ClientInfo struct {
 	Client      string         `json:"client"`
 	Confirmed   bool           `json:"confirmed"`
 	ConfirmedBy *string        `json:"confirmed_by"`
-	Instances   []instanceInfo `json:"instances"`
+	Instances   []InstanceInfo `json:"instances"`
 	// Extensions: instances that fetched within the window, and of those
 	// the ones served the pending key.
 	Live    int `json:"instances_live"`
 	Holding int `json:"instances_holding"`
 }
 
-type propagationInfo struct {
-	Pending *pendingInfo `json:"pending"`
-	Clients []clientInfo `json:"clients"`
+// PropagationInfo is the answer of GET /v1/propagation and of a confirmation.
+type PropagationInfo struct {
+	Pending *PendingInfo `json:"pending"`
+	Clients []ClientInfo `json:"clients"`
 }
 
-func describePropagation(st rotation.PropagationStatus) propagationInfo {
-	out := propagationInfo{Clients: []clientInfo{}}
+func describePropagation(st rotation.PropagationStatus) PropagationInfo {
+	out := PropagationInfo{Clients: []ClientInfo{}}
 	g := st.Gate
 	if p := st.Pending; p != nil {
-		out.Pending = &pendingInfo{KID: p.KID, Version: p.Version, ActivatesAt: rfc3339(p.ActivatesAt), Confirmed: g.Confirmed, Gated: p.Gated()}
+		out.Pending = &PendingInfo{KID: p.KID, Version: p.Version, ActivatesAt: rfc3339(p.ActivatesAt), Confirmed: g.Confirmed, Gated: p.Gated()}
 		if p.Gated() {
 			d := rfc3339(g.Deadline)
 			out.Pending.Deadline = &d
 		}
 	}
 	for _, c := range g.Clients {
-		ci := clientInfo{Client: c.Client, Instances: []instanceInfo{}, Live: c.Live, Holding: c.Holding}
+		ci := ClientInfo{Client: c.Client, Instances: []InstanceInfo{}, Live: c.Live, Holding: c.Holding}
 		if st.Pending != nil && c.Confirmed {
 			by := c.By
 			ci.Confirmed, ci.ConfirmedBy = true, &by
 		}
 		for _, o := range c.Instances {
-			ci.Instances = append(ci.Instances, instanceInfo{Instance: o.Instance, LastFetch: rfc3339(o.LastFetch), MaxVersion: o.MaxVersion})
+			ci.Instances = append(ci.Instances, InstanceInfo{Instance: o.Instance, LastFetch: rfc3339(o.LastFetch), MaxVersion: o.MaxVersion})
 		}
 		out.Clients = append(out.Clients, ci)
 	}
@@ -119,34 +123,24 @@ func propagationError(err error) error {
 // confirmMembers are the members of a confirm body.
 var confirmMembers = []string{"client", "version"}
 
-func decodeConfirm(body []byte) (rotation.ConfirmRequest, error) {
-	var req rotation.ConfirmRequest
+// decodeConfirm decodes a confirm body as strictly as every body; both
+// members are required.
+func decodeConfirm(body []byte) (req rotation.ConfirmRequest, err error) {
 	b, err := claims.DecodeBody(body, confirmMembers...)
-	if err != nil {
-		return req, err
+	if err == nil {
+		req.Client, err = b.String("client")
 	}
-	if req.Client, err = b.String("client"); err != nil {
-		return req, err
+	if err == nil {
+		req.Version, err = b.PositiveInt("version")
 	}
-	if req.Version, err = b.PositiveInt("version"); err != nil {
-		return req, err
+	if err == nil && (strings.TrimSpace(req.Client) == "" || req.Version == 0) {
+		err = apiError(http.StatusBadRequest, "invalid_request", `The body needs "client" (a client name) and "version" (a key version).`)
 	}
-	if strings.TrimSpace(req.Client) == "" || req.Version == 0 {
-		return req, apiError(http.StatusBadRequest, "invalid_request", `The body needs "client" (a client name) and "version" (a key version).`)
-	}
-	return req, nil
+	return req, err
 }
 
 func (s *Server) confirm(c echo.Context) error {
-	p, err := s.authorize(c, auth.RoleAdmin)
-	if err != nil {
-		return err
-	}
-	body, err := readBody(c)
-	if err != nil {
-		return err
-	}
-	req, err := decodeConfirm(body)
+	p, req, err := adminRequest(s, c, decodeConfirm)
 	if err != nil {
 		return err
 	}
@@ -160,20 +154,37 @@ func (s *Server) confirm(c echo.Context) error {
 	return s.answerPropagation(c)
 }
 
-// waitInfo is an expected client a pending key waits for (GET /v1/keys).
-type waitInfo struct {
+// WaitInfo is an expected client a pending key waits for (waiting_for in
+// GET /v1/keys).
+type WaitInfo struct {
 	Client  string `json:"client"`
 	Holding int    `json:"instances_holding"`
 	Live    int    `json:"instances_live"`
 }
 
 // waitingFor lists the clients the gate g still waits for.
-func waitingFor(g *rotation.GateStatus) []waitInfo {
-	var out []waitInfo
+func waitingFor(g *rotation.GateStatus) []WaitInfo {
+	var out []WaitInfo
 	for _, c := range g.Clients {
 		if !c.Confirmed {
-			out = append(out, waitInfo{Client: c.Client, Holding: c.Holding, Live: c.Live})
+			out = append(out, WaitInfo{Client: c.Client, Holding: c.Holding, Live: c.Live})
 		}
 	}
 	return out
+}
+
+// adminRequest checks the admin role, reads the body (413, 415) and decodes
+// it strictly with decode.
+func adminRequest[T any](s *Server, c echo.Context, decode func([]byte) (T, error)) (auth.Principal, T, error) {
+	var req T
+	p, err := s.authorize(c, auth.RoleAdmin)
+	if err != nil {
+		return p, req, err
+	}
+	body, err := readBody(c)
+	if err != nil {
+		return p, req, err
+	}
+	req, err = decode(body)
+	return p, req, err
 }

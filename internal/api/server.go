@@ -235,7 +235,7 @@ type keyInfo struct {
 	Emergency   bool    `json:"emergency,omitempty"`
 	// WaitingFor (an extension): the expected clients a pending gated key
 	// still waits for.
-	WaitingFor []waitInfo `json:"waiting_for,omitempty"`
+	WaitingFor []WaitInfo `json:"waiting_for,omitempty"`
 }
 
 func (s *Server) keys(c echo.Context) error {
@@ -303,15 +303,7 @@ func decodeRotate(body []byte) (rotateRequest, error) {
 }
 
 func (s *Server) rotate(c echo.Context) error {
-	p, err := s.authorize(c, auth.RoleAdmin)
-	if err != nil {
-		return err
-	}
-	body, err := readBody(c)
-	if err != nil {
-		return err
-	}
-	req, err := decodeRotate(body)
+	p, req, err := adminRequest(s, c, decodeRotate)
 	if err != nil {
 		return err
 	}

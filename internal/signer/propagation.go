@@ -110,3 +110,33 @@ func MergeObservations(cur, add []Observation, forgetBefore time.Time) []Observa
 	}
 	return slices.DeleteFunc(out, func(o Observation) bool { return o.LastFetch.Before(forgetBefore) })
 }
+
+// ReadDecisions fills out with, for each version, its activation and the
+// confirmations of clients, read with activation and confirmation (each
+// reports false when the entry does not exist): the part of a store's
+// Observed shared by the backends.
+func ReadDecisions(out *Observed, versions []int, clients []string,
+	activation func(v int) (Activation, bool, error), confirmation func(v int, client string) (Confirmation, bool, error)) error {
+	for _, v := range versions {
+		a, ok, err := activation(v)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if out.Activations == nil {
+				out.Activations = map[int]Activation{}
+			}
+			out.Activations[v] = a
+		}
+		for _, c := range clients {
+			conf, ok, err := confirmation(v, c)
+			if err != nil {
+				return err
+			}
+			if ok {
+				out.Confirmations = append(out.Confirmations, conf)
+			}
+		}
+	}
+	return nil
+}

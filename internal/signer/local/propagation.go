@@ -63,16 +63,16 @@ func (s *PropagationStore) SaveObservations(_ context.Context, obs []signer.Obse
 		return fmt.Errorf("local: %w", err)
 	}
 	defer lock.Unlock()
-	cur, err := s.readObservations()
-	if err != nil {
+	if cur, err := s.readObservations(); err == nil {
+		obs = signer.MergeObservations(cur, obs, forgetBefore)
+	} else {
 		return err
 	}
-	merged := signer.MergeObservations(cur, obs, forgetBefore)
-	raw, err := json.Marshal(observationsFile{Observations: merged})
-	if err != nil {
-		return err
+	raw, err := json.Marshal(observationsFile{Observations: obs})
+	if err == nil {
+		err = fsutil.WriteFileAtomic(s.obsPath(), raw, 0o600)
 	}
-	if err := fsutil.WriteFileAtomic(s.obsPath(), raw, 0o600); err != nil {
+	if err != nil {
 		return fmt.Errorf("local: write observations: %w", err)
 	}
 	return nil
@@ -91,28 +91,16 @@ func (s *PropagationStore) Observed(_ context.Context, versions []int, clients [
 			out.Observations = append(out.Observations, o)
 		}
 	}
-	for _, v := range versions {
-		var a signer.Activation
-		switch ok, err := readJSON(s.activationPath(v), &a); {
-		case err != nil:
-			return out, err
-		case ok:
-			if out.Activations == nil {
-				out.Activations = map[int]signer.Activation{}
-			}
-			out.Activations[v] = a
-		}
-		for _, c := range clients {
-			var conf signer.Confirmation
-			switch ok, err := readJSON(s.confirmationPath(v, c), &conf); {
-			case err != nil:
-				return out, err
-			case ok:
-				out.Confirmations = append(out.Confirmations, conf)
-			}
-		}
-	}
-	return out, nil
+	err = signer.ReadDecisions(&out, versions, clients,
+		func(v int) (a signer.Activation, ok bool, err error) {
+			ok, err = readJSON(s.activationPath(v), &a)
+			return a, ok, err
+		},
+		func(v int, client string) (c signer.Confirmation, ok bool, err error) {
+			ok, err = readJSON(s.confirmationPath(v, client), &c)
+			return c, ok, err
+		})
+	return out, err
 }
 
 // Confirm implements rotation.PropagationStore: created once.

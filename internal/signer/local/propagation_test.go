@@ -9,13 +9,13 @@ import (
 // TestPropagationStore: two processes' stores on one data dir.
 func TestPropagationStore(t *testing.T) {
 	dir := t.TempDir()
-	a, err := NewPropagationStore(dir)
-	if err != nil {
-		t.Fatal(err)
+	var stores [2]*PropagationStore
+	for i := range stores {
+		s, err := NewPropagationStore(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stores[i] = s
 	}
-	b, err := NewPropagationStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signertest.TestPropagationStore(t, a, b)
+	signertest.TestPropagationStore(t, stores[0], stores[1])
 }

@@ -107,28 +107,16 @@ func (b *Backend) Observed(ctx context.Context, versions []int, clients []string
 			}
 		}
 	}
-	for _, v := range versions {
-		var a signer.Activation
-		switch ok, err := b.readEntry(ctx, activationPath(v), &a); {
-		case err != nil:
-			return out, err
-		case ok:
-			if out.Activations == nil {
-				out.Activations = map[int]signer.Activation{}
-			}
-			out.Activations[v] = a
-		}
-		for _, c := range clients {
-			var conf signer.Confirmation
-			switch ok, err := b.readEntry(ctx, confirmationPath(v, c), &conf); {
-			case err != nil:
-				return out, err
-			case ok:
-				out.Confirmations = append(out.Confirmations, conf)
-			}
-		}
-	}
-	return out, nil
+	err := signer.ReadDecisions(&out, versions, clients,
+		func(v int) (a signer.Activation, ok bool, err error) {
+			ok, err = b.readEntry(ctx, activationPath(v), &a)
+			return a, ok, err
+		},
+		func(v int, client string) (c signer.Confirmation, ok bool, err error) {
+			ok, err = b.readEntry(ctx, confirmationPath(v, client), &c)
+			return c, ok, err
+		})
+	return out, err
 }
 
 // Confirm stores c unless its client is confirmed for its version already,
