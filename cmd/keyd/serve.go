@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -135,6 +136,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 	}
 	recorder := propagation.NewRecorder(clk)
+	// Only the expected clients' fetches are stored (no other is read):
+	// without --expected-clients keyd writes nothing, today's behaviour.
+	recorder.Stored = func(client string) bool { return slices.Contains(cfg.ExpectedClients, client) }
 	handler.Fetched = recorder.Fetched
 	mgr, err := rotation.New(rotation.Config{
 		Backend: w.backend,

@@ -42,6 +42,10 @@ type entry struct {
 // safe for concurrent use; Flush and Run write the store.
 type Recorder struct {
 	clock clock.Clock
+	// Stored, when set, says which clients' observations go to the store
+	// (the expected clients: no other is ever read); the others are only
+	// logged once, so that an operator sees who fetches. Nil: all.
+	Stored func(client string) bool
 
 	mu sync.RWMutex
 	m  map[id]*entry
@@ -137,6 +141,9 @@ func (r *Recorder) Flush(ctx context.Context, s Saver, maxAge, forget time.Durat
 		if !r.seenClients[k.client] {
 			r.seenClients[k.client] = true
 			log.Info("jwks fetched by a client", "client", k.client, "instance", k.instance)
+		}
+		if r.Stored != nil && !r.Stored(k.client) {
+			continue
 		}
 		if v <= e.savedVersion && (f <= e.savedFetch || now.Sub(time.Unix(0, e.savedFetch)) < maxAge) {
 			continue

@@ -128,3 +128,16 @@ func TestRecorderBounded(t *testing.T) {
 		t.Errorf("held %d instances (limit %d)", len(r.m), MaxInstances)
 	}
 }
+
+// TestOnlyStoredClientsAreWritten: fetches of clients that are not
+// expected are never written (nothing reads them).
+func TestOnlyStoredClientsAreWritten(t *testing.T) {
+	r, s := NewRecorder(nil), &saver{}
+	r.Stored = func(c string) bool { return c == "ecommerce" }
+	r.Record("ecommerce", "e1", 1, time.Now())
+	r.Record("forged", "f1", 1, time.Now())
+	n, _, err := r.Flush(context.Background(), s, time.Minute, time.Hour, quiet)
+	if err != nil || n != 1 || s.last()[0].Client != "ecommerce" {
+		t.Errorf("wrote %d (%v): %+v", n, err, s.writes)
+	}
+}
