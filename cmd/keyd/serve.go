@@ -28,6 +28,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/propagation"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
+	"github.com/openedx-keyd/keyd/internal/signer/local"
 	"github.com/openedx-keyd/keyd/internal/signer/vault"
 	"github.com/openedx-keyd/keyd/internal/signing"
 )
@@ -84,6 +85,12 @@ type observedStore interface {
 	rotation.PropagationStore
 	propagation.Saver
 }
+
+// Both modes have one: the Vault backend itself, the local data dir's.
+var (
+	_ observedStore = (*vault.Backend)(nil)
+	_ observedStore = (*local.PropagationStore)(nil)
+)
 
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	// Bind (and load the TLS certificate) before anything else: a port that
