@@ -202,7 +202,7 @@ func (m *Manager) Propagation(ctx context.Context) (PropagationStatus, error) {
 	}
 	probe := signer.Key{Record: signer.Record{ExpectedClients: m.cfg.Rules.ExpectedClients, InstanceWindow: m.cfg.Rules.InstanceWindow}}
 	var versions []int
-	if n := len(s.Keys); s.Keys[n-1].State == Pending {
+	if n := len(s.Keys); n > 0 && s.Keys[n-1].State == Pending {
 		p := s.Keys[n-1]
 		st.Pending = &p
 		versions = []int{p.Version}
