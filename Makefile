@@ -5,6 +5,8 @@ PKGS_RACE = $(shell $(GO) list ./... | grep -v /e2e)
 FUZZTIME ?= 10s
 # staticcheck 2026.2.2 (module version v0.8.2) reads go 1.26 modules.
 STATICCHECK ?= v0.8.2
+# gocyclo: no production function above cyclomatic complexity 20 (issue 13).
+GOCYCLO ?= v0.6.0
 
 .PHONY: build test vault lint unit e2e fuzz bench clean openedx-test openedx-lint
 
@@ -42,6 +44,8 @@ lint: openedx-lint
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
+	$(GO) run github.com/fzipp/gocyclo/cmd/gocyclo@$(GOCYCLO) -over 20 \
+	  $$( (git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '_test\.go$$')
 
 # Unit, API, interop and real-Vault tests under the race detector.
 unit: vault
