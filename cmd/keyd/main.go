@@ -164,31 +164,24 @@ var commands = map[string]func(ctx context.Context, args []string, stdin io.Read
 	"serve": func(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) int {
 		return cmdServe(ctx, args, stderr)
 	},
-	"bootstrap": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
-		return cmdBootstrap(ctx, args, stdout, stderr)
-	},
-	"sign": cmdSign,
-	"jwks": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
-		return cmdJWKS(ctx, args, stdout, stderr)
-	},
-	"keys": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
-		return cmdKeys(ctx, args, stdout, stderr)
-	},
-	"rotate": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
-		return cmdRotate(ctx, args, stdout, stderr)
-	},
-	"audit": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
-		return cmdAudit(ctx, args, stdout, stderr)
-	},
-	"propagation": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
-		return cmdPropagation(ctx, args, stdout, stderr)
-	},
-	"verify": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
-		return cmdVerify(ctx, args, stdout, stderr)
-	},
+	"bootstrap":   noStdin(cmdBootstrap),
+	"sign":        cmdSign,
+	"jwks":        noStdin(cmdJWKS),
+	"keys":        noStdin(cmdKeys),
+	"rotate":      noStdin(cmdRotate),
+	"audit":       noStdin(cmdAudit),
+	"propagation": noStdin(cmdPropagation),
+	"verify":      noStdin(cmdVerify),
 	"healthcheck": func(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) int {
 		return cmdHealthcheck(ctx, args, stderr)
 	},
+}
+
+// noStdin adapts a subcommand that reads no standard input.
+func noStdin(f func(ctx context.Context, args []string, stdout, stderr io.Writer) int) func(context.Context, []string, io.Reader, io.Writer, io.Writer) int {
+	return func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+		return f(ctx, args, stdout, stderr)
+	}
 }
 
 // run dispatches to a subcommand and returns the exit code.

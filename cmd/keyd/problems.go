@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openedx-keyd/keyd/internal/clock"
 )
 
 // problemWatch polls what the stores report wrong with the files they keep
@@ -63,14 +65,5 @@ func (w *problemWatch) run(ctx context.Context, every time.Duration) {
 	if w.list == nil {
 		return
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			w.check()
-		}
-	}
+	clock.Every(ctx, clock.Real{}, every, w.check)
 }

@@ -3,6 +3,7 @@
 package clock
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -110,4 +111,18 @@ func (f *Fake) Waiters() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.waiters)
+}
+
+// Every calls fn each time d passes on c, until ctx ends: the periodic
+// loops (storage checks, moving back to a preferred Vault address) share
+// it, so a test drives them with a Fake clock.
+func Every(ctx context.Context, c Clock, d time.Duration, fn func()) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.After(d):
+			fn()
+		}
+	}
 }

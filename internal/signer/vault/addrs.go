@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/openedx-keyd/keyd/internal/clock"
 )
 
 // Router is the http.RoundTripper under every Vault client keyd makes
@@ -51,6 +53,7 @@ type Router struct {
 	attempt time.Duration
 	log     *slog.Logger
 	probe   *http.Client
+	clock   clock.Clock
 
 	mu  sync.Mutex
 	cur int // index into addrs
@@ -71,6 +74,8 @@ type RouterConfig struct {
 	// the Vault client library's default transport, TLS settings included).
 	Base   http.RoundTripper
 	Logger *slog.Logger
+	// Clock paces Watch (default clock.Real).
+	Clock clock.Clock
 }
 
 // NewRouter returns a Router over cfg.Addrs. It probes nothing yet: the
@@ -79,7 +84,10 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 	if len(cfg.Addrs) == 0 {
 		return nil, errors.New("vault: no address")
 	}
-	r := &Router{base: cfg.Base, attempt: cfg.Attempt, log: cfg.Logger}
+	r := &Router{base: cfg.Base, attempt: cfg.Attempt, log: cfg.Logger, clock: cfg.Clock}
+	if r.clock == nil {
+		r.clock = clock.Real{}
+	}
 	for _, a := range cfg.Addrs {
 		u, err := url.Parse(strings.TrimRight(strings.TrimSpace(a), "/"))
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -323,26 +331,23 @@ func (r *Router) Watch(ctx context.Context, interval time.Duration) {
 	if len(r.addrs) == 1 {
 		return
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	clock.Every(ctx, r.clock, interval, r.preferHealthy)
+}
+
+// preferHealthy moves to the most preferred address ahead of the current
+// one that answers healthy, if any.
+func (r *Router) preferHealthy() {
+	_, cur := r.pick()
+	for i, u := range r.addrs {
+		if u == cur {
 			return
-		case <-t.C:
 		}
-		_, cur := r.pick()
-		for i, u := range r.addrs {
-			if u == cur {
-				break
-			}
-			if r.healthy(u) {
-				r.mu.Lock()
-				r.log.Info("vault address healthy again; moving back", "from", cur.String(), "to", u.String())
-				r.cur = i
-				r.mu.Unlock()
-				break
-			}
+		if r.healthy(u) {
+			r.mu.Lock()
+			r.log.Info("vault address healthy again; moving back", "from", cur.String(), "to", u.String())
+			r.cur = i
+			r.mu.Unlock()
+			return
 		}
 	}
 }
