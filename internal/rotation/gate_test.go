@@ -165,3 +165,50 @@ func TestEvaluateGated(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordlessKeyNeverFlipsBackToWaiting: a version Vault holds without a
+// record (the record write failed after the transit rotate) follows the
+// record the rules derive for it; once that derived record is written, the
+// key must be in the same state. A gated derivation turned a key that had
+// activated (and signed) back into a waiting one, and its predecessor
+// active again.
+func TestRecordlessKeyNeverFlipsBackToWaiting(t *testing.T) {
+	r := gated(t)
+	jan, feb := t0, t0.AddDate(0, 1, 0)
+	k1 := key(r, 1, jan, false)
+	lost := signer.Key{Record: signer.Record{Version: 2, Algorithm: signer.RS512, CreatedAt: feb}}
+	now := feb.Add(r.PropagationDelay + time.Hour)
+	p := EvaluateObserved([]signer.Key{k1, lost}, r, now, nil, &Observed{})
+	if p.Active.Version != 2 {
+		t.Fatalf("before the record is written: active %d", p.Active.Version)
+	}
+	written := p.Published[1].Key
+	written.HasRecord = true // what writeMissingRecords stores
+	p = EvaluateObserved([]signer.Key{k1, written}, r, now, nil, &Observed{})
+	if p.Active.Version != 2 || p.Published[1].Waiting {
+		t.Fatalf("after the derived record is written: active %d, v2 waiting %v", p.Active.Version, p.Published[1].Waiting)
+	}
+}
+
+// TestWrittenActivationNeverBeforeActivatesAt: gating only ever delays; an
+// activation in the store earlier than the record's activates_at (a store
+// that outlived its keys, a hand-written entry) does not make the key sign
+// early, neither in the plan nor at request time.
+func TestWrittenActivationNeverBeforeActivatesAt(t *testing.T) {
+	r := gated(t)
+	jan, feb := t0, t0.AddDate(0, 1, 0)
+	k1, k2 := key(r, 1, jan, false), key(r, 2, feb, false)
+	obs := &Observed{Activations: map[int]signer.Activation{2: {Version: 2, At: feb}}}
+	now := feb.Add(time.Hour) // before activates_at (feb+24h)
+	p := EvaluateObserved([]signer.Key{k1, k2}, r, now, nil, obs)
+	if p.Active.Version != 1 {
+		t.Fatalf("active %d before v2's activates_at %v", p.Active.Version, k2.ActivatesAt)
+	}
+	snap := &Snapshot{Keys: []Published{{KeyState: p.Published[0]}, {KeyState: p.Published[1]}}}
+	if k, _ := snap.SigningAt(now); k.Version != 1 {
+		t.Errorf("version %d signs before its activates_at", k.Version)
+	}
+	if k, _ := snap.SigningAt(k2.ActivatesAt); k.Version != 2 {
+		t.Errorf("at activates_at version %d signs, want 2", k.Version)
+	}
+}

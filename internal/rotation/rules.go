@@ -229,6 +229,9 @@ func withRecords(keys []signer.Key, r Rules) []signer.Key {
 		}
 		rec := NewRecord(out[i].Version, out[i].Algorithm, r, out[i].CreatedAt, false)
 		rec.ActivatesAt = rec.CreatedAt.Add(r.PropagationDelay)
+		// Never gated: until the record is written the key follows it
+		// ungated, and must not turn back to waiting once it is written.
+		rec.ExpectedClients, rec.InstanceWindow, rec.ActivationMaxWait = nil, 0, 0
 		if i == 0 {
 			rec.ActivatesAt = rec.CreatedAt
 		}
@@ -363,7 +366,7 @@ func withActivations(keys []signer.Key, obs *Observed) ([]signer.Key, map[int]bo
 				if &out[0] == &keys[0] {
 					out = append([]signer.Key(nil), keys...)
 				}
-				out[i].ActivatesAt = a.At
+				out[i].ActivatesAt = laterOf(a.At, k.ActivatesAt) // gating only delays
 				continue
 			}
 		}
@@ -373,6 +376,13 @@ func withActivations(keys []signer.Key, obs *Observed) ([]signer.Key, map[int]bo
 		waiting[k.Version] = true
 	}
 	return out, waiting
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // pendingNext is when a pending key's plan changes next: its activates_at,
