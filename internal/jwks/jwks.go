@@ -125,7 +125,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotModified)
 		h.observe(http.StatusNotModified)
 		if h.Fetched != nil {
-			h.Fetched(r, served(named, d))
+			h.Fetched(r, served(named && r.Method != http.MethodHead, d))
 		}
 		return
 	}

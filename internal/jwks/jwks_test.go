@@ -65,3 +65,39 @@ func TestIfNoneMatch(t *testing.T) {
 		t.Errorf("ETag %s is not a strong quoted tag", doc.ETag)
 	}
 }
+
+// TestFetchedVersions: a GET counts the document served (also as a 304 to
+// its ETag); a HEAD never counts a key version, whatever its If-None-Match
+// (contract: "A HEAD ... records the fetch time but no key version").
+func TestFetchedVersions(t *testing.T) {
+	h := NewHandler(time.Minute)
+	k := key(t, "a")
+	k.Version = 3
+	d, _, err := h.Publish([]Key{k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	h.Fetched = func(_ *http.Request, v int) { got = v }
+	for _, tt := range []struct {
+		method, inm string
+		want        int
+	}{
+		{http.MethodGet, "", 3},
+		{http.MethodGet, d.ETag, 3},
+		{http.MethodGet, "*", 0},
+		{http.MethodHead, "", 0},
+		{http.MethodHead, d.ETag, 0},
+		{http.MethodHead, "*", 0},
+	} {
+		got = -1
+		r := httptest.NewRequest(tt.method, "/.well-known/jwks.json", nil)
+		if tt.inm != "" {
+			r.Header.Set("If-None-Match", tt.inm)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		if got != tt.want {
+			t.Errorf("%s If-None-Match %q: version %d recorded, want %d", tt.method, tt.inm, got, tt.want)
+		}
+	}
+}
