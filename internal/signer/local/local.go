@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -52,6 +53,11 @@ type Backend struct {
 	// was last read from it: Sign re-reads the file when it changes.
 	pinSeen atomic.Int64
 }
+
+// errCorrupt marks a key file whose content is not a key of its version:
+// only such a file is set aside. A failed read is not, as the file may
+// be sound.
+var errCorrupt = errors.New("corrupt")
 
 type entry struct {
 	rec  signer.Record
@@ -129,19 +135,22 @@ func (b *Backend) load(v int) (*entry, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, signer.ErrNoKey
 	}
+	if errors.Is(err, syscall.EISDIR) {
+		return nil, fmt.Errorf("local: key file %s is %w: a directory", b.keyPath(v), errCorrupt)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("local: read key %d: %w", v, err)
 	}
 	var f file
 	if err := json.Unmarshal(raw, &f); err != nil {
-		return nil, fmt.Errorf("local: key file %s is corrupt: %w", b.keyPath(v), err)
+		return nil, fmt.Errorf("local: key file %s is %w: %w", b.keyPath(v), errCorrupt, err)
 	}
 	priv, ok := f.PrivateJWK.Key.(crypto.Signer)
 	if !ok || f.Record.Version != v {
-		return nil, fmt.Errorf("local: key file %s is corrupt: no private key for version %d", b.keyPath(v), v)
+		return nil, fmt.Errorf("local: key file %s is %w: no private key for version %d", b.keyPath(v), errCorrupt, v)
 	}
 	if !fits(f.Record.Algorithm, priv) {
-		return nil, fmt.Errorf("local: key file %s is corrupt: a %T cannot sign %q", b.keyPath(v), priv, f.Record.Algorithm)
+		return nil, fmt.Errorf("local: key file %s is %w: a %T cannot sign %q", b.keyPath(v), errCorrupt, priv, f.Record.Algorithm)
 	}
 	e = &entry{rec: f.Record, priv: priv}
 	b.mu.Lock()
@@ -165,12 +174,15 @@ func (b *Backend) Keys(ctx context.Context) ([]signer.Key, error) {
 		if errors.Is(err, signer.ErrNoKey) {
 			continue // destroyed by another process meanwhile
 		}
-		if err != nil {
+		if errors.Is(err, errCorrupt) {
 			// One bad file must not hide the sound keys: set it aside.
 			if qerr := b.quarantineKey(v, err); qerr != nil {
 				return nil, fmt.Errorf("%w (and it cannot be set aside: %w)", err, qerr)
 			}
 			continue
+		}
+		if err != nil {
+			return nil, err // a failed read (I/O, permission): the file may be sound
 		}
 		keys = append(keys, signer.Key{Record: e.rec, Public: e.priv.Public(), HasRecord: true})
 	}
@@ -463,8 +475,11 @@ func (b *Backend) quarantineKey(v int, why error) error {
 		return fmt.Errorf("local: %w", err)
 	}
 	defer lock.Unlock()
-	if _, err := b.load(v); err == nil || errors.Is(err, signer.ErrNoKey) {
+	switch _, err := b.load(v); {
+	case err == nil || errors.Is(err, signer.ErrNoKey):
 		return nil // sound after all, or gone
+	case !errors.Is(err, errCorrupt):
+		return err // unreadable now: never set aside a file that may be sound
 	}
 	if b.highWater() < v {
 		if err := fsutil.WriteFileAtomic(b.highWaterPath(), []byte(strconv.Itoa(v)), 0o600); err != nil {

@@ -124,3 +124,36 @@ func TestReadOnlyMovesNothing(t *testing.T) {
 		t.Error("OpenReadOnly of a dir without keys/ succeeded")
 	}
 }
+
+// TestUnreadableKeyFileIsNotSetAside: a key file that cannot be read for a
+// reason other than its content (an I/O error, a permission after a
+// restore, too many open files) is a failed read, not a bad file: moving it
+// to the quarantine would unpublish a key still needed (tokens it signed
+// stop verifying; with every key set aside, a fresh bootstrap key). Keys
+// fails instead, and the file stays where it is.
+func TestUnreadableKeyFileIsNotSetAside(t *testing.T) {
+	if _, err := os.ReadFile("/proc/self/mem"); err == nil {
+		t.Skip("no file that fails to read with an I/O error here")
+	}
+	dir := t.TempDir()
+	b := newBackend(t, dir)
+	mustCreate(t, b, 1, signer.ES256)
+	mustCreate(t, b, 2, signer.ES256)
+	// Fault injection: reading v2 fails with EIO.
+	if err := os.Rename(b.keyPath(2), filepath.Join(dir, "v2.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/proc/self/mem", b.keyPath(2)); err != nil {
+		t.Fatal(err)
+	}
+	fresh := newBackend(t, dir) // nothing cached
+	if keys, err := fresh.Keys(context.Background()); err == nil {
+		t.Errorf("Keys = %d keys, no error; want the read failure", len(keys))
+	}
+	if _, err := os.Lstat(fresh.keyPath(2)); err != nil {
+		t.Errorf("the unreadable v2 was moved: %v", err)
+	}
+	if q := fresh.QuarantinedVersions(); len(q) != 0 {
+		t.Errorf("QuarantinedVersions = %v, want none", q)
+	}
+}
