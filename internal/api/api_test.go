@@ -88,6 +88,7 @@ type testEnv struct {
 	// Observed propagation: the recorder on the JWKS route and its store.
 	recorder *propagation.Recorder
 	observed *local.PropagationStore
+	dir      string // the data dir
 }
 
 // newEnv serves api.New over a local backend in a temp dir; with tick the
@@ -151,7 +152,7 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool, opts ...func(*rotatio
 			t.Fatalf("first Tick: %v", err)
 		}
 	}
-	env := &testEnv{clk: clk, mgr: mgr, backend: &switchBackend{Backend: lb}, audit: &fakeAudit{}, jwks: handler, recorder: recorder, observed: observed}
+	env := &testEnv{clk: clk, mgr: mgr, backend: &switchBackend{Backend: lb}, audit: &fakeAudit{}, jwks: handler, recorder: recorder, observed: observed, dir: dir}
 	env.handler = api.New(api.Config{
 		Auth:      auth,
 		Backend:   env.backend,

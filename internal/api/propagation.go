@@ -97,18 +97,21 @@ func (s *Server) answerPropagation(c echo.Context) error {
 	}
 	st, err := s.cfg.Propagation.Propagation(c.Request().Context())
 	if err != nil {
-		return propagationError(err)
+		return s.propagationError(err)
 	}
 	return c.JSON(http.StatusOK, describePropagation(st))
 }
 
 var (
-	errNoPropagation = apiError(http.StatusServiceUnavailable, "propagation_unavailable", "Observed propagation is not configured on this replica.")
-	errUnknownClient = apiError(http.StatusUnprocessableEntity, "unknown_client", "The client is not in --expected-clients; only an expected client can be confirmed.")
-	errUnknownVer    = apiError(http.StatusUnprocessableEntity, "unknown_version", "No published key has that version; see GET /v1/keys.")
+	errNoPropagation     = apiError(http.StatusServiceUnavailable, "propagation_unavailable", "Observed propagation is not configured on this replica.")
+	errUnknownClient     = apiError(http.StatusUnprocessableEntity, "unknown_client", "The client is not in --expected-clients; only an expected client can be confirmed.")
+	errPropagationFailed = apiError(http.StatusServiceUnavailable, "propagation_unavailable", "The observed-propagation store could not be read or written; the cause is logged. Retry the request.")
+	errUnknownVer        = apiError(http.StatusUnprocessableEntity, "unknown_version", "No published key has that version; see GET /v1/keys.")
 )
 
-func propagationError(err error) error {
+// propagationError maps a propagation route's error; one the store or the
+// lifecycle gave (a read or write that failed) is a 503, its cause logged.
+func (s *Server) propagationError(err error) error {
 	switch {
 	case errors.Is(err, rotation.ErrUnknownClient):
 		return errUnknownClient
@@ -117,7 +120,8 @@ func propagationError(err error) error {
 	case errors.Is(err, rotation.ErrNoPropagation):
 		return errNoPropagation
 	}
-	return err
+	s.log.Error("observed propagation request failed", "err", err)
+	return errPropagationFailed
 }
 
 // confirmMembers are the members of a confirm body.
@@ -149,7 +153,7 @@ func (s *Server) confirm(c echo.Context) error {
 	}
 	req.Actor = p.Actor
 	if err := s.cfg.Propagation.Confirm(c.Request().Context(), req); err != nil {
-		return propagationError(err)
+		return s.propagationError(err)
 	}
 	return s.answerPropagation(c)
 }

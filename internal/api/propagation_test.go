@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -345,4 +347,50 @@ func TestFetchConfirmationStoredFromActivatesAt(t *testing.T) {
 	if k := decode[keysAnswer](t, e.get(t, "/v1/keys", auditorTok)).Keys[1]; k.State != "pending" {
 		t.Fatalf("the key activated while e2 lags: %+v", k)
 	}
+}
+
+// TestCorruptObservations: a corrupt observations file in the data dir (a
+// bad restore, a hand edit) is set aside and reported like a bad key file:
+// it neither stalls the lifecycle (no rotation, no activation, /readyz
+// stale) nor makes the propagation routes answer 500; a 500 is never the
+// answer of a propagation route.
+func TestCorruptObservations(t *testing.T) {
+	e, _ := gatedEnv(t)
+	e.post(t, "/v1/rotate", adminTok, "")
+	e.fetch(t, "ecommerce", "e1")
+	e.flushTick(t)
+	path := filepath.Join(e.dir, "propagation", "observations.json")
+	if err := os.WriteFile(path, []byte(`{"observations":[{"client":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.get(t, "/v1/propagation", adminTok); r.status != http.StatusOK {
+		t.Errorf("GET /v1/propagation = %d %s", r.status, r.body)
+	}
+	if r := e.post(t, "/v1/propagation/confirm", adminTok, `{"client":"notes","version":2}`); r.status != http.StatusOK {
+		t.Errorf("confirm = %d %s", r.status, r.body)
+	}
+	if err := e.mgr.Tick(context.Background()); err != nil {
+		t.Errorf("Tick with a corrupt observations file: %v", err)
+	}
+	e.fetch(t, "ecommerce", "e1")
+	if _, _, err := e.recorder.Flush(context.Background(), e.observed, 5*time.Minute, 24*time.Hour, discard()); err != nil {
+		t.Errorf("the fetches are never stored again: %v", err)
+	}
+	if q, _ := os.ReadDir(filepath.Join(e.dir, "quarantine")); len(q) != 1 {
+		t.Errorf("quarantine holds %d files, want the corrupt observations file", len(q))
+	}
+}
+
+// TestPropagationStoreFailure: a store that cannot be read is a 503 with
+// the contract's error body, never a 500.
+func TestPropagationStoreFailure(t *testing.T) {
+	e, _ := gatedEnv(t)
+	e.post(t, "/v1/rotate", adminTok, "")
+	path := filepath.Join(e.dir, "propagation", "observations.json")
+	_ = os.Remove(path)
+	if err := os.Mkdir(path, 0o700); err != nil { // fault injection: reads fail (EISDIR)
+		t.Fatal(err)
+	}
+	checkError(t, e.get(t, "/v1/propagation", adminTok), http.StatusServiceUnavailable, "propagation_unavailable")
+	checkError(t, e.post(t, "/v1/propagation/confirm", adminTok, `{"client":"notes","version":2}`), http.StatusServiceUnavailable, "propagation_unavailable")
 }

@@ -49,9 +49,30 @@ func (s *PropagationStore) readObservations() ([]signer.Observation, error) {
 	}
 	var f observationsFile
 	if err := json.Unmarshal(raw, &f); err != nil {
-		return nil, fmt.Errorf("local: %s is corrupt: %w", s.obsPath(), err)
+		return nil, fmt.Errorf("local: %s is %w: %w", s.obsPath(), errCorrupt, err)
 	}
 	return f.Observations, nil
+}
+
+// readOrSetAside reads the observations; a corrupt file is moved to the
+// data dir's quarantine (reported with the key files set aside) and counts
+// as none: observations are re-recorded by the next fetches, and a file
+// that cannot be merged must not stall the lifecycle or the recorder.
+// The caller holds the store's lock.
+func (s *PropagationStore) readOrSetAside() ([]signer.Observation, error) {
+	obs, err := s.readObservations()
+	if !errors.Is(err, errCorrupt) {
+		return obs, err
+	}
+	q := filepath.Join(filepath.Dir(s.dir), "quarantine")
+	if merr := os.MkdirAll(q, 0o700); merr != nil {
+		return nil, fmt.Errorf("%w (and it cannot be set aside: %w)", err, merr)
+	}
+	dst := filepath.Join(q, "observations.json."+time.Now().UTC().Format("20060102T150405.000000000Z"))
+	if rerr := os.Rename(s.obsPath(), dst); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w (and it cannot be set aside: %w)", err, rerr)
+	}
+	return nil, fsutil.SyncDir(q)
 }
 
 // SaveObservations merges obs into the stored ones (per client and
@@ -63,7 +84,7 @@ func (s *PropagationStore) SaveObservations(_ context.Context, obs []signer.Obse
 		return fmt.Errorf("local: %w", err)
 	}
 	defer lock.Unlock()
-	if cur, err := s.readObservations(); err == nil {
+	if cur, err := s.readOrSetAside(); err == nil {
 		obs = signer.MergeObservations(cur, obs, forgetBefore)
 	} else {
 		return err
@@ -83,6 +104,9 @@ func (s *PropagationStore) SaveObservations(_ context.Context, obs []signer.Obse
 func (s *PropagationStore) Observed(_ context.Context, versions []int, clients []string) (signer.Observed, error) {
 	var out signer.Observed
 	all, err := s.readObservations()
+	if errors.Is(err, errCorrupt) {
+		all, err = s.setAsideLocked()
+	}
 	if err != nil {
 		return out, err
 	}
@@ -101,6 +125,16 @@ func (s *PropagationStore) Observed(_ context.Context, versions []int, clients [
 			return c, ok, err
 		})
 	return out, err
+}
+
+// setAsideLocked is readOrSetAside under the store's lock.
+func (s *PropagationStore) setAsideLocked() ([]signer.Observation, error) {
+	lock, err := fsutil.LockFile(filepath.Join(s.dir, "lock"))
+	if err != nil {
+		return nil, fmt.Errorf("local: %w", err)
+	}
+	defer lock.Unlock()
+	return s.readOrSetAside()
 }
 
 // Confirm implements rotation.PropagationStore: created once.
