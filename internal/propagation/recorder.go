@@ -22,6 +22,10 @@ import (
 // until silent ones are forgotten.
 const MaxInstances = 10000
 
+// MaxOtherClients bounds the names of clients that are not stored (not
+// expected) kept to be logged once: anyone can send a Keyd-Client name.
+const MaxOtherClients = 100
+
 // Saver is the shared store the recorder writes to (the data dir, or Vault
 // KV): it merges obs into what it holds and forgets instances that last
 // fetched before forgetBefore.
@@ -52,6 +56,10 @@ type Recorder struct {
 
 	full        atomic.Bool
 	seenClients map[string]bool // clients logged once (Flush only)
+	// others are clients that are not stored, seen since the last Flush
+	// (by name, with one instance), to be logged once; never in m.
+	othersMu sync.Mutex
+	others   map[string]string
 }
 
 // NewRecorder returns an empty Recorder (nil clk: the real clock).
@@ -59,7 +67,7 @@ func NewRecorder(clk clock.Clock) *Recorder {
 	if clk == nil {
 		clk = clock.Real{}
 	}
-	return &Recorder{clock: clk, m: map[id]*entry{}, seenClients: map[string]bool{}}
+	return &Recorder{clock: clk, m: map[id]*entry{}, seenClients: map[string]bool{}, others: map[string]string{}}
 }
 
 // Fetched is the jwks.Handler hook: a JWKS answered to r whose document
@@ -80,6 +88,10 @@ func (r *Recorder) Fetched(req *http.Request, maxVersion int) {
 
 // Record notes a fetch by (client, instance) at t served versions up to maxVersion.
 func (r *Recorder) Record(client, instance string, maxVersion int, t time.Time) {
+	if r.Stored != nil && !r.Stored(client) {
+		r.other(client, instance) // only logged: it must not use up MaxInstances
+		return
+	}
 	k := id{client, instance}
 	r.mu.RLock()
 	e := r.m[k]
@@ -108,6 +120,25 @@ func (r *Recorder) add(k id) *entry {
 	return e
 }
 
+// other notes a fetch by a client that is not stored, to be logged once.
+func (r *Recorder) other(client, instance string) {
+	r.othersMu.Lock()
+	defer r.othersMu.Unlock()
+	if _, ok := r.others[client]; !ok && len(r.others) < MaxOtherClients {
+		r.others[strings.Clone(client)] = strings.Clone(instance)
+	}
+}
+
+// logClient logs a client's first fetch, for at most 2 × MaxOtherClients
+// names (under mu).
+func (r *Recorder) logClient(client, instance string, log *slog.Logger) {
+	if r.seenClients[client] || len(r.seenClients) >= 2*MaxOtherClients {
+		return
+	}
+	r.seenClients[client] = true
+	log.Info("jwks fetched by a client", "client", client, "instance", instance)
+}
+
 func raise(a *atomic.Int64, v int64) {
 	for {
 		cur := a.Load()
@@ -131,20 +162,21 @@ func (r *Recorder) Flush(ctx context.Context, s Saver, maxAge, forget time.Durat
 	var obs []signer.Observation
 	var todo []dirty
 	grew := false
+	r.othersMu.Lock()
+	others := r.others
+	r.others = map[string]string{}
+	r.othersMu.Unlock()
 	r.mu.Lock()
+	for c, inst := range others {
+		r.logClient(c, inst, log)
+	}
 	for k, e := range r.m {
 		f, v := e.lastFetch.Load(), e.maxVersion.Load()
 		if now.Sub(time.Unix(0, f)) > forget {
 			delete(r.m, k)
 			continue
 		}
-		if !r.seenClients[k.client] {
-			r.seenClients[k.client] = true
-			log.Info("jwks fetched by a client", "client", k.client, "instance", k.instance)
-		}
-		if r.Stored != nil && !r.Stored(k.client) {
-			continue
-		}
+		r.logClient(k.client, k.instance, log)
 		if v <= e.savedVersion && (f <= e.savedFetch || now.Sub(time.Unix(0, e.savedFetch)) < maxAge) {
 			continue
 		}

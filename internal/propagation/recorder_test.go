@@ -141,3 +141,30 @@ func TestOnlyStoredClientsAreWritten(t *testing.T) {
 		t.Errorf("wrote %d (%v): %+v", n, err, s.writes)
 	}
 }
+
+// TestForgedClientsCannotCrowdOutExpectedOnes: JWKS requests are
+// unauthenticated, so anyone can send Keyd-Client names. Fetches of clients
+// that are not stored must not use up the instance bound (an expected
+// client's new instance would go unrecorded) nor grow memory without bound.
+func TestForgedClientsCannotCrowdOutExpectedOnes(t *testing.T) {
+	r, s := NewRecorder(nil), &saver{}
+	r.Stored = func(c string) bool { return c == "ecommerce" }
+	now := time.Now()
+	for i := range MaxInstances + 10 {
+		r.Record("forged-"+strconv.Itoa(i), "f", 1, now)
+	}
+	r.Record("ecommerce", "e-new", 2, now)
+	n, _, err := r.Flush(context.Background(), s, time.Minute, time.Hour, quiet)
+	if err != nil || n != 1 || s.last()[0].Instance != "e-new" {
+		t.Fatalf("wrote %d (%v): the expected client's instance was not recorded", n, err)
+	}
+	for i := range 10 * MaxOtherClients {
+		r.Record("more-forged-"+strconv.Itoa(i), "f", 1, now)
+	}
+	if _, _, err := r.Flush(context.Background(), s, time.Minute, time.Hour, quiet); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.m) > 1 || len(r.seenClients) > 2*MaxOtherClients {
+		t.Errorf("holds %d instances and %d client names for one expected instance", len(r.m), len(r.seenClients))
+	}
+}
