@@ -243,3 +243,17 @@ def test_no_rsa_key_in_keyd_is_an_error_at_ready_and_in_keyd_check(start_keyd, j
         # And signing still goes to keyd (fail closed is about failures, not key types).
         token = lms_jwt._create_jwt(User(), use_asymmetric_key=True, grant_type="password")
         assert pyjwt.get_unverified_header(token)["alg"] == "ES256"
+
+
+def test_error_reports_hide_the_token_in_frame_locals(keyd, jwt_auth, installed):
+    """Django's error reports (AdminEmailHandler, the 500 page) list every frame's local variables;
+    the signer's frames must show none of the bearer token."""
+    from django.views.debug import ExceptionReporter
+
+    with django_apps(**lms_settings(keyd, jwt_auth, token="wrong-token-frame-locals")):
+        with pytest.raises(KeydSigningError) as err:
+            lms_jwt._create_jwt(User(), use_asymmetric_key=True, grant_type="password")
+    frames = [f for f in ExceptionReporter(None, err.type, err.value, err.tb).get_traceback_frames()
+              if "keyd_openedx" in f["filename"]]
+    assert "sign_response" in [f["function"] for f in frames]
+    assert "wrong-token-frame-locals" not in repr([f["vars"] for f in frames])

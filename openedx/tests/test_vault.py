@@ -124,6 +124,13 @@ def test_bad_secret_id_fails_closed_without_naming_it(vault_keyd, jwt_auth, inst
             lms_jwt._create_jwt(User(), use_asymmetric_key=True, grant_type="password")
     assert err.value.code == "vault_login_failed"
     assert_no_secret([caplog.text, str(err.value)], {wrong, vault_keyd["role_id"]})
+    # Django's error reports (AdminEmailHandler, the 500 page) list every frame's local variables.
+    from django.views.debug import ExceptionReporter
+
+    frames = [f for f in ExceptionReporter(None, err.type, err.value, err.tb).get_traceback_frames()
+              if "keyd_openedx" in f["filename"]]
+    assert "_login" in [f["function"] for f in frames]
+    assert_no_secret([repr([f["vars"] for f in frames])], {wrong})
 
 
 def test_vault_token_auth_and_keyd_check(vault_keyd, jwt_auth, installed, capsys):

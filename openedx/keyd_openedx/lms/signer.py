@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional
 
 import requests
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 from .. import KeydSigningError
 from ..conf import SigningConfig, validate_signing
@@ -45,6 +46,7 @@ class KeydSigner:
         """Returns keyd's signature of payload as a compact JWT."""
         return self.sign_response(payload)["token"]
 
+    @sensitive_variables()  # Django's error reports never show this frame's bearer token
     def sign_response(self, payload: Dict[str, Any]) -> Dict[str, Any]:
         """Posts {"claims": payload} to keyd and returns its answer {"token", "kid", "alg", "expires_at"}."""
         try:

@@ -7,6 +7,7 @@ import time
 from typing import Callable, Optional
 
 import requests
+from django.views.decorators.debug import sensitive_variables
 
 from .. import KeydSigningError
 from ..conf import SigningConfig
@@ -50,6 +51,7 @@ class AppRoleToken:
             self._lock, self._pid = threading.Lock(), os.getpid()
         return self._lock
 
+    @sensitive_variables()  # hidden from Django's error reports (token, secret ID)
     def token(self) -> str:
         """Returns a valid token, logging in or renewing first when needed."""
         with self._own_lock():
@@ -68,12 +70,14 @@ class AppRoleToken:
                 raise
             return self._token
 
+    @sensitive_variables()  # hidden from Django's error reports (token, secret ID)
     def invalidate(self, token: str) -> None:
         """Forgets token (keyd answered 401 for it), so the next token() logs in again."""
         with self._own_lock():
             if self._token == token:
                 self._token = None
 
+    @sensitive_variables()  # hidden from Django's error reports (token, secret ID)
     def _set(self, auth: dict) -> None:
         now = self._clock()
         lease = float(auth.get("lease_duration") or 0)
@@ -87,6 +91,7 @@ class AppRoleToken:
             self._renew_at = now + lease * 2 / 3
             self._expires_at = now + lease
 
+    @sensitive_variables()  # hidden from Django's error reports (token, secret ID)
     def _login(self) -> None:
         cfg = self._cfg
         secret_id = cfg.secret_id
@@ -117,6 +122,7 @@ class AppRoleToken:
         log.info("keyd signer: logged in to Vault with AppRole (accessor %s, ttl %ss, renewable %s)",
                  self._accessor, int(self._lease), self._renewable)
 
+    @sensitive_variables()  # hidden from Django's error reports (token, secret ID)
     def _renew(self) -> bool:
         cfg = self._cfg
         url = "{}/v1/auth/token/renew-self".format(cfg.vault_addr)
