@@ -217,6 +217,20 @@ def test_module_absent_is_a_warning(keyd, jwt_auth, installed, caplog, monkeypat
     assert any(r.levelno == logging.WARNING and "not installed" in r.getMessage() for r in caplog.records)
 
 
+def test_module_present_but_failing_to_import_is_not_absent(keyd, jwt_auth, installed, monkeypatch, tmp_path):
+    """Only a missing Open edX module is a warning; one that exists but cannot be imported (a missing
+    dependency) stops the LMS instead of leaving it signing with its local key."""
+    from keyd_openedx.lms import signer
+
+    (tmp_path / "keyd_broken_jwt.py").write_text("import keyd_absent_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(signer, "JWT_MODULE", "keyd_broken_jwt")
+    with pytest.raises(ImportError):
+        with django_apps(**lms_settings(keyd, jwt_auth)):
+            pass
+    assert signer.current() is None
+
+
 def test_keyd_check_prints_kid_alg_expiry(keyd, jwt_auth, installed, capsys):
     with django_apps(JWT_ACCESS_TOKEN_EXPIRE_SECONDS=900, **lms_settings(keyd, jwt_auth)):
         call_command("keyd_check")

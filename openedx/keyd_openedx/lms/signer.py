@@ -152,6 +152,8 @@ def install() -> Optional[KeydSigner]:
         module = importlib.import_module(JWT_MODULE)
         original = module._encode_and_sign
     except (ImportError, AttributeError) as exc:
+        if isinstance(exc, ImportError) and not _absent(exc):
+            raise  # the module is there but broken: never leave the LMS signing with a local key
         log.warning("keyd signer not installed: %s._encode_and_sign is not available (%s); "
                     "is this the LMS?", JWT_MODULE, exc)
         return None
@@ -175,6 +177,12 @@ def install() -> Optional[KeydSigner]:
         level = logging.WARNING if problem.startswith(("cannot fetch", "http")) else logging.ERROR
         log.log(level, "keyd signer: %s", problem)
     return signer
+
+
+def _absent(exc: ImportError) -> bool:
+    """True when the import failed because JWT_MODULE or one of its packages does not exist."""
+    name = getattr(exc, "name", None) or ""
+    return isinstance(exc, ModuleNotFoundError) and bool(name) and (JWT_MODULE + ".").startswith(name + ".")
 
 
 def uninstall() -> None:
