@@ -81,12 +81,14 @@ JWT_PUBLIC_SIGNING_JWK_SET setting an Open edX IDA pastes (RSA keys only).
 Lists the published key versions with their states and lifecycle times
 (auditor or admin token).
 `,
-	"rotate": `usage: keyd rotate [--emergency --reason R] [--json] [--server URL] [--token T]
+	"rotate": `usage: keyd rotate [--emergency --reason R] [--adopt-settings] [--json] [--server URL] [--token T]
 
 Rotates the key now (admin token) and prints the new key as a table like
 "keyd keys". A normal rotation publishes a new key that signs after the
 propagation delay; while a key is still pending it creates nothing and says so.
 An emergency makes the new key active at once and destroys every older key.
+--adopt-settings creates the key under this replica's settings when they differ
+from the newest key's (otherwise refused with config_mismatch).
 `,
 	"audit": `usage: keyd audit [--since SEQ] [--json] [--server URL] [--token T]
        keyd audit verify (--file PATH [--data-dir DIR] | --vault) [--token T]
@@ -94,7 +96,7 @@ An emergency makes the new key active at once and destroys every older key.
 Lists the audit trail (auditor token) and says whether its chain verifies.
 "keyd audit verify --help" for the offline check.
 `,
-	"audit verify": `usage: keyd audit verify --file PATH [--data-dir DIR]
+	"audit verify": `usage: keyd audit verify --file PATH [--data-dir DIR] [--chain-only]
        keyd audit verify --vault [--token T] [--vault-kv-mount KV]
 
 Checks the audit chain without keyd: a local audit.log offline, or the chain
