@@ -102,7 +102,7 @@ def test_forking_server_each_worker_gets_its_own_refresher(start_keyd, proxy_to,
     keyd = start_keyd("--jwks-max-age", "1s", "--propagation-delay", "2s")
     proxy = proxy_to(keyd.url)
     replace = {"https://keyd.internal:8080": proxy.url,
-               """'{"keys": ["<the LMS public JWK you have today>"]}'""": repr(lms_key["public_set"])}
+               """'{"keys": [{"kty": "RSA", "kid": "...", "n": "...", "e": "AQAB"}]}'""": repr(lms_key["public_set"])}
     jwt_auth = {"JWT_ISSUERS": [{"ISSUER": ISSUER, "AUDIENCE": "openedx", "SECRET_KEY": "ida-secret"}]}
     out = run([os.path.join("project", "workers.py"), mode], project_env("ida", replace, jwt_auth))
     assert out.returncode == 0, out.stdout + out.stderr
