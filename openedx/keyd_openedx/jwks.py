@@ -4,6 +4,7 @@ import base64
 import json
 import os
 import re
+import threading
 from typing import Any, Dict, List, Optional
 
 import jwt
@@ -152,6 +153,28 @@ class ProcessSession:
             self._session, self._pid = s, os.getpid()
         return self._session
 
+    def request(self, method: str, url: str, timeout: float, **kwargs: Any) -> requests.Response:
+        """session.request with timeout bounding the whole request. requests' own timeout bounds each
+        connect and each socket read only, so a peer dripping a byte at a time could hold a call for
+        ever; here the call runs in a daemon thread and is given up (ReadTimeout) after timeout."""
+        session = self.get()
+        done = threading.Event()
+        box: Dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["response"] = session.request(method, url, timeout=timeout, **kwargs)
+            except BaseException as exc:  # handed to the caller
+                box["error"] = exc
+            done.set()
+
+        threading.Thread(target=run, name="keyd-openedx-http", daemon=True).start()
+        if not done.wait(timeout):
+            raise requests.ReadTimeout("{} {} gave no complete answer within {:g}s".format(method, url, timeout))
+        if "error" in box:
+            raise box["error"]
+        return box["response"]
+
 
 def fetch(session: ProcessSession, url: str, timeout: float, client: Optional[str] = None,
           instance: bool = False, etag: Optional[str] = None) -> requests.Response:
@@ -163,6 +186,6 @@ def fetch(session: ProcessSession, url: str, timeout: float, client: Optional[st
         headers["Keyd-Instance"] = instance_id()
     if etag:
         headers["If-None-Match"] = etag
-    return session.get().get(url, headers=headers, timeout=timeout)
+    return session.request("GET", url, timeout, headers=headers)
 
 

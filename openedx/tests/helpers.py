@@ -264,9 +264,13 @@ def canned(status: int, body: object, headers: Optional[Dict[str, str]] = None) 
 
 
 class Blackhole:
-    """A TCP server that accepts connections and never answers (a hung keyd). Counts connections."""
+    """A TCP server that accepts connections and never answers (a hung keyd). Counts connections.
 
-    def __init__(self) -> None:
+    With drip, it answers a never-ending header one byte every 0.1 s (a peer that is slow but never
+    idle long enough for a per-read timeout)."""
+
+    def __init__(self, drip: bool = False) -> None:
+        self.drip = drip
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -283,6 +287,21 @@ class Blackhole:
             except OSError:
                 return
             self.accepted.append(c)
+            if self.drip:
+                threading.Thread(target=self._drip, args=(c,), daemon=True).start()
+
+    def _drip(self, c: socket.socket) -> None:
+        try:
+            c.recv(65536)
+            c.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            for _ in range(30):  # 3 s, then the connection closes
+                if self._stop:
+                    return
+                c.sendall(b"a")
+                time.sleep(0.1)
+            c.close()
+        except OSError:
+            return
 
     def stop(self) -> None:
         self._stop = True

@@ -210,13 +210,15 @@ def test_not_configured_is_not_installed(installed, caplog):
 
 
 
-def test_first_fetch_is_bounded_by_timeout(lms_key, installed):
-    """A hung keyd delays startup by at most TIMEOUT; the static value stays."""
+@pytest.mark.parametrize("drip", [False, True], ids=["hung", "dripping"])
+def test_first_fetch_is_bounded_by_timeout(lms_key, installed, drip):
+    """A hung keyd, or one dripping a byte every 0.1 s, delays startup by at most TIMEOUT; the static
+    value stays."""
     import time
 
     from helpers import Blackhole
 
-    hung = Blackhole()
+    hung = Blackhole(drip=drip)
     try:
         start = time.monotonic()
         with django_apps(apps=IDA, **ida_settings(hung.url + "/.well-known/jwks.json", static=lms_key["public_set"],

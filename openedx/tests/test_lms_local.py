@@ -138,6 +138,25 @@ def test_keyd_down_fails_closed_within_bound(jwt_auth, installed, hung, lms_key)
         server.stop()
 
 
+def test_dripping_keyd_is_bounded_by_timeout(jwt_auth, installed):
+    """TIMEOUT bounds each attempt as a whole, not each socket read: a peer that sends one byte every
+    0.1 s never holds the LMS longer than the two attempts."""
+    timeout = 0.5
+    server = Blackhole(drip=True)
+    try:
+        settings = dict(KEYD_SIGNING={"URL": server.url, "TOKEN": "t-secret-value", "TIMEOUT": timeout},
+                        JWT_AUTH=dict(jwt_auth))
+        with django_apps(apps=["keyd_openedx.lms.apps.KeydSignerConfig"], **settings):
+            start = time.monotonic()
+            with pytest.raises(KeydSigningError) as err:
+                lms_jwt._create_jwt(User(), use_asymmetric_key=True, grant_type="password")
+            elapsed = time.monotonic() - start
+        assert err.value.code == "keyd_unreachable"
+        assert elapsed < 2 * timeout + 0.5, elapsed
+    finally:
+        server.stop()
+
+
 def test_token_mode_401_is_not_retried_and_names_nothing_secret(keyd, jwt_auth, proxy_to, installed, caplog):
     caplog.set_level(logging.DEBUG)
     proxy = proxy_to(keyd.url)

@@ -57,11 +57,10 @@ class KeydSigner:
         while True:
             token = self._credential()
             try:
-                resp = self.session.get().post(
-                    self.sign_url,
+                resp = self.session.request(
+                    "POST", self.sign_url, self.cfg.timeout,
                     data=request_body.encode("utf-8"),
                     headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
-                    timeout=self.cfg.timeout,
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if not retried:

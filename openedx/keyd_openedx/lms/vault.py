@@ -104,8 +104,8 @@ class AppRoleToken:
                     cfg.secret_id_file, exc.strerror)) from None
         url = "{}/v1/auth/{}/login".format(cfg.vault_addr, cfg.approle_mount)
         try:
-            resp = self._session.get().post(url, json={"role_id": cfg.role_id, "secret_id": secret_id},
-                                            timeout=cfg.timeout)
+            resp = self._session.request("POST", url, cfg.timeout,
+                                         json={"role_id": cfg.role_id, "secret_id": secret_id})
         except requests.RequestException as exc:
             raise KeydSigningError("vault_login_failed", "AppRole login at {} failed: {}".format(
                 url, type(exc).__name__)) from None
@@ -127,9 +127,8 @@ class AppRoleToken:
         cfg = self._cfg
         url = "{}/v1/auth/token/renew-self".format(cfg.vault_addr)
         try:
-            resp = self._session.get().post(url, headers={"X-Vault-Token": self._token},
-                                            json={"increment": "{}s".format(int(self._lease))},
-                                            timeout=cfg.timeout)
+            resp = self._session.request("POST", url, cfg.timeout, headers={"X-Vault-Token": self._token},
+                                         json={"increment": "{}s".format(int(self._lease))})
         except requests.RequestException as exc:
             log.warning("keyd signer: Vault token renewal failed (%s); logging in again", type(exc).__name__)
             return False
