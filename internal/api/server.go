@@ -198,12 +198,12 @@ func (s *Server) sign(c echo.Context) error {
 	start := time.Now()
 	p, err := s.authorize(c, auth.RoleSigner)
 	if err != nil {
-		s.signDone("unauthorized", "")
+		s.cfg.Metrics.SignRequest("unauthorized", "")
 		return err
 	}
 	body, err := readBody(c)
 	if err != nil {
-		s.signDone("bad_request", "")
+		s.cfg.Metrics.SignRequest("bad_request", "")
 		return err
 	}
 	// The signing service counts and logs every outcome from here on.
@@ -215,13 +215,6 @@ func (s *Server) sign(c echo.Context) error {
 		s.cfg.Metrics.SignDuration.WithLabelValues(string(t.Alg)).Observe(time.Since(start).Seconds())
 	}
 	return c.JSON(http.StatusOK, signResponse{Token: t.JWT, KID: t.KID, Alg: string(t.Alg), ExpiresAt: t.ExpiresAt.UTC().Format(time.RFC3339)})
-}
-
-// signDone counts a sign request refused before it reaches the signer.
-func (s *Server) signDone(result, alg string) {
-	if s.cfg.Metrics != nil {
-		s.cfg.Metrics.SignRequests.WithLabelValues(result, alg).Inc()
-	}
 }
 
 type keyInfo struct {

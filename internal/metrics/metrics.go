@@ -107,6 +107,13 @@ func WatchLifecycle(reg prometheus.Registerer, lc Lifecycle, clk clock.Clock) {
 		func() float64 { p, s := lc.EmergencyPending(); return b(p && !s) })
 }
 
+// SignRequest counts one sign request by result and algorithm.
+func (m *Metrics) SignRequest(result, alg string) {
+	if m != nil {
+		m.SignRequests.WithLabelValues(result, alg).Inc()
+	}
+}
+
 // Rotation counts one rotation outcome.
 func (m *Metrics) Rotation(outcome string) {
 	if m != nil {

@@ -73,7 +73,7 @@ func (s *Service) Sign(ctx context.Context, cred signer.Credential, actor string
 	now := s.cfg.Clock.Now()
 	tok, err := s.cfg.Policy.Build(body, now, rand.Reader)
 	if err != nil {
-		s.done("refused", "")
+		s.cfg.Metrics.SignRequest("refused", "")
 		return Token{}, err
 	}
 	// The rules at this instant pick the key, not the last snapshot's
@@ -82,9 +82,9 @@ func (s *Service) Sign(ctx context.Context, cred signer.Credential, actor string
 	snap, k, err := s.cfg.Lifecycle.SigningKey(now)
 	if err != nil {
 		if errors.Is(err, rotation.ErrEmergencyPending) {
-			s.done("emergency_pending", "")
+			s.cfg.Metrics.SignRequest("emergency_pending", "")
 		} else {
-			s.done("no_key", "")
+			s.cfg.Metrics.SignRequest("no_key", "")
 		}
 		return Token{}, err
 	}
@@ -94,12 +94,12 @@ func (s *Service) Sign(ctx context.Context, cred signer.Credential, actor string
 	}
 	if err != nil {
 		s.cfg.Logger.Warn("sign failed", "kid", k.KID, "jti", tok.JTI, "sub", tok.Sub, "grant_type", tok.GrantType, "actor", actor, "result", "error", "err", err)
-		s.done("error", string(k.Alg))
+		s.cfg.Metrics.SignRequest("error", string(k.Alg))
 		return Token{}, err
 	}
 	s.cfg.Lifecycle.Signed(k.Version, s.cfg.Clock.Now()) // retirement counts from here
 	s.cfg.Logger.Info("signed", "kid", k.KID, "jti", tok.JTI, "sub", tok.Sub, "grant_type", tok.GrantType, "actor", actor, "result", "ok")
-	s.done("ok", string(k.Alg))
+	s.cfg.Metrics.SignRequest("ok", string(k.Alg))
 	return Token{JWT: jwt, KID: k.KID, Alg: k.Alg, ExpiresAt: tok.ExpiresAt}, nil
 }
 
@@ -121,11 +121,4 @@ func (s *Service) retry(ctx context.Context, cred signer.Credential, since time.
 		err = fmt.Errorf("%w: the backend refuses version %d: %w", rotation.ErrNoKey, k.Version, err)
 	}
 	return k, jwt, err
-}
-
-// done counts a sign request by result and algorithm.
-func (s *Service) done(result, alg string) {
-	if s.cfg.Metrics != nil {
-		s.cfg.Metrics.SignRequests.WithLabelValues(result, alg).Inc()
-	}
 }
