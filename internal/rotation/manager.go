@@ -810,14 +810,7 @@ func (m *Manager) emergency(ctx context.Context, in signer.Intent) (int, error) 
 }
 
 // compromised marks every version up to after as no longer signing.
-func (m *Manager) compromised(after int) {
-	for {
-		cur := m.compromisedBelow.Load()
-		if int64(after+1) <= cur || m.compromisedBelow.CompareAndSwap(cur, int64(after+1)) {
-			return
-		}
-	}
-}
+func (m *Manager) compromised(after int) { raise(&m.compromisedBelow, int64(after+1)) }
 
 // setHeld publishes the state of an emergency held here (nil h: none).
 func (m *Manager) setHeld(h *heldIntent, err error) {
@@ -1017,10 +1010,14 @@ func (m *Manager) Signed(v int, t time.Time) {
 	if !ok {
 		p, _ = m.lastSigned.LoadOrStore(v, new(atomic.Int64))
 	}
-	last := p.(*atomic.Int64)
-	for ns := t.UnixNano(); ; {
-		cur := last.Load()
-		if ns <= cur || last.CompareAndSwap(cur, ns) {
+	raise(p.(*atomic.Int64), t.UnixNano())
+}
+
+// raise sets a to v unless it already holds as much.
+func raise(a *atomic.Int64, v int64) {
+	for {
+		cur := a.Load()
+		if v <= cur || a.CompareAndSwap(cur, v) {
 			return
 		}
 	}
