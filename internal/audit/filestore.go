@@ -52,6 +52,7 @@ type FileStore struct {
 	lines    int        // lines of f already parsed
 	events   []Event
 	bad      []string // lines skipped because they are not events
+	head     *Head    // the head file as checkHead read it (nil: none); the flock keeps it current
 	headBad  string   // how the log disagrees with the head file, or ""
 	headErr  string   // why the head file cannot be read or written, or ""
 	problems []string // the above, as of the last operation
@@ -227,8 +228,7 @@ func (s *FileStore) checkHead() {
 		s.headErr = err.Error() + "; move it aside once examined"
 		return
 	}
-	s.headErr = ""
-	s.headBad = ""
+	s.head, s.headErr, s.headBad = h, "", ""
 	if h != nil {
 		if err := CheckHead(s.events, *h); err != nil {
 			s.headBad = s.path + ": " + err.Error()
@@ -247,15 +247,16 @@ func (s *FileStore) advanceHead() {
 		return // a corrupt head file is evidence too: never overwritten
 	}
 	tail := s.tail()
-	if h, err := ReadHead(s.headPath); err == nil && h != nil && h.Seq >= tail.Seq {
+	if s.head != nil && s.head.Seq >= tail.Seq {
 		return
 	}
-	raw, _ := json.Marshal(Head{Seq: tail.Seq, Hash: tail.Hash})
+	h := Head{Seq: tail.Seq, Hash: tail.Hash}
+	raw, _ := json.Marshal(h)
 	if err := fsutil.WriteFileAtomic(s.headPath, raw, 0o600); err != nil {
 		s.headErr = fmt.Sprintf("audit: cannot write head %s: %v", s.headPath, err)
 		return
 	}
-	s.headErr = ""
+	s.head, s.headErr = &h, ""
 }
 
 // catchUp opens the log when needed (again when another process replaced
