@@ -179,7 +179,7 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	printKeys(stdout, out.Keys)
-	printWaiting(stdout, raw)
+	printWaiting(stdout, out.Keys)
 	return 0
 }
 
@@ -192,6 +192,8 @@ type keyRow struct {
 	CreatedAt   *string `json:"created_at"`
 	ActivatesAt *string `json:"activates_at"`
 	RetiresAt   *string `json:"retires_at"`
+	// WaitingFor is what a pending key waits for (observed propagation).
+	WaitingFor []api.WaitInfo `json:"waiting_for"`
 }
 
 type keyList struct {
@@ -290,19 +292,9 @@ func cmdHealthcheck(ctx context.Context, args []string, stderr io.Writer) int {
 	return 0
 }
 
-// printWaiting prints the waiting line of each pending key in a GET
-// /v1/keys answer (raw).
-func printWaiting(w io.Writer, raw []byte) {
-	var out struct {
-		Keys []struct {
-			Version    int            `json:"version"`
-			WaitingFor []api.WaitInfo `json:"waiting_for"`
-		} `json:"keys"`
-	}
-	if json.Unmarshal(raw, &out) != nil {
-		return
-	}
-	for _, k := range out.Keys {
+// printWaiting prints the waiting line of each pending key.
+func printWaiting(w io.Writer, keys []keyRow) {
+	for _, k := range keys {
 		if line := waitingLine(k.Version, k.WaitingFor); line != "" {
 			fmt.Fprintln(w, cell(line))
 		}
