@@ -111,10 +111,7 @@ func (m *Manager) gate(ctx context.Context, plan Plan) (bool, error) {
 	if wrote {
 		return true, nil // re-read: the rule decides on the stored confirmations
 	}
-	a := signer.Activation{Version: g.Version, At: now.Truncate(time.Second)}
-	if a.At.Before(k.ActivatesAt) {
-		a.At = k.ActivatesAt
-	}
+	a := signer.Activation{Version: g.Version, At: laterOf(now.Truncate(time.Second), k.ActivatesAt)}
 	if !g.Confirmed {
 		a.Unconfirmed = g.Unconfirmed
 	}
