@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,7 +48,10 @@ type Node struct {
 // when the test ends.
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
-	bin := clusterBinary(t)
+	bin, err := existingBinary()
+	if err != nil {
+		failOrSkip(t, err)
+	}
 	dir, err := os.MkdirTemp("", "vaultcluster-")
 	if err != nil {
 		t.Fatal(err)
@@ -67,21 +69,6 @@ func StartCluster(t testing.TB) *Cluster {
 	}
 	c.WaitVoters(t, 3, 60*time.Second)
 	return c
-}
-
-// clusterBinary is bin/vault; without it the test fails (CI) or skips.
-func clusterBinary(t testing.TB) string {
-	t.Helper()
-	bin, err := Binary()
-	if err == nil {
-		if _, serr := os.Stat(bin); serr != nil {
-			err = errNoBinary{path: bin}
-		}
-	}
-	if err != nil {
-		failOrSkip(t, err)
-	}
-	return bin
 }
 
 // cleanup kills every node, logs their tails when the test failed and
@@ -235,22 +222,8 @@ func (n *Node) start() error {
 	n.cmd.Env = cleanEnv()
 	n.cmd.Dir = filepath.Dir(n.config)
 	n.cmd.Stdout, n.cmd.Stderr = out, out
-	setDeathSignal(n.cmd)
 	n.done = make(chan struct{})
-	started := make(chan error, 1)
-	cmd, done := n.cmd, n.done
-	go func() {
-		runtime.LockOSThread() // see startOnce: the death signal follows this thread
-		if err := cmd.Start(); err != nil {
-			started <- err
-			close(done)
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		close(done)
-	}()
-	if err := <-started; err != nil {
+	if err := startLocked(n.cmd, n.done); err != nil {
 		return fmt.Errorf("vaulttest: start %s: %w", n.ID, err)
 	}
 	return nil
@@ -456,15 +429,4 @@ func (c *Cluster) RaftPeers(t testing.TB) string {
 	}
 	raw, _ := json.Marshal(sec.Data["config"])
 	return string(raw)
-}
-
-func tail(file string, n int) string {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return strings.TrimSpace(string(b))
 }

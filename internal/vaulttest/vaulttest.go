@@ -11,7 +11,6 @@
 package vaulttest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -137,13 +136,22 @@ func repoRoot() (string, error) {
 	}
 }
 
-func start() (*Server, error) {
+// existingBinary is Binary, or errNoBinary when it does not exist.
+func existingBinary() (string, error) {
 	bin, err := Binary()
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	if _, err := os.Stat(bin); err != nil {
-		return nil, errNoBinary{path: bin}
+		return "", errNoBinary{path: bin}
+	}
+	return bin, nil
+}
+
+func start() (*Server, error) {
+	bin, err := existingBinary()
+	if err != nil {
+		return nil, err
 	}
 	// The dev server also listens on port+1 for cluster traffic, so a port
 	// can be taken between choosing it and starting Vault: try a few.
@@ -191,24 +199,7 @@ func startOnce(bin string) (*Server, error) {
 	s.cmd.Dir = logDir
 	s.cmd.Stdout = out
 	s.cmd.Stderr = out
-	setDeathSignal(s.cmd)
-
-	// Start and wait from one goroutine locked to its OS thread, so that the
-	// parent-death signal (Linux) fires only when the test binary exits, not
-	// when the Go runtime retires the thread that forked Vault.
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := s.cmd.Start(); err != nil {
-			started <- err
-			close(s.done)
-			return
-		}
-		started <- nil
-		_ = s.cmd.Wait()
-		close(s.done)
-	}()
-	if err := <-started; err != nil {
+	if err := startLocked(s.cmd, s.done); err != nil {
 		os.RemoveAll(logDir)
 		return nil, fmt.Errorf("vaulttest: start %s: %w", bin, err)
 	}
@@ -242,15 +233,40 @@ func (s *Server) waitHealthy(timeout time.Duration) error {
 	return fmt.Errorf("vaulttest: vault not healthy after %s:\n%s", timeout, s.logTail())
 }
 
-func (s *Server) logTail() string {
-	b, err := os.ReadFile(s.logFile)
+func (s *Server) logTail() string { return tail(s.logFile, 4000) }
+
+// startLocked starts cmd with the parent-death signal set, and waits for it
+// in the background, closing done once it has exited. Start and wait run in
+// one goroutine locked to its OS thread, so that the parent-death signal
+// (Linux) fires only when the test binary exits, not when the Go runtime
+// retires the thread that forked Vault.
+func startLocked(cmd *exec.Cmd, done chan struct{}) error {
+	setDeathSignal(cmd)
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			close(done)
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		close(done)
+	}()
+	return <-started
+}
+
+// tail is the last n bytes of file, trimmed.
+func tail(file string, n int) string {
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return "(no log: " + err.Error() + ")"
 	}
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
+	if len(b) > n {
+		b = b[len(b)-n:]
 	}
-	return string(bytes.TrimSpace(b))
+	return strings.TrimSpace(string(b))
 }
 
 // Stop kills the server's process and waits for it to exit. It is safe to
