@@ -221,15 +221,8 @@ func (r *Recorder) Run(ctx context.Context, s Saver, every, maxAge, forget time.
 			grew()
 		}
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			final, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			flush(final)
-			cancel()
-			return
-		case <-r.clock.After(every):
-			flush(ctx)
-		}
-	}
+	clock.Every(ctx, r.clock, every, func() { flush(ctx) })
+	final, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	flush(final)
 }
