@@ -498,8 +498,23 @@ func (b *Backend) quarantine(path string, why error) error {
 		b.mu.Unlock()
 		return nil
 	}
-	if err := os.MkdirAll(b.quarantineDir(), 0o700); err != nil {
-		return fmt.Errorf("local: create quarantine dir: %w", err)
+	name, err := setAside(b.quarantineDir(), path)
+	if err != nil || name == "" {
+		return err
+	}
+	b.mu.Lock()
+	b.quarantined[name] = why.Error()
+	b.mu.Unlock()
+	return nil
+}
+
+// setAside moves path into the quarantine dir q under a new name (path's
+// base name and the time) and returns that name; "" when path is gone
+// (moved or destroyed by another process). The caller holds the lock when
+// other processes may race.
+func setAside(q, path string) (string, error) {
+	if err := os.MkdirAll(q, 0o700); err != nil {
+		return "", fmt.Errorf("local: create quarantine dir: %w", err)
 	}
 	base := filepath.Base(path) + "." + time.Now().UTC().Format("20060102T150405Z")
 	for i := 0; ; i++ {
@@ -507,26 +522,23 @@ func (b *Backend) quarantine(path string, why error) error {
 		if i > 0 {
 			name = fmt.Sprintf("%s-%d", base, i)
 		}
-		dst := filepath.Join(b.quarantineDir(), name)
+		dst := filepath.Join(q, name)
 		if _, err := os.Lstat(dst); err == nil && i < 100 {
 			continue
 		}
 		if err := os.Rename(path, dst); err != nil {
 			if errors.Is(err, os.ErrNotExist) {
-				return nil // moved or destroyed by another process
+				return "", nil
 			}
-			return fmt.Errorf("local: quarantine %s: %w", path, err)
+			return "", fmt.Errorf("local: quarantine %s: %w", path, err)
 		}
-		if err := fsutil.SyncDir(b.quarantineDir()); err != nil {
-			return fmt.Errorf("local: %w", err)
+		if err := fsutil.SyncDir(q); err != nil {
+			return "", fmt.Errorf("local: %w", err)
 		}
 		if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
-			return fmt.Errorf("local: %w", err)
+			return "", fmt.Errorf("local: %w", err)
 		}
-		b.mu.Lock()
-		b.quarantined[name] = why.Error()
-		b.mu.Unlock()
-		return nil
+		return name, nil
 	}
 }
 

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -64,15 +65,10 @@ func (s *PropagationStore) readOrSetAside() ([]signer.Observation, error) {
 	if !errors.Is(err, errCorrupt) {
 		return obs, err
 	}
-	q := filepath.Join(filepath.Dir(s.dir), "quarantine")
-	if merr := os.MkdirAll(q, 0o700); merr != nil {
-		return nil, fmt.Errorf("%w (and it cannot be set aside: %w)", err, merr)
+	if _, serr := setAside(filepath.Join(filepath.Dir(s.dir), "quarantine"), s.obsPath()); serr != nil {
+		return nil, fmt.Errorf("%w (and it cannot be set aside: %w)", err, serr)
 	}
-	dst := filepath.Join(q, "observations.json."+time.Now().UTC().Format("20060102T150405.000000000Z"))
-	if rerr := os.Rename(s.obsPath(), dst); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w (and it cannot be set aside: %w)", err, rerr)
-	}
-	return nil, fsutil.SyncDir(q)
+	return nil, nil
 }
 
 // SaveObservations merges obs into the stored ones (per client and
@@ -183,16 +179,9 @@ func createOnce(path string, v, stored any) error {
 		return fmt.Errorf("local: %w", err)
 	}
 	if ok, err := readJSON(path, stored); err != nil || !ok {
-		return cmpErr(err, fmt.Errorf("local: %s vanished after its creation", path))
+		return cmp.Or(err, fmt.Errorf("local: %s vanished after its creation", path))
 	}
 	return nil
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // readJSON reads path into v; false when it does not exist.
