@@ -28,7 +28,6 @@ import (
 	"github.com/openedx-keyd/keyd/internal/propagation"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
-	"github.com/openedx-keyd/keyd/internal/signer/local"
 	"github.com/openedx-keyd/keyd/internal/signer/vault"
 	"github.com/openedx-keyd/keyd/internal/signing"
 )
@@ -75,8 +74,8 @@ type wiring struct {
 	// problems lists what is wrong with the files the mode keeps (see
 	// problemWatch); may be nil.
 	problems func() []string
-	// observed is the shared store of observed propagation; nil: the
-	// backend, which must then be one (Vault).
+	// observed is the shared store of observed propagation (Vault: the
+	// backend itself; local: the data dir's).
 	observed observedStore
 }
 
@@ -85,12 +84,6 @@ type observedStore interface {
 	rotation.PropagationStore
 	propagation.Saver
 }
-
-// Both modes have one: the Vault backend itself, the local data dir's.
-var (
-	_ observedStore = (*vault.Backend)(nil)
-	_ observedStore = (*local.PropagationStore)(nil)
-)
 
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	// Bind (and load the TLS certificate) before anything else: a port that
@@ -136,12 +129,6 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 	}
 	observed := w.observed
-	if observed == nil {
-		var ok bool
-		if observed, ok = w.backend.(observedStore); !ok {
-			return fmt.Errorf("the %s backend keeps no observed propagation", w.backend.Name())
-		}
-	}
 	recorder := propagation.NewRecorder(clk)
 	// Only the expected clients' fetches are stored (no other is read):
 	// without --expected-clients keyd writes nothing, today's behaviour.

@@ -42,12 +42,13 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 	}
 	trail := audit.NewLog(vault.NewAuditStore(client, cfg.VaultKVMount), clk)
 	return &wiring{
-		backend: b,
-		auth:    vaultAuth{b},
-		events:  auditEvents{trail},
-		audit:   auditTrail{trail, b},
-		start:   login.run,
-		login:   login.session.Problem,
+		backend:  b,
+		auth:     vaultAuth{b},
+		events:   auditEvents{trail},
+		audit:    auditTrail{trail, b},
+		start:    login.run,
+		login:    login.session.Problem,
+		observed: b,
 	}, nil
 }
 
