@@ -15,20 +15,9 @@ import (
 func TestSignFollowsAPinRaisedByAnotherProcess(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	stalled, err := New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UTC()
-	for v := 1; v <= 2; v++ {
-		if _, err := other.Create(ctx, signer.Record{Version: v, Algorithm: signer.ES256, CreatedAt: now, ActivatesAt: now}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	stalled, other := newBackend(t, dir), newBackend(t, dir)
+	mustCreate(t, other, 1, signer.ES256)
+	mustCreate(t, other, 2, signer.ES256)
 	if _, err := stalled.Sign(ctx, signer.Credential{}, 1, signer.ES256, []byte("x")); err != nil {
 		t.Fatalf("version 1 before the pin: %v", err)
 	}
