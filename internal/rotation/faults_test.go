@@ -78,12 +78,7 @@ func TestEmergencyWithACorruptKeyFile(t *testing.T) {
 	}
 	ctx := context.Background()
 	m := newManager(t, lb, clk, &recorder{})
-	if err := m.Tick(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"}); err != nil { // v2 pending
-		t.Fatal(err)
-	}
+	bootstrapAndRotate(t, m) // v2 pending
 	if err := os.WriteFile(filepath.Join(dir, "keys", "00000002.json"), []byte(`{"record":`), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -125,12 +125,7 @@ func TestRunBacksOffWhileTheBackendCannotBeRead(t *testing.T) {
 	}
 	metrics.WatchLifecycle(reg, m, clk)
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := m.Tick(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"}); err != nil { // v2 activates in 10 minutes
-		t.Fatal(err)
-	}
+	bootstrapAndRotate(t, m) // v2 activates in 10 minutes
 	done := make(chan struct{})
 	go func() { m.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
@@ -227,14 +222,7 @@ func TestFailingActionBacksOffAndIsReportedOnce(t *testing.T) {
 func TestSigningKeyFollowsTheRulesWhileTheLoopIsStalled(t *testing.T) {
 	clk := clock.NewFake(t0)
 	m := newManager(t, newLocal(t), clk, &recorder{})
-	ctx := context.Background()
-	if err := m.Tick(ctx); err != nil {
-		t.Fatal(err)
-	}
-	p, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := bootstrapAndRotate(t, m)
 	if _, k, err := m.SigningKey(clk.Now()); err != nil || k.Version != 1 {
 		t.Fatalf("before activation: version %d, %v; want 1", k.Version, err)
 	}
@@ -251,13 +239,7 @@ func TestKeyIsKeptRetireAfterItsLastSignature(t *testing.T) {
 	b := newLocal(t)
 	m := newManager(t, b, clk, &recorder{})
 	ctx := context.Background()
-	if err := m.Tick(ctx); err != nil {
-		t.Fatal(err)
-	}
-	p, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := bootstrapAndRotate(t, m)
 	last := p.ActivatesAt.Add(30 * time.Second)
 	m.Signed(1, last)
 	retireAfter := hourly(t).RetireAfter

@@ -87,6 +87,21 @@ func newManager(t *testing.T, b Backend, clk clock.Clock, ev Events) *Manager {
 	return m
 }
 
+// bootstrapAndRotate ticks m (version 1, the bootstrap key) and rotates it
+// by hand: version 2, which it returns, is pending.
+func bootstrapAndRotate(t *testing.T, m *Manager) Published {
+	t.Helper()
+	ctx := context.Background()
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func newLocal(t *testing.T) *local.Backend {
 	t.Helper()
 	b, err := local.New(t.TempDir())
@@ -287,12 +302,7 @@ func TestEmergencyRotation(t *testing.T) {
 	ev := &recorder{}
 	m := newManager(t, fb, clk, ev)
 	ctx := context.Background()
-	if err := m.Tick(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"}); err != nil { // v2 pending
-		t.Fatal(err)
-	}
+	bootstrapAndRotate(t, m) // v2 pending
 	// Crash half-way: the emergency key exists, older keys not yet destroyed.
 	fb.Fail(signertest.Destroy, 1)
 	if _, err := m.Rotate(ctx, RotateRequest{Emergency: true, Reason: "key leaked", Actor: "role:admin"}); err == nil {
@@ -326,13 +336,7 @@ func TestRotateWhilePendingReturnsThePendingKey(t *testing.T) {
 	clk := clock.NewFake(t0)
 	m := newManager(t, newLocal(t), clk, &recorder{})
 	ctx := context.Background()
-	if err := m.Tick(ctx); err != nil {
-		t.Fatal(err)
-	}
-	a, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := bootstrapAndRotate(t, m)
 	b, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"})
 	if err != nil {
 		t.Fatal(err)
@@ -441,12 +445,7 @@ func TestRetirementReportedAfterDowntime(t *testing.T) {
 	b, _ := local.New(dir)
 	m := newManager(t, b, clk, &recorder{})
 	ctx := context.Background()
-	if err := m.Tick(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Rotate(ctx, RotateRequest{Actor: "role:admin"}); err != nil {
-		t.Fatal(err)
-	}
+	bootstrapAndRotate(t, m)
 	// keyd is down while version 2 activates and version 1 retires; a fresh
 	// process starts long after version 1's retires_at.
 	clk.Advance(3 * time.Hour)
