@@ -58,11 +58,13 @@ func (a *algorithm) fits(key *jose.JSONWebKey) error {
 	ok := false
 	switch pub := key.Key.(type) {
 	case *rsa.PublicKey:
-		ok = a.family == rsaPKCS1 || a.family == rsaPSS
+		ok = (a.family == rsaPKCS1 || a.family == rsaPSS) && pub.N != nil
 	case *ecdsa.PublicKey:
 		ok = a.family == ecdsaSig && pub.Curve == a.curve
 	case ed25519.PublicKey:
-		ok = a.family == ed25519Sig
+		// A key of another length would make ed25519.Verify panic (a
+		// KeySet of the caller's may return one; parsed JWKS never do).
+		ok = a.family == ed25519Sig && len(pub) == ed25519.PublicKeySize
 	}
 	if !ok {
 		return fmt.Errorf("%w: header alg %s does not fit key %q (%s)", ErrAlgorithm, a.name, key.KeyID, keyType(key.Key))
@@ -74,10 +76,16 @@ func (a *algorithm) fits(key *jose.JSONWebKey) error {
 func keyType(key any) string {
 	switch pub := key.(type) {
 	case *rsa.PublicKey:
+		if pub.N == nil {
+			return "RSA without modulus"
+		}
 		return fmt.Sprintf("RSA %d", pub.N.BitLen())
 	case *ecdsa.PublicKey:
 		return "EC " + pub.Curve.Params().Name
 	case ed25519.PublicKey:
+		if len(pub) != ed25519.PublicKeySize {
+			return fmt.Sprintf("Ed25519 of %d bytes", len(pub))
+		}
 		return "Ed25519"
 	default:
 		return fmt.Sprintf("%T", key)

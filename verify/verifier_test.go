@@ -2,6 +2,8 @@ package verify
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rsa"
 	"encoding/base64"
 	"errors"
 	"strings"
@@ -219,5 +221,30 @@ func TestVerifyReason(t *testing.T) {
 	}
 	if Reason(nil) != "" || Reason(errors.New("x")) != "invalid_token" {
 		t.Error("Reason of nil or a foreign error")
+	}
+}
+
+// keyFunc is a KeySet answering every kid with the key it returns.
+type keyFunc func() jwk
+
+func (f keyFunc) Key(context.Context, string) (jwk, error) { return f(), nil }
+
+// TestVerifyMalformedKeyFromKeySet: a KeySet of the caller's that returns a
+// key no signature can be checked with (an Ed25519 key of the wrong length,
+// an RSA key without modulus) gets ErrAlgorithm, never a panic.
+func TestVerifyMalformedKeyFromKeySet(t *testing.T) {
+	clock := newClock()
+	for _, tc := range []struct {
+		alg string
+		key any
+	}{
+		{"EdDSA", ed25519.PublicKey(make([]byte, 7))},
+		{"RS256", &rsa.PublicKey{E: 65537}},
+	} {
+		k := newKey(t, tc.alg, "bad")
+		v := newTestVerifier(t, keyFunc(func() jwk { return jwk{Key: tc.key, KeyID: k.kid} }), clock.Now)
+		if _, err := v.Verify(context.Background(), sign(t, k, claimsAt(epoch), nil, false)); !errors.Is(err, ErrAlgorithm) {
+			t.Errorf("%s token, malformed key: got %v, want ErrAlgorithm", tc.alg, err)
+		}
 	}
 }
