@@ -32,6 +32,10 @@ func TestFakeSignalsTimers(t *testing.T) {
 		f.Advance(time.Minute)
 	}
 	<-loop
+	select {
+	case <-f.Timers(): // a signal of the loop's timers that WaitForWaiter did not need
+	default:
+	}
 	f.After(time.Hour)
 	f.After(2 * time.Hour) // the first signal is not taken: one stands for both
 	if d := <-f.Timers(); d != time.Hour {
