@@ -60,7 +60,7 @@ func (a *algorithm) fits(key *jose.JSONWebKey) error {
 	case *rsa.PublicKey:
 		ok = (a.family == rsaPKCS1 || a.family == rsaPSS) && pub.N != nil
 	case *ecdsa.PublicKey:
-		ok = a.family == ecdsaSig && pub.Curve == a.curve
+		ok = a.family == ecdsaSig && pub.Curve == a.curve && pub.X != nil && pub.Y != nil
 	case ed25519.PublicKey:
 		// A key of another length would make ed25519.Verify panic (a
 		// KeySet of the caller's may return one; parsed JWKS never do).
@@ -81,6 +81,9 @@ func keyType(key any) string {
 		}
 		return fmt.Sprintf("RSA %d", pub.N.BitLen())
 	case *ecdsa.PublicKey:
+		if pub.Curve == nil {
+			return "EC without curve"
+		}
 		return "EC " + pub.Curve.Params().Name
 	case ed25519.PublicKey:
 		if len(pub) != ed25519.PublicKeySize {

@@ -2,7 +2,9 @@ package verify
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"encoding/base64"
 	"errors"
@@ -231,7 +233,8 @@ func (f keyFunc) Key(context.Context, string) (jwk, error) { return f(), nil }
 
 // TestVerifyMalformedKeyFromKeySet: a KeySet of the caller's that returns a
 // key no signature can be checked with (an Ed25519 key of the wrong length,
-// an RSA key without modulus) gets ErrAlgorithm, never a panic.
+// an RSA key without modulus, an EC key without curve or coordinates) gets
+// ErrAlgorithm, never a panic.
 func TestVerifyMalformedKeyFromKeySet(t *testing.T) {
 	clock := newClock()
 	for _, tc := range []struct {
@@ -240,6 +243,8 @@ func TestVerifyMalformedKeyFromKeySet(t *testing.T) {
 	}{
 		{"EdDSA", ed25519.PublicKey(make([]byte, 7))},
 		{"RS256", &rsa.PublicKey{E: 65537}},
+		{"ES256", &ecdsa.PublicKey{Curve: elliptic.P256()}},
+		{"ES256", &ecdsa.PublicKey{}},
 	} {
 		k := newKey(t, tc.alg, "bad")
 		v := newTestVerifier(t, keyFunc(func() jwk { return jwk{Key: tc.key, KeyID: k.kid} }), clock.Now)
