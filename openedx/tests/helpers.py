@@ -170,6 +170,18 @@ class Vault:
             raise AssertionError("vault {} {}: {} {}".format(method, path, r.status_code, r.text))
         return r.json() if r.content else {}
 
+    def bootstrap_lms(self, token_ttl: str, token_max_ttl: str) -> Tuple[str, str]:
+        """`keyd bootstrap` with the root token, then the AppRole role `lms` (policy keyd-lms-signer) of
+        section 2 of the guide; returns its role ID and a secret ID."""
+        env = {**os.environ, "VAULT_ADDR": self.addr, "VAULT_TOKEN": self.root}
+        subprocess.run([KEYD_BIN, "bootstrap", "--algorithm", "RS512"], env=env, check=True, capture_output=True,
+                       timeout=60)
+        self.call("POST", "sys/auth/approle", {"type": "approle"})
+        self.call("POST", "auth/approle/role/lms", {"token_policies": ["keyd-lms-signer"], "token_ttl": token_ttl,
+                                                     "token_max_ttl": token_max_ttl})
+        role_id = self.call("GET", "auth/approle/role/lms/role-id")["data"]["role_id"]
+        return role_id, self.call("POST", "auth/approle/role/lms/secret-id")["data"]["secret_id"]
+
     def stop(self) -> None:
         self.process.stop()
 

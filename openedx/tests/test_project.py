@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 import pytest
-from helpers import ISSUER, KEYD_BIN, Keyd, Vault, need_vault
+from helpers import ISSUER, Keyd, Vault, need_vault
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
@@ -35,14 +35,8 @@ def vault_lms():
     keyd = None
     secret_file = tempfile.NamedTemporaryFile("w", prefix="keyd-secret-id-", delete=False)
     try:
-        env = {**os.environ, "VAULT_ADDR": vault.addr, "VAULT_TOKEN": vault.root}
-        subprocess.run([KEYD_BIN, "bootstrap", "--algorithm", "RS512"], env=env, check=True, capture_output=True,
-                       timeout=60)
-        vault.call("POST", "sys/auth/approle", {"type": "approle"})
-        vault.call("POST", "auth/approle/role/lms", {"token_policies": ["keyd-lms-signer"], "token_ttl": "15m",
-                                                      "token_max_ttl": "1h"})
-        role_id = vault.call("GET", "auth/approle/role/lms/role-id")["data"]["role_id"]
-        secret_file.write(vault.call("POST", "auth/approle/role/lms/secret-id")["data"]["secret_id"])
+        role_id, secret_id = vault.bootstrap_lms("15m", "1h")
+        secret_file.write(secret_id)
         secret_file.close()
         token = lambda policy: vault.call("POST", "auth/token/create", {"policies": [policy], "ttl": "1h"})["auth"]["client_token"]  # noqa: E731
         keyd = Keyd(["--backend", "vault", "--propagation-delay", "2s", "--jwks-max-age", "1s"],

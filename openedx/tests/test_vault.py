@@ -5,13 +5,12 @@ The role's tokens live 3 s (at most 7 s), so renewal and re-login happen during 
 
 import logging
 import os
-import subprocess
 import tempfile
 import time
 
 import jwt as pyjwt
 import pytest
-from helpers import KEYD_BIN, User, canned, decode_as_ida, django_apps, wait_until
+from helpers import Keyd, User, canned, decode_as_ida, django_apps, wait_until
 
 from keyd_openedx import KeydSigningError
 from keyd_openedx.lms import signer as signer_module
@@ -22,17 +21,8 @@ from openedx.core.djangoapps.oauth_dispatch import jwt as lms_jwt
 def vault_keyd(vault):
     """keyd bootstrapped into the Vault, AppRole role `lms` (policy keyd-lms-signer), keyd serving in
     Vault mode with a keyd-server token (never root: keyd refuses a token that can sign)."""
-    env = {**os.environ, "VAULT_ADDR": vault.addr, "VAULT_TOKEN": vault.root}
-    subprocess.run([KEYD_BIN, "bootstrap", "--algorithm", "RS512"], env=env, check=True, capture_output=True,
-                   timeout=60)
-    vault.call("POST", "sys/auth/approle", {"type": "approle"})
-    vault.call("POST", "auth/approle/role/lms", {"token_policies": ["keyd-lms-signer"], "token_ttl": "3s",
-                                                  "token_max_ttl": "7s"})
-    role_id = vault.call("GET", "auth/approle/role/lms/role-id")["data"]["role_id"]
-    secret_id = vault.call("POST", "auth/approle/role/lms/secret-id")["data"]["secret_id"]
+    role_id, secret_id = vault.bootstrap_lms("3s", "7s")
     server = vault.call("POST", "auth/token/create", {"policies": ["keyd-server"], "ttl": "1h"})["auth"]["client_token"]
-    from helpers import Keyd
-
     keyd = Keyd(["--backend", "vault"], env={"VAULT_ADDR": vault.addr, "VAULT_TOKEN": server}, local=False)
     secret_file = tempfile.NamedTemporaryFile("w", prefix="keyd-secret-id-", delete=False)
     secret_file.write(secret_id + "\n")
