@@ -123,6 +123,18 @@ def test_bad_secret_id_fails_closed_without_naming_it(vault_keyd, jwt_auth, inst
     assert_no_secret([repr([f["vars"] for f in frames])], {wrong})
 
 
+def test_login_answer_not_a_vault_body_is_a_keyd_signing_error(vault_keyd, jwt_auth, proxy_to, installed):
+    """A failed login whose body is JSON but not Vault's object (a proxy's list) still fails closed
+    with vault_login_failed, never another exception."""
+    proxy = proxy_to(vault_keyd["vault"].addr)
+    proxy.override = lambda m, p, h: canned(502, ["bad gateway"]) if p.startswith("/v1/auth/approle/login") else None
+    with django_apps(**approle_settings(vault_keyd, jwt_auth, VAULT_ADDR=proxy.url)):
+        with pytest.raises(KeydSigningError) as err:
+            lms_jwt._create_jwt(User(), use_asymmetric_key=True, grant_type="password")
+    assert err.value.code == "vault_login_failed"
+    assert "HTTP 502: no error text" in str(err.value)
+
+
 def test_vault_token_auth_and_keyd_check(vault_keyd, jwt_auth, installed, capsys):
     """AUTH "token": a plain Vault token of the LMS role (how keyd_check is run by an operator)."""
     from django.core.management import call_command

@@ -155,8 +155,12 @@ class AppRoleToken:
 
 
 def _vault_errors(resp: requests.Response) -> str:
+    """Vault's `errors` list, shortened; any other body (a proxy's, a list) is "no error text"."""
     try:
-        errors = resp.json().get("errors") or []
-        return "; ".join(str(e) for e in errors)[:200] or "no error text"
+        body = resp.json()
     except ValueError:
         return "no error text"
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return "no error text"
+    return "; ".join(str(e) for e in errors)[:200] or "no error text"
