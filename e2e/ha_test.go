@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -34,9 +33,7 @@ func bootstrapCluster(t *testing.T) *haEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(keydBin, "bootstrap", "--algorithm", "RS512")
-	cmd.Env = append(os.Environ(), "VAULT_ADDR="+leader.Addr, "VAULT_TOKEN="+c.RootToken)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := keydVault(leader.Addr, c.RootToken, "bootstrap", "--algorithm", "RS512"); err != nil {
 		t.Fatalf("keyd bootstrap: %v\n%s", err, out)
 	}
 	return &haEnv{c: c, server: c.Token(t, "keyd-server"), lms: c.Token(t, "keyd-lms-signer"), auditor: c.Token(t, "keyd-auditor")}
@@ -330,9 +327,7 @@ func TestVaultHAElections(t *testing.T) {
 		}
 	}
 	leaderNow, _ := e.c.WaitLeader(10 * time.Second)
-	cmd := exec.Command(keydBin, "audit", "verify", "--vault")
-	cmd.Env = append(os.Environ(), "VAULT_ADDR="+leaderNow.Addr, "VAULT_TOKEN="+e.auditor)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := keydVault(leaderNow.Addr, e.auditor, "audit", "verify", "--vault"); err != nil {
 		t.Errorf("keyd audit verify --vault: %v\n%s", err, out)
 	}
 	t.Logf("whole test: %v", time.Since(began).Round(time.Second))
@@ -379,9 +374,7 @@ func grepLines(s, sub string, n int) string {
 func TestVaultAppRoleLogin(t *testing.T) {
 	e := bootstrapVault(t, "RS512")
 	root := e.v.Client(t, e.v.RootToken)
-	cmd := exec.Command(keydBin, "bootstrap", "--algorithm", "RS512", "--approle")
-	cmd.Env = append(os.Environ(), "VAULT_ADDR="+e.v.Addr, "VAULT_TOKEN="+e.v.RootToken)
-	out, err := cmd.CombinedOutput()
+	out, err := keydVault(e.v.Addr, e.v.RootToken, "bootstrap", "--algorithm", "RS512", "--approle")
 	if err != nil || !strings.Contains(string(out), "role-id") || !strings.Contains(string(out), "secret-id") {
 		t.Fatalf("keyd bootstrap --approle: %v\n%s", err, out)
 	}

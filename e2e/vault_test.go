@@ -27,9 +27,7 @@ type vaultEnv struct {
 func bootstrapVault(t *testing.T, alg string) *vaultEnv {
 	t.Helper()
 	v := vaulttest.Start(t)
-	cmd := exec.Command(keydBin, "bootstrap", "--algorithm", alg)
-	cmd.Env = append(os.Environ(), "VAULT_ADDR="+v.Addr, "VAULT_TOKEN="+v.RootToken)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := keydVault(v.Addr, v.RootToken, "bootstrap", "--algorithm", alg); err != nil {
 		t.Fatalf("keyd bootstrap: %v\n%s", err, out)
 	}
 	return &vaultEnv{
@@ -95,8 +93,14 @@ func kids(s jose.JSONWebKeySet) string {
 }
 
 func auditVerifyVault(e *vaultEnv) ([]byte, error) {
-	cmd := exec.Command(keydBin, "audit", "verify", "--vault")
-	cmd.Env = append(os.Environ(), "VAULT_ADDR="+e.v.Addr, "VAULT_TOKEN="+e.auditor)
+	return keydVault(e.v.Addr, e.auditor, "audit", "verify", "--vault")
+}
+
+// keydVault runs keyd with args against the Vault at addr with token
+// (VAULT_ADDR, VAULT_TOKEN), and returns its combined output.
+func keydVault(addr, token string, args ...string) ([]byte, error) {
+	cmd := exec.Command(keydBin, args...)
+	cmd.Env = append(os.Environ(), "VAULT_ADDR="+addr, "VAULT_TOKEN="+token)
 	return cmd.CombinedOutput()
 }
 
@@ -202,9 +206,7 @@ func TestVaultRolesOverHTTP(t *testing.T) {
 
 func TestVaultRefusesASignCapableToken(t *testing.T) {
 	e := bootstrapVault(t, "RS256")
-	cmd := exec.Command(keydBin, "serve", "--backend", "vault", "--listen", testkeyd.FreeAddr(t))
-	cmd.Env = append(os.Environ(), "VAULT_ADDR="+e.v.Addr, "VAULT_TOKEN="+e.v.RootToken)
-	out, err := cmd.CombinedOutput()
+	out, err := keydVault(e.v.Addr, e.v.RootToken, "serve", "--backend", "vault", "--listen", testkeyd.FreeAddr(t))
 	if err == nil || !strings.Contains(string(out), "can sign") {
 		t.Fatalf("keyd started with a root token: %v\n%s", err, out)
 	}
@@ -212,9 +214,7 @@ func TestVaultRefusesASignCapableToken(t *testing.T) {
 
 func TestVaultRefusesAnAlgorithmTheKeyCannotSign(t *testing.T) {
 	e := bootstrapVault(t, "ES256")
-	cmd := exec.Command(keydBin, "serve", "--backend", "vault", "--algorithm", "RS512", "--listen", testkeyd.FreeAddr(t))
-	cmd.Env = append(os.Environ(), "VAULT_ADDR="+e.v.Addr, "VAULT_TOKEN="+e.server)
-	out, err := cmd.CombinedOutput()
+	out, err := keydVault(e.v.Addr, e.server, "serve", "--backend", "vault", "--algorithm", "RS512", "--listen", testkeyd.FreeAddr(t))
 	if err == nil || !strings.Contains(string(out), "ecdsa-p256") {
 		t.Fatalf("keyd started with RS512 on an ecdsa-p256 key: %v\n%s", err, out)
 	}
