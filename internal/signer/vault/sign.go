@@ -59,9 +59,8 @@ func (b *Backend) Sign(ctx context.Context, cred signer.Credential, v int, alg s
 	k := laneKey{token: hashKey("lane", cred.Token), v: v, alg: alg}
 	return b.batches.do(ctx, k, input, func(inputs [][]byte) []signResult {
 		// The call serves several requests: it must not die with the first
-		// one's context, only with the caller timeout.
-		// Its budget is the sign timeout, within which a Router retries
-		// what Vault answers during a leader election.
+		// one's context, only with the sign timeout, within which a Router
+		// retries what Vault answers during a leader election.
 		ctx, cancel := context.WithTimeout(Idempotent(context.WithoutCancel(ctx)), b.signTimeout)
 		defer cancel()
 		return b.signCall(ctx, c, v, params, inputs)

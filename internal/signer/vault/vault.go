@@ -48,11 +48,11 @@ type Config struct {
 	// that has no lifecycle record when it fits the key type; otherwise the
 	// type's default (RS512, ES256, EdDSA) is.
 	Algorithm signer.Algorithm
-	// CallerTimeout bounds each Vault call made with a caller's token (sign,
-	// lookup-self, capabilities-self), so that sign fails within a second
-	// when Vault is unreachable. Default 900ms.
+	// CallerTimeout bounds the key read that tells, after a failed sign, a
+	// version Vault refuses from an outage. Default 900ms.
 	CallerTimeout time.Duration
-	// SignTimeout is the budget of one transit sign, retries through a
+	// SignTimeout bounds each Vault call made with a caller's token (a
+	// transit sign, lookup-self, capabilities-self), retries through a
 	// leader election included (see Router). Default 2s.
 	SignTimeout time.Duration
 	// Clock tells the time (default clock.Real): rotation claims carry it,
