@@ -135,13 +135,19 @@ func (b *Backend) Activate(ctx context.Context, a signer.Activation) (signer.Act
 	return stored, err
 }
 
+// createOnce creates entry p with v unless it exists, and fills stored with
+// the entry: v when this call created it, else the one read back.
 func (b *Backend) createOnce(ctx context.Context, p string, v, stored any) error {
 	data, err := encode(v)
 	if err != nil {
 		return err
 	}
-	if _, err := b.kvCreate(ctx, p, data); err != nil {
+	created, err := b.kvCreate(ctx, p, data)
+	if err != nil {
 		return err
+	}
+	if created {
+		return decode(data, stored)
 	}
 	ok, err := b.readEntry(ctx, p, stored)
 	if err == nil && !ok {
