@@ -409,14 +409,7 @@ func (c *Cluster) Client(t testing.TB, token string) *api.Client {
 // Token creates a token with the given policies (TTL 1h), as Server.Token.
 func (c *Cluster) Token(t testing.TB, policies ...string) string {
 	t.Helper()
-	if len(policies) == 0 {
-		policies = []string{"default"}
-	}
-	sec, err := c.Client(t, c.RootToken).Auth().Token().Create(&api.TokenCreateRequest{Policies: policies, TTL: "1h"})
-	if err != nil || sec == nil || sec.Auth == nil {
-		t.Fatalf("vaulttest: create token with %v: %v", policies, err)
-	}
-	return sec.Auth.ClientToken
+	return createToken(t, c.Client(t, c.RootToken), policies)
 }
 
 // RaftPeers lists the node IDs of the Raft configuration with their voter

@@ -306,10 +306,16 @@ func (s *Server) Client(t testing.TB, token string) *api.Client {
 // other service" (an IDA), never the root policy of its parent.
 func (s *Server) Token(t testing.TB, policies ...string) string {
 	t.Helper()
+	return createToken(t, s.Client(t, s.RootToken), policies)
+}
+
+// createToken creates, with root's token, a token as Server.Token does.
+func createToken(t testing.TB, root *api.Client, policies []string) string {
+	t.Helper()
 	if len(policies) == 0 {
 		policies = []string{"default"}
 	}
-	sec, err := s.Client(t, s.RootToken).Auth().Token().CreateWithContext(context.Background(), &api.TokenCreateRequest{
+	sec, err := root.Auth().Token().CreateWithContext(context.Background(), &api.TokenCreateRequest{
 		Policies: policies,
 		TTL:      "1h",
 	})
