@@ -67,9 +67,6 @@ func (b *Backend) Authorize(ctx context.Context, token string, role auth.Role) (
 		}
 		return auth.Principal{}, wrap("token lookup", err)
 	}
-	if self == nil { // an answer without a body: no principal to build
-		return auth.Principal{}, fmt.Errorf("%w: vault answered the token lookup with no data", signer.ErrUnavailable)
-	}
 	caps, err := c.Sys().CapabilitiesSelfWithContext(ctx, path)
 	if err != nil {
 		return auth.Principal{}, b.callerError(ctx, c, "check capabilities", err)

@@ -15,7 +15,8 @@ import (
 
 // TestAuthorizeLookupWithoutBody: a Vault (or a proxy in front of it) that
 // answers lookup-self with 204 and no body gives a clear "unavailable",
-// never a panic on the missing token data.
+// never a panic on the missing token data (the client library reports the
+// empty body as an error, which wrap maps).
 func TestAuthorizeLookupWithoutBody(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
