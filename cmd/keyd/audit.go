@@ -243,6 +243,7 @@ func inspectFileChain(ctx context.Context, path, dataDir string, chainOnly bool)
 	if err != nil {
 		return fileChain{}, err
 	}
+	fc.Incomplete = fc.why
 	switch {
 	case versions == nil:
 		fc.NotChecked = append(fc.NotChecked, "reconciliation with the keys held: "+fc.why)

@@ -35,6 +35,10 @@ type Verification struct {
 	Problems []string
 	// NotChecked says what this verification could not check, and why.
 	NotChecked []string
+	// Incomplete, when not "", is why the chain could not be reconciled
+	// with what must back it (a data dir's keys and head): the links may
+	// hold, but `keyd audit verify` does not call such a chain intact.
+	Incomplete string
 }
 
 // ErrStoreProblems means the store reported problems with the stored chain
