@@ -87,12 +87,15 @@ func (f *facts) schedule() []RotationFact {
 		}
 	}
 	for i, k := range chain {
-		r := RotationFact{AfterVersion: k.Version, Untrusted: k.Untrusted}
+		// A row rests on the creations (and the activation, when it
+		// postponed the rotation) it is computed from.
+		r := RotationFact{AfterVersion: k.Version, Untrusted: k.createUntrusted}
 		due := f.pol.Schedule.Next(k.created)
 		// Rule 1: a rotation due while the key is still pending waits for
 		// its activation.
 		if act := cmpTime(k.activeFrom, k.activatesAt); act.After(due) {
 			due, r.Postponed = act, true
+			r.Untrusted = r.Untrusted || k.activeUntrusted
 		}
 		r.Due = ptr(due)
 		if i+1 < len(chain) {
@@ -110,7 +113,7 @@ func (f *facts) schedule() []RotationFact {
 // done judges the rotation due at due, done by creating next.
 func (f *facts) done(r *RotationFact, due time.Time, next *key) {
 	r.Version, r.Done, r.Actor = next.Version, ptr(next.created), next.Actor
-	r.Untrusted = r.Untrusted || next.Untrusted
+	r.Untrusted = r.Untrusted || next.createUntrusted
 	late := next.created.Sub(due)
 	switch {
 	case next.Emergency:

@@ -76,6 +76,9 @@ type key struct {
 	last                                                 time.Time // of its newest event
 	createSeq, destroySeq                                int64
 	activatedSeen, retiredSeen                           bool
+	// createUntrusted, activeUntrusted: its creation or activation event
+	// is at or after the chain's first bad record.
+	createUntrusted, activeUntrusted bool
 }
 
 // facts builds the report from the verified events.
@@ -167,7 +170,7 @@ func (f *facts) apply(ev Event, i int, t time.Time) {
 			f.outOfOrder(ev, i, t, fmt.Sprintf("key version %d activated before its creation event", ev.Version))
 		}
 		if !k.activatedSeen {
-			k.activatedSeen = true
+			k.activatedSeen, k.activeUntrusted = true, f.untrusted(i)
 			k.Activated = ptr(t)
 			if k.activeFrom.IsZero() {
 				k.activeFrom = t
@@ -207,7 +210,7 @@ func (f *facts) created(k *key, ev Event, i int, t time.Time) {
 	if k.activatedSeen || k.retiredSeen {
 		f.outOfOrder(ev, i, t, fmt.Sprintf("key version %d created after it was activated or retired", ev.Version))
 	}
-	k.createSeq, k.created, k.Created = ev.Seq, t, ptr(t)
+	k.createSeq, k.created, k.Created, k.createUntrusted = ev.Seq, t, ptr(t), f.untrusted(i)
 	k.Origin, k.Actor, k.Reason = string(ev.Type), ev.Actor, ev.Reason
 	k.activatesAt = t
 	if ev.Type == Created && !t.IsZero() {
