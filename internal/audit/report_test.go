@@ -159,9 +159,9 @@ func TestReportHealthyChain(t *testing.T) {
 
 func TestReportScheduleConformance(t *testing.T) {
 	b := newBuilder(t, "2026-03-01T00:00:00Z").add(Bootstrap, 1, "keyd bootstrap", "").add(Activated, 1, "scheduler", "")
-	b.at("2026-03-02T00:00:04Z").rotate(2, time.Hour)                              // due 03-02 00:00: on time
-	b.at("2026-03-03T05:00:00Z").rotate(3, time.Hour)                              // due 03-03 00:00: 5h late
-	b.at("2026-03-03T12:00:00Z").add(Created, 4, "admin", "by hand")               // before 03-04 00:00: on demand
+	b.at("2026-03-02T00:00:04Z").rotate(2, time.Hour)                                                // due 03-02 00:00: on time
+	b.at("2026-03-03T05:00:00Z").rotate(3, time.Hour)                                                // due 03-03 00:00: 5h late
+	b.at("2026-03-03T12:00:00Z").add(Created, 4, "admin", "by hand")                                 // before 03-04 00:00: on demand
 	b.at("2026-03-04T00:30:00Z").add(Activated, 4, "scheduler", "").add(Retired, 3, "scheduler", "") // gated-free but slow
 	// v4 was still pending when 03-04 00:00 came: the rotation after it was
 	// due once it activated (00:30, rule 1), and never done: missed.

@@ -63,7 +63,7 @@ func twoVersions(t *testing.T) (audit.Verification, audit.Policy, audit.Period) 
 	c := newChain(t, monthStart).add(audit.Bootstrap, 1, "keyd bootstrap", "first key").add(audit.Activated, 1, "scheduler", "")
 	c.now = time.Date(2026, 2, 1, 0, 0, 3, 0, time.UTC)
 	c.add(audit.Created, 2, "admin-token", hostile)
-	c.after(24*time.Hour + 4*time.Second).add(audit.Activated, 2, "scheduler", "").add(audit.Retired, 1, "scheduler", "verify-only until 2026-02-02T01:02:07Z")
+	c.after(24*time.Hour+4*time.Second).add(audit.Activated, 2, "scheduler", "").add(audit.Retired, 1, "scheduler", "verify-only until 2026-02-02T01:02:07Z")
 	v := audit.InspectEvents(c.evs, []audit.KeyVersion{{Version: 1, KID: kid(1)}, {Version: 2, KID: kid(2)}}, nil)
 	return v, policy(t, "0 0 1 * *", 24*time.Hour), audit.Period{Now: time.Date(2026, 2, 2, 0, 30, 0, 0, time.UTC)}
 }
@@ -76,13 +76,13 @@ func incident(t *testing.T) (audit.Verification, audit.Policy, audit.Period) {
 		c.now = at
 		c.add(audit.Created, v, actor, "")
 		if wait > 0 {
-			c.after(24*time.Hour + 5*time.Second).add(audit.PropagationConfirmed, v, "scheduler", "client ecommerce confirmed by fetch")
+			c.after(24*time.Hour+5*time.Second).add(audit.PropagationConfirmed, v, "scheduler", "client ecommerce confirmed by fetch")
 			c.after(wait).add(audit.PropagationConfirmed, v, "alice@example.com", "client notes confirmed by admin")
 		} else {
 			c.after(24*time.Hour + 4*time.Second)
 		}
 		c.add(audit.Activated, v, "scheduler", "").add(audit.Retired, v-1, "scheduler", "verify-only")
-		c.after(62*time.Minute + 10*time.Second).add(audit.Destroyed, v-1, "scheduler", "retired")
+		c.after(62*time.Minute+10*time.Second).add(audit.Destroyed, v-1, "scheduler", "retired")
 	}
 	rotate(2, time.Date(2026, 2, 1, 0, 0, 2, 0, time.UTC), "scheduler", 0)
 	rotate(3, time.Date(2026, 3, 1, 0, 0, 1, 0, time.UTC), "scheduler", 70*time.Hour)
@@ -112,7 +112,7 @@ func manyVersions(t *testing.T) (audit.Verification, audit.Policy, audit.Period)
 	for v := 2; v <= 400; v++ {
 		c.now = monthStart.Add(time.Duration(v-1) * 10 * time.Minute)
 		c.add(audit.Created, v, "scheduler", "")
-		c.after(2 * time.Minute).add(audit.Activated, v, "scheduler", "").add(audit.Retired, v-1, "scheduler", "verify-only")
+		c.after(2*time.Minute).add(audit.Activated, v, "scheduler", "").add(audit.Retired, v-1, "scheduler", "verify-only")
 		if v > 2 {
 			c.add(audit.Destroyed, v-2, "scheduler", "retired")
 		}
