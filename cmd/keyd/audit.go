@@ -105,6 +105,9 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if len(args) > 0 && args[0] == "verify" {
 		return cmdAuditVerify(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "report" {
+		return cmdAuditReport(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
 	c := clientFlags(fs)
 	since := fs.Int64("since", 0, "list events after this seq")

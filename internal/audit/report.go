@@ -152,6 +152,10 @@ type EventFacts struct {
 	Untrusted bool   `json:"untrusted"`
 }
 
+// ErrBadPeriod means a report's period ends before it starts (a since after
+// until, or after now when until is open).
+var ErrBadPeriod = errors.New("audit: bad report period")
+
 // BuildReport makes the report of period from v (the chain as verified,
 // with the keys held) judged against pol. source says where the chain was
 // read. The verdict is v.Err(): the report and `keyd audit verify` agree.
@@ -169,7 +173,7 @@ func BuildReport(v Verification, pol Policy, period Period, source string) (Repo
 		since = ctx.firstTime(until)
 	}
 	if since.After(until) {
-		return Report{}, fmt.Errorf("audit: the period starts (%s) after it ends (%s)", since.Format(time.RFC3339), until.Format(time.RFC3339))
+		return Report{}, fmt.Errorf("%w: it starts (%s) after it ends (%s)", ErrBadPeriod, since.Format(time.RFC3339), until.Format(time.RFC3339))
 	}
 	ctx.since, ctx.until, ctx.ref = since, until, minTime(until, now)
 
