@@ -252,7 +252,7 @@ func chainFacts(v Verification) ChainFacts {
 		}
 	}
 	for _, kv := range v.Versions {
-		c.KeysHeld = append(c.KeysHeld, KeyHeld{Version: kv.Version, KID: kv.KID, Quarantined: kv.Quarantined})
+		c.KeysHeld = append(c.KeysHeld, KeyHeld(kv))
 	}
 	slices.SortFunc(c.KeysHeld, func(a, b KeyHeld) int { return a.Version - b.Version })
 	return c

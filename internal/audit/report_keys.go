@@ -165,6 +165,23 @@ func (f *facts) apply(ev Event, i int, t time.Time) {
 	switch ev.Type {
 	case Bootstrap, Created, Emergency:
 		f.created(k, ev, i, t)
+	case Activated, Retired, Destroyed:
+		f.transition(k, ev, i, t)
+	case PropagationConfirmed:
+		k.Gated = true
+	case ActivationUnconfirmed:
+		k.Gated = true
+		k.Unconfirmed = unconfirmedClients(ev.Reason)
+		f.unconfed = append(f.unconfed, Finding{Kind: FindUnconfirmedActivation, Severity: SeverityMedium,
+			Version: ev.Version, Seq: ev.Seq, Time: ptr(t), Untrusted: f.untrusted(i),
+			Message: fmt.Sprintf("key version %d activated at its max wait without confirmation from: %s", ev.Version, strings.Join(k.Unconfirmed, ", "))})
+	}
+}
+
+// transition records an activated, retired or destroyed event (the first
+// of each for a version), noting one that comes out of order.
+func (f *facts) transition(k *key, ev Event, i int, t time.Time) {
+	switch ev.Type {
 	case Activated:
 		if k.createSeq == 0 {
 			f.outOfOrder(ev, i, t, fmt.Sprintf("key version %d activated before its creation event", ev.Version))
@@ -191,14 +208,6 @@ func (f *facts) apply(ev Event, i int, t time.Time) {
 			k.destroyed, k.destroySeq, k.Destroyed, k.DestroyedBy = t, ev.Seq, ptr(t), ev.Actor
 			k.CutByEmergency = slices.ContainsFunc(f.emergencies, func(e *key) bool { return e.Version > k.Version && e.createSeq < ev.Seq })
 		}
-	case PropagationConfirmed:
-		k.Gated = true
-	case ActivationUnconfirmed:
-		k.Gated = true
-		k.Unconfirmed = unconfirmedClients(ev.Reason)
-		f.unconfed = append(f.unconfed, Finding{Kind: FindUnconfirmedActivation, Severity: SeverityMedium,
-			Version: ev.Version, Seq: ev.Seq, Time: ptr(t), Untrusted: f.untrusted(i),
-			Message: fmt.Sprintf("key version %d activated at its max wait without confirmation from: %s", ev.Version, strings.Join(k.Unconfirmed, ", "))})
 	}
 }
 

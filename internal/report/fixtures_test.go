@@ -139,8 +139,6 @@ type fixture struct {
 	build func(*testing.T) (audit.Verification, audit.Policy, audit.Period)
 }
 
-var fixtures = []fixture{{"two-versions", twoVersions}, {"incident", incident}, {"400-versions", manyVersions}, {"tampered", tampered}}
-
 func buildReport(t *testing.T, f fixture) audit.Report {
 	t.Helper()
 	v, pol, p := f.build(t)
