@@ -8,7 +8,7 @@ STATICCHECK ?= v0.8.2
 # gocyclo: no production function above cyclomatic complexity 20 (issue 13).
 GOCYCLO ?= v0.6.0
 
-.PHONY: build test vault lint unit e2e fuzz bench clean openedx-test openedx-lint
+.PHONY: build test vault lint unit e2e fuzz bench clean openedx-test openedx-lint report-test
 
 build:
 	$(GO) build -o bin/keyd ./cmd/keyd
@@ -50,6 +50,11 @@ lint: openedx-lint
 # Unit, API, interop and real-Vault tests under the race detector.
 unit: vault
 	CI=$${CI:-1} $(GO) test -race -count=1 -timeout 20m $(PKGS_RACE)
+
+# The audit report in a real browser (Debian's chromium, headless; installed
+# by tools/setup-debian): also part of unit, this target runs it alone.
+report-test:
+	CI=$${CI:-1} $(GO) test -count=1 -run 'TestReportInBrowser' ./internal/report/
 
 # Short fuzzing of every parser of untrusted input.
 fuzz:

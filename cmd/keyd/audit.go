@@ -48,12 +48,7 @@ func (a auditTrail) Page(ctx context.Context, since int64) ([]audit.Event, bool,
 	if err != nil {
 		return nil, false, fmt.Errorf("read audit chain: %w: %w", err, signer.ErrUnavailable)
 	}
-	// Problems: lines that are not events, a log that disagrees with the
-	// head kept beside the keys (deleted, replaced, cut off).
-	valid := audit.Verify(all) == nil && len(a.log.Problems()) == 0
-	if valid && verr == nil {
-		valid = audit.Reconcile(all, versions) == nil
-	}
+	valid := a.inspect(all, versions, verr).Err() == nil
 	page := make([]audit.Event, 0, len(all))
 	for _, e := range all {
 		if e.Seq > since {
@@ -61,6 +56,22 @@ func (a auditTrail) Page(ctx context.Context, since int64) ([]audit.Event, bool,
 		}
 	}
 	return page, valid, nil
+}
+
+// inspect is the verification of the chain all that /v1/audit's chain_valid
+// and the report share: the chain, the log's problems (lines that are not
+// events, a log that disagrees with the head kept beside the keys: deleted,
+// replaced, cut off) and, when the backend's versions could be read (verr
+// nil), the reconciliation with them.
+func (a auditTrail) inspect(all []audit.Event, versions []audit.KeyVersion, verr error) audit.Verification {
+	if verr != nil {
+		versions = nil
+	}
+	v := audit.InspectEvents(all, versions, a.log.Problems())
+	if verr != nil {
+		v.NotChecked = append(v.NotChecked, "reconciliation with the keys held: the backend's key versions could not be read ("+verr.Error()+")")
+	}
+	return v
 }
 
 // heldVersions lists the key versions a backend holds, with their kids.
@@ -93,6 +104,9 @@ func heldVersions(ctx context.Context, b interface {
 func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "verify" {
 		return cmdAuditVerify(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "report" {
+		return cmdAuditReport(ctx, args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
 	c := clientFlags(fs)
@@ -163,47 +177,21 @@ func verifyFileChain(ctx context.Context, path, dataDir string, chainOnly bool, 
 		fmt.Fprintf(stderr, "keyd audit verify: "+format+"\n", args...)
 		return 1
 	}
-	if _, err := os.Stat(path); err != nil {
-		return failf("%v", err)
-	}
-	dataDir = cmp.Or(dataDir, filepath.Dir(path))
-	// What the data dir holds: the keys (read only, nothing is moved) and
-	// the head keyd recorded beside them. why says why reconciling is not
-	// possible; "" when it is.
-	var versions []audit.KeyVersion
-	var head *audit.Head
-	var notes []string
-	why := ""
-	b, err := local.OpenReadOnly(dataDir)
-	switch {
-	case chainOnly:
-		why = "--chain-only"
-	case err != nil:
-		why = fmt.Sprintf("no key store at %s (%v): a copy of the log without its data dir, or --data-dir pointing elsewhere", filepath.Join(dataDir, "keys"), err)
-	default:
-		if versions, err = heldVersions(ctx, b); err != nil {
-			return failf("read the keys in %s: %v", dataDir, err)
-		}
-		notes = b.Problems()
-		headPath := filepath.Join(dataDir, "keys", "audit-head.json")
-		if head, err = audit.ReadHead(headPath); err != nil {
-			return failf("%v", err)
-		}
-		if head == nil {
-			why = fmt.Sprintf("%s holds no audit head (keyd records one beside the keys at every event): a tail cut after the last key event would pass", headPath)
-		}
-	}
-	sum, err := audit.CheckFile(path, versions, head)
-	fmt.Fprintf(stdout, "checked %s: %d records, head seq %d hash %s\n", path, sum.Records, sum.HeadSeq, cmp.Or(sum.HeadHash, "(none)"))
-	for _, n := range notes {
-		fmt.Fprintln(stdout, "note:", n)
-	}
+	fc, err := inspectFileChain(ctx, path, dataDir, chainOnly)
 	if err != nil {
 		return failf("%v", err)
 	}
+	v := fc.Verification
+	fmt.Fprintf(stdout, "checked %s: %d records, head seq %d hash %s\n", path, v.Records, v.HeadSeq, cmp.Or(v.HeadHash, "(none)"))
+	for _, n := range fc.notes {
+		fmt.Fprintln(stdout, "note:", n)
+	}
+	if err := v.Err(); err != nil {
+		return failf("%v", err)
+	}
 	switch {
-	case why == "":
-		fmt.Fprintf(stdout, "reconciled with %d key versions and the head (seq %d) recorded in %s\n", len(versions), head.Seq, dataDir)
+	case fc.why == "":
+		fmt.Fprintf(stdout, "reconciled with %d key versions and the head (seq %d) recorded in %s\n", len(v.Versions), fc.head.Seq, fc.dataDir)
 		fmt.Fprintln(stdout, "audit chain intact")
 		return 0
 	case chainOnly:
@@ -211,5 +199,59 @@ func verifyFileChain(ctx context.Context, path, dataDir string, chainOnly bool, 
 		return 0
 	}
 	fmt.Fprintln(stdout, "chain links intact, but NOT reconciled with the keys")
-	return failf("key reconciliation was not possible: %s; give --data-dir, or --chain-only to check the chain alone", why)
+	return failf("key reconciliation was not possible: %s; give --data-dir, or --chain-only to check the chain alone", fc.why)
+}
+
+// fileChain is what `keyd audit verify --file` and `keyd audit report
+// --file` read and found: one loader, so the two never disagree.
+type fileChain struct {
+	audit.Verification
+	dataDir string
+	head    *audit.Head
+	notes   []string // the key store's problems
+	// why says why reconciling with the keys and the head was not
+	// possible; "" when it was.
+	why string
+}
+
+// inspectFileChain checks the log at path with what the data dir holds:
+// the keys (read only, nothing is moved) and the head keyd recorded beside
+// them. What it could not check is in NotChecked (and why).
+func inspectFileChain(ctx context.Context, path, dataDir string, chainOnly bool) (fileChain, error) {
+	if _, err := os.Stat(path); err != nil {
+		return fileChain{}, err
+	}
+	fc := fileChain{dataDir: cmp.Or(dataDir, filepath.Dir(path))}
+	var versions []audit.KeyVersion
+	b, err := local.OpenReadOnly(fc.dataDir)
+	switch {
+	case chainOnly:
+		fc.why = "--chain-only"
+	case err != nil:
+		fc.why = fmt.Sprintf("no key store at %s (%v): a copy of the log without its data dir, or --data-dir pointing elsewhere", filepath.Join(fc.dataDir, "keys"), err)
+	default:
+		if versions, err = heldVersions(ctx, b); err != nil {
+			return fileChain{}, fmt.Errorf("read the keys in %s: %w", fc.dataDir, err)
+		}
+		fc.notes = b.Problems()
+		headPath := filepath.Join(fc.dataDir, "keys", "audit-head.json")
+		if fc.head, err = audit.ReadHead(headPath); err != nil {
+			return fileChain{}, err
+		}
+		if fc.head == nil {
+			fc.why = fmt.Sprintf("%s holds no audit head (keyd records one beside the keys at every event): a tail cut after the last key event would pass", headPath)
+		}
+	}
+	fc.Verification, err = audit.InspectFile(path, versions, fc.head)
+	if err != nil {
+		return fileChain{}, err
+	}
+	fc.Incomplete = fc.why
+	switch {
+	case versions == nil:
+		fc.NotChecked = append(fc.NotChecked, "reconciliation with the keys held: "+fc.why)
+	case fc.head == nil:
+		fc.NotChecked = append(fc.NotChecked, "a cut-off tail: "+fc.why)
+	}
+	return fc, nil
 }

@@ -25,7 +25,8 @@ clients (--server URL, --token T or KEYD_TOKEN)
   jwks         print the JWKS (--format jwks|edx)
   keys         list key versions and their states
   rotate       rotate the key now (--emergency --reason R)
-  audit        list the audit trail; "keyd audit verify" checks it
+  audit        list the audit trail; "keyd audit verify" checks it;
+               "keyd audit report" writes the report for the security team
   propagation  which expected clients hold the pending key; "keyd propagation confirm" confirms one
 
 tools
@@ -92,6 +93,7 @@ from the newest key's (otherwise refused with config_mismatch).
 `,
 	"audit": `usage: keyd audit [--since SEQ] [--json] [--server URL] [--token T]
        keyd audit verify (--file PATH [--data-dir DIR] | --vault) [--token T]
+       keyd audit report [--file PATH | --vault] [--since T] [--until T] [--out FILE] [--format html|json]
 
 Lists the audit trail (auditor token) and says whether its chain verifies.
 "keyd audit verify --help" for the offline check.
@@ -102,6 +104,20 @@ Lists the audit trail (auditor token) and says whether its chain verifies.
 Checks the audit chain without keyd: a local audit.log offline, or the chain
 in Vault KV with the auditor's own token (VAULT_ADDR), and reconciles it with
 the backend's key versions.
+`,
+	"audit report": `usage: keyd audit report [--server URL] [--token T] [--since T] [--until T] [--out FILE] [--format html|json]
+       keyd audit report --file PATH [--data-dir DIR] [lifecycle flags] [...]
+       keyd audit report --vault [--token T] [--vault-kv-mount KV] [lifecycle flags] [...]
+
+Writes the audit report for the security team: one self-contained HTML page
+(inline CSS and SVG, no scripts, prints on A4), or --format json with the same
+facts for a SIEM. Online it is GET /v1/audit/report (auditor or admin token),
+judged against the server's configuration. Offline (--file or --vault) it
+reads and verifies the chain exactly as "keyd audit verify" does, judged
+against the lifecycle flags given (--rotation-schedule, --propagation-delay,
+--max-token-lifetime, --clock-skew, --activation-max-wait; defaults as keyd
+serve's); the report names which it used. --since and --until are RFC 3339
+(UTC); the verdict always covers the whole chain.
 `,
 	"propagation": `usage: keyd propagation [--json] [--server URL] [--token T]
        keyd propagation confirm --client C --version N [--json] [--server URL] [--token T]

@@ -190,7 +190,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			Policy: claims.Policy{Issuers: cfg.Issuers, MaxLifetime: cfg.MaxTokenLifetime, ClockSkew: cfg.ClockSkew},
 		}),
 		JWKS:        handler,
-		Audit:       w.audit,
+		Audit:       withReport(w.audit, cfg, clk),
 		Propagation: mgr,
 		Problems:    problems.Current,
 		Login:       w.login,

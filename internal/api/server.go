@@ -124,6 +124,7 @@ func New(cfg Config) *Handler {
 	e.GET("/v1/keys", s.keys)
 	e.POST("/v1/rotate", s.rotate)
 	e.GET("/v1/audit", s.audit)
+	e.GET("/v1/audit/report", s.auditReport)
 	e.GET("/v1/propagation", s.propagation)
 	e.POST("/v1/propagation/confirm", s.confirm)
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })

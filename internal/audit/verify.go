@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -145,51 +144,25 @@ type Summary struct {
 
 // CheckFile is VerifyFile that also checks the chain against head (the seq
 // and hash the key store recorded; nil: none) and says what it read. The
-// summary is filled in as far as the file could be read.
+// summary is filled in as far as the file could be read. It is InspectFile's
+// verdict.
 func CheckFile(path string, versions []KeyVersion, head *Head) (Summary, error) {
-	data, err := os.ReadFile(path)
+	v, err := InspectFile(path, versions, head)
 	if err != nil {
-		return Summary{}, fmt.Errorf("audit: %w", err)
+		return Summary{}, err
 	}
-	entries := parseLines(data)
-	sum := Summary{Records: len(entries)}
-	events := make([]Event, 0, len(entries))
-	for _, e := range entries {
-		if e.fatal == "" {
-			events = append(events, e.ev)
-		}
-	}
-	if n := len(events); n > 0 {
-		sum.HeadSeq, sum.HeadHash = events[n-1].Seq, events[n-1].Hash
-	}
-	if err := verifyEntries(entries); err != nil {
-		return sum, err
-	}
-	if head != nil {
-		if err := CheckHead(events, *head); err != nil {
-			return sum, err
-		}
-	}
-	if versions == nil {
-		return sum, nil
-	}
-	return sum, Reconcile(events, versions)
+	return v.Summary, v.Err()
 }
 
 // VerifyStore reads the whole chain from s and checks it as VerifyFile does.
 // For the Vault chain, give it a store made with the auditor's own token.
+// It is InspectStore's verdict.
 func VerifyStore(ctx context.Context, s Store, versions []KeyVersion) error {
-	events, err := s.Read(ctx, 0)
+	v, err := InspectStore(ctx, s, versions)
 	if err != nil {
-		return fmt.Errorf("audit: read chain: %w", err)
-	}
-	if err := Verify(events); err != nil {
 		return err
 	}
-	if versions == nil {
-		return nil
-	}
-	return Reconcile(events, versions)
+	return v.Err()
 }
 
 // parseLines reads the lines of a log file as entries, keeping what is
