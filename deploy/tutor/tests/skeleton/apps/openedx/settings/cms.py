@@ -1,0 +1,2 @@
+{{ patch("openedx-common-settings") }}
+{{ patch("openedx-cms-common-settings") }}
