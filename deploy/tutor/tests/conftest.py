@@ -74,3 +74,32 @@ def tutor_jwt_auth(pem: str, issuer: str = "http://local.openedx.io/oauth2", lms
             "p": _b64(priv.p), "q": _b64(priv.q), "dq": _b64(priv.dmq1), "dp": _b64(priv.dmp1),
             "qi": _b64(priv.iqmp)})
     return auth
+
+
+@pytest.fixture(scope="session")
+def keyd_binary():
+    """bin/keyd (make tutor-test builds it first; built here when missing)."""
+    import subprocess
+
+    from helpers import KEYD_BIN, REPO
+
+    if not os.path.exists(KEYD_BIN):
+        subprocess.run(["go", "build", "-o", KEYD_BIN, "./cmd/keyd"], cwd=REPO, check=True)
+    return KEYD_BIN
+
+
+@pytest.fixture
+def start_keyd(keyd_binary):
+    """Starts real keyd processes (local backend) on free loopback ports; stops them by PID."""
+    from helpers import Keyd
+
+    started = []
+
+    def start(*args, env=None):
+        k = Keyd(list(args), env=env)
+        started.append(k)
+        return k
+
+    yield start
+    for k in started:
+        k.stop()
