@@ -40,8 +40,8 @@ def test_lms_and_cms_settings(plugin, rsa_private_pem, case):
     values = CASES[case]
     cfg = plugin.config(values)
     auth = tutor_jwt_auth(rsa_private_pem, cfg["JWT_COMMON_ISSUER"])
-    _, lms_code = render(plugin, cfg, "apps/openedx/settings/lms.py")
-    _, cms_code = render(plugin, cfg, "apps/openedx/settings/cms.py")
+    _, lms_code = render(plugin, cfg, "apps/openedx/settings/lms")
+    _, cms_code = render(plugin, cfg, "apps/openedx/settings/cms")
     lms = execute(lms_code, "lms.envs.tutor.production", auth)
     cms = execute(cms_code, "cms.envs.tutor.production", auth)
     for ns, client in ((lms, "lms"), (cms, "cms")):
@@ -88,7 +88,7 @@ def test_ida_settings(plugin, rsa_private_pem, case, ida):
 
 
 @pytest.mark.parametrize("name,fix", [
-    ("apps/openedx/settings/lms.py", "tutor images build openedx"),
+    ("apps/openedx/settings/lms", "tutor images build openedx"),
     ("credentials-settings-common", "tutor images build credentials"),
     ("discovery-common-settings", "tutor config save --append DISCOVERY_EXTRA_PIP_REQUIREMENTS='keyd-openedx=="),
 ])

@@ -87,7 +87,7 @@ def _read(*path: str) -> str:
 for _path in sorted(glob(os.path.join(HERE, "patches", "*"))):
     hooks.Filters.ENV_PATCHES.add_item((os.path.basename(_path), _read("patches", os.path.basename(_path))))
 
-_IDA_SETTINGS = _read("templates", "keyd", "ida-settings.py")
+_IDA_SETTINGS = _read("templates", "keyd", "ida-settings")
 _IDA_DOCKERFILE = _read("templates", "keyd", "ida-dockerfile")
 for _ida, _patch in IDA_SETTINGS_PATCHES.items():
     _head = "{% set keyd_client = " + json.dumps(_ida) + " %}"
