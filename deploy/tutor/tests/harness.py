@@ -92,7 +92,12 @@ class Plugin:
     """The plugin, loaded once per test session through its entry point, with the stand-in hooks."""
 
     def __init__(self) -> None:
-        for path in (STANDIN, PLUGIN_DIR, _entry_point_dist(tempfile.mkdtemp(prefix="tutor-keyd-dist-"))):
+        import atexit
+        import shutil
+
+        dist_dir = tempfile.mkdtemp(prefix="tutor-keyd-dist-")
+        atexit.register(shutil.rmtree, dist_dir, True)
+        for path in (STANDIN, PLUGIN_DIR, _entry_point_dist(dist_dir)):
             if path not in sys.path:
                 sys.path.insert(0, path)
         from tutor import hooks
