@@ -8,7 +8,7 @@ STATICCHECK ?= v0.8.2
 # gocyclo: no production function above cyclomatic complexity 20 (issue 13).
 GOCYCLO ?= v0.6.0
 
-.PHONY: build test vault lint unit e2e fuzz bench clean openedx-test openedx-lint report-test
+.PHONY: build test vault lint unit e2e fuzz bench clean openedx-test openedx-lint report-test tutor-test
 
 build:
 	$(GO) build -o bin/keyd ./cmd/keyd
@@ -66,7 +66,7 @@ fuzz:
 e2e: vault build
 	CI=$${CI:-1} $(GO) test -count=1 -timeout 20m ./e2e/
 
-test: setup lint unit fuzz e2e openedx-test
+test: setup lint unit fuzz e2e openedx-test tutor-test
 
 # The Open edX bridge (openedx/): its pytest suite against real keyd and Vault
 # processes, with Debian's python3 (exit 5, no tests collected, fails too).
@@ -74,7 +74,13 @@ openedx-test: build vault
 	CI=$${CI:-1} /usr/bin/python3 -m pytest -q -p no:cacheprovider openedx/tests
 
 openedx-lint:
-	/usr/bin/python3 -m pyflakes openedx/
+	/usr/bin/python3 -m pyflakes openedx/ deploy/tutor/
+
+# The Tutor plugin (deploy/tutor/): its render harness (Tutor v21's renderer, a stand-in of
+# tutor.hooks), docker-compose config of the rendered files, the schema check of the rendered k8s
+# objects (bin/k8scheck) and the four-step rollout against a real keyd.
+tutor-test: build bin/k8scheck
+	CI=$${CI:-1} /usr/bin/python3 -m pytest -q -p no:cacheprovider deploy/tutor/tests
 
 bench: vault build
 	./bench/run

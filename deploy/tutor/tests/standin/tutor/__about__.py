@@ -1,0 +1,2 @@
+__version__ = "21.0.8"
+__version_suffix__ = ""
