@@ -231,3 +231,41 @@ func TestMakeImageIsReproducible(t *testing.T) {
 		}
 	}
 }
+
+// TestMissingHostFiles: a machine without one of the Debian files the images
+// are made of gets an error naming the package to install.
+func TestMissingHostFiles(t *testing.T) {
+	gone := filepath.Join(t.TempDir(), "absent")
+	bin := filepath.Join(t.TempDir(), "keyd")
+	if err := os.WriteFile(bin, []byte("stand-in"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		k    kind
+		host func(*hostFiles)
+		pkg  string
+	}{
+		{keydImage, func(h *hostFiles) { h.CABundle = gone }, "ca-certificates"},
+		{keydImage, func(h *hostFiles) { h.Zoneinfo = gone }, "tzdata"},
+		{toolsImage, func(h *hostFiles) { h.Busybox = gone }, "busybox-static"},
+	} {
+		h := defaultHostFiles
+		tc.host(&h)
+		_, err := build(tc.k, buildOptions{binary: bin, version: "v", revision: "r", arch: "amd64", created: time.Unix(0, 0), host: h})
+		if err == nil || !strings.Contains(err.Error(), gone) || !strings.Contains(err.Error(), "install Debian's "+tc.pkg) {
+			t.Errorf("%s without %s: %v, want an error naming the path and the package", tc.k.name, tc.pkg, err)
+		}
+	}
+}
+
+// TestSourceDateEpoch: the build refuses to guess a time.
+func TestSourceDateEpoch(t *testing.T) {
+	if got, err := sourceDateEpoch("1700000000"); err != nil || !got.Equal(time.Unix(1_700_000_000, 0)) {
+		t.Errorf("sourceDateEpoch(1700000000) = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "yesterday", "-1"} {
+		if _, err := sourceDateEpoch(bad); err == nil || !strings.Contains(err.Error(), "SOURCE_DATE_EPOCH") {
+			t.Errorf("sourceDateEpoch(%q) = %v, want an error naming SOURCE_DATE_EPOCH", bad, err)
+		}
+	}
+}
