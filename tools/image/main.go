@@ -8,9 +8,12 @@
 package main
 
 import (
+	"archive/tar"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"time"
@@ -58,7 +61,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := write(img, k, *version, *out); err != nil {
+	if err := write(img, k, *version, *out, created); err != nil {
 		return err
 	}
 	digest, err := img.Digest()
@@ -140,20 +143,87 @@ func build(k kind, o buildOptions) (v1.Image, error) {
 }
 
 // write writes img as a docker-archive tagged <name>:<version> and
-// <name>:latest, through a temporary file renamed into place.
-func write(img v1.Image, k kind, version, out string) error {
-	refs := map[name.Reference]v1.Image{}
+// <name>:latest, through a temporary file renamed into place. The archive is
+// written here rather than by go-containerregistry's tarball.Write, whose
+// RepoTags order follows a map's and so changes from one build to the next.
+func write(img v1.Image, k kind, version, out string, created time.Time) error {
+	var tags []string
 	for _, tag := range []string{version, "latest"} {
 		ref, err := name.NewTag(k.name+":"+tag, name.WithDefaultRegistry(""))
 		if err != nil {
 			return fmt.Errorf("tag %s:%s: %w", k.name, tag, err)
 		}
-		refs[ref] = img
+		tags = append(tags, ref.String())
 	}
 	tmp := out + ".tmp"
-	if err := tarball.MultiRefWriteToFile(tmp, refs); err != nil {
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	err = writeArchive(f, img, tags, created)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		os.Remove(tmp)
 		return err
 	}
 	return os.Rename(tmp, out)
+}
+
+// writeArchive writes the docker-archive layout `docker load` reads: the
+// config as <hex>.json, each layer as <hex>.tar.gz (compressed, as in the
+// registry), then manifest.json naming them and the tags.
+func writeArchive(w io.Writer, img v1.Image, tags []string, created time.Time) error {
+	tw := tar.NewWriter(w)
+	entry := func(name string, data []byte) error {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(data)), ModTime: created}); err != nil {
+			return err
+		}
+		_, err := tw.Write(data)
+		return err
+	}
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return err
+	}
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		return err
+	}
+	manifest := []tarball.Descriptor{{Config: cfgName.Hex + ".json", RepoTags: tags}}
+	if err := entry(manifest[0].Config, cfg); err != nil {
+		return err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for _, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			return err
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return err
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			return err
+		}
+		manifest[0].Layers = append(manifest[0].Layers, d.Hex+".tar.gz")
+		if err := entry(d.Hex+".tar.gz", data); err != nil {
+			return err
+		}
+	}
+	m, err := json.Marshal(manifest)
+	if err != nil {
+		return err
+	}
+	if err := entry("manifest.json", m); err != nil {
+		return err
+	}
+	return tw.Close()
 }
