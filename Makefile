@@ -1,5 +1,6 @@
 # keyd — `make test` is what CI runs (.ci/run); `make vault` builds the real
-# Vault the tests start; `make bench` compares keyd with reference servers.
+# Vault the tests start; `make bench` compares keyd with reference servers;
+# `make image` builds the container images without Docker.
 GO       ?= go
 PKGS_RACE = $(shell $(GO) list ./... | grep -v /e2e)
 FUZZTIME ?= 10s
@@ -8,7 +9,7 @@ STATICCHECK ?= v0.8.2
 # gocyclo: no production function above cyclomatic complexity 20 (issue 13).
 GOCYCLO ?= v0.6.0
 
-.PHONY: build test vault lint unit e2e fuzz bench clean openedx-test openedx-lint report-test tutor-test
+.PHONY: build test vault lint unit e2e fuzz bench clean openedx-test openedx-lint report-test tutor-test image image-test
 
 build:
 	$(GO) build -o bin/keyd ./cmd/keyd
@@ -25,7 +26,7 @@ bin/vault: tools/vault/go.mod tools/vault/go.sum
 # when run as root, else one line naming the apt-get command), Go modules,
 # the npm packages of the jose interop test (npm ci when node_modules is
 # missing or older than the lock file) and bin/vault. `make test` runs it first.
-.PHONY: setup debian-packages go-modules npm-packages
+.PHONY: image-lint setup debian-packages go-modules npm-packages
 setup: debian-packages go-modules npm-packages vault
 
 debian-packages:
@@ -39,7 +40,7 @@ interop/js/node_modules/.package-lock.json: interop/js/package.json interop/js/p
 	cd interop/js && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-lint: openedx-lint
+lint: openedx-lint image-lint
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -66,7 +67,7 @@ fuzz:
 e2e: vault build
 	CI=$${CI:-1} $(GO) test -count=1 -timeout 20m ./e2e/
 
-test: setup lint unit fuzz e2e openedx-test tutor-test
+test: setup lint unit fuzz e2e openedx-test tutor-test image-test
 
 # The Open edX bridge (openedx/): its pytest suite against real keyd and Vault
 # processes, with Debian's python3 (exit 5, no tests collected, fails too).
@@ -81,6 +82,41 @@ openedx-lint:
 # objects (bin/k8scheck) and the four-step rollout against a real keyd.
 tutor-test: build bin/k8scheck
 	CI=$${CI:-1} /usr/bin/python3 -m pytest -q -p no:cacheprovider deploy/tutor/tests
+
+# Container images, with no Docker engine and no registry pull (DESIGN.md
+# "Container image"): the static keyd binary, stamped with VERSION, on a base
+# layer made from Debian's files here (tools/image, its own module so that
+# go-containerregistry stays out of keyd's go.mod), written as docker-archives
+# (`docker load < bin/keyd-image.tar`). Every time in them is the commit's
+# (SOURCE_DATE_EPOCH): two builds of one commit are the same bytes.
+VERSION           ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION          ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+IMAGE_ARCH        ?= $(shell $(GO) env GOARCH)
+IMAGE_DIR         ?= bin
+IMAGE_OUT          = $(abspath $(IMAGE_DIR))
+
+image:
+	@mkdir -p $(IMAGE_OUT)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
+	  -o $(IMAGE_OUT)/keyd-linux-$(IMAGE_ARCH) ./cmd/keyd
+	cd tools/image && $(GO) build -o $(IMAGE_OUT)/image-build .
+	for img in keyd keyd-tools; do \
+	  SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(IMAGE_OUT)/image-build -image $$img -binary $(IMAGE_OUT)/keyd-linux-$(IMAGE_ARCH) \
+	    -version $(VERSION) -revision $(REVISION) -arch $(IMAGE_ARCH) -out $(IMAGE_OUT)/$$img-image.tar || exit 1; \
+	done
+
+# Both images unpacked (skopeo, umoci) and run under runc, as root (CI is):
+# tools/image's tests, which fail rather than skip when CI=1 and something is
+# missing. Also: the Dockerfile states the config make image writes, and a
+# second build is the same bytes.
+image-test: image build
+	cd tools/image && CI=$${CI:-1} KEYD_IMAGE_DIR=$(IMAGE_OUT) KEYD_HOST_BIN=$(abspath bin/keyd) \
+	  $(GO) test -count=1 -timeout 15m ./...
+
+# tools/image is a module of its own: go vet ./... at the root does not see it.
+image-lint:
+	cd tools/image && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 
 bench: vault build
 	./bench/run

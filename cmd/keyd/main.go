@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 )
@@ -33,7 +34,8 @@ tools
   verify       verify a token against a JWKS URL or file
   healthcheck  exit 0 when --url answers 200 (for container healthchecks)
 
-Run "keyd <command> --help" for a command's synopsis and flags.
+Run "keyd <command> --help" for a command's synopsis and flags;
+"keyd --version" prints the version.
 `
 
 // synopses is each subcommand's help: its synopsis line, then what it does.
@@ -170,6 +172,40 @@ func help(ctx context.Context, cmd func(context.Context, []string, io.Reader, io
 	return 0
 }
 
+// version is stamped at build time (make image: -ldflags "-X
+// main.version=..."); versionString falls back to the VCS revision.
+var version string
+
+// versionString is keyd's version: the stamped one, else "dev" with the
+// commit the binary was built from (and "-dirty" for uncommitted changes).
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	var rev, dirty string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "-dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev == "" {
+		return "dev"
+	}
+	return "dev (" + rev + dirty + ")"
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
@@ -210,6 +246,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	name, rest := args[0], args[1:]
 	switch name {
+	case "--version", "-version", "version":
+		fmt.Fprintln(stdout, "keyd", versionString())
+		return 0
 	case "-h", "--help", "-help", "help":
 		if len(rest) > 0 && commands[rest[0]] != nil { // keyd help rotate
 			return help(ctx, commands[rest[0]], rest[1:], stdout)

@@ -23,6 +23,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/claims"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
+	"github.com/openedx-keyd/keyd/internal/datadir"
 	"github.com/openedx-keyd/keyd/internal/jwks"
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/propagation"
@@ -52,6 +53,11 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 	if err := serve(ctx, cfg, log); err != nil {
+		var dirErr *datadir.Error
+		if errors.As(err, &dirErr) { // the operator's fix, on one line
+			fmt.Fprintln(stderr, "keyd serve:", dirErr)
+			return 1
+		}
 		err = vault.Explain(err)
 		log.Error("keyd stopped", "err", err)
 		fmt.Fprintln(stderr, "keyd serve:", err)
@@ -74,6 +80,8 @@ type wiring struct {
 	// problems lists what is wrong with the files the mode keeps (see
 	// problemWatch); may be nil.
 	problems func() []string
+	// stop releases what the mode holds (the data dir's lock); may be nil.
+	stop func()
 	// observed is the shared store of observed propagation (Vault: the
 	// backend itself; local: the data dir's).
 	observed observedStore
@@ -113,6 +121,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	if err != nil {
 		return err
+	}
+	if w.stop != nil {
+		defer w.stop()
 	}
 
 	reg := prometheus.NewRegistry()

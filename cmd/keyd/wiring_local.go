@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"math"
 	"os"
@@ -12,14 +11,24 @@ import (
 	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
+	"github.com/openedx-keyd/keyd/internal/datadir"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
 )
 
 // localWiring is the embedded default: keys, tokens and audit log in the data dir.
 func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring, error) {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
+	// A volume keyd cannot write, or a second keyd on the same directory,
+	// is one clear line at start (datadir.Error), before any key is read.
+	dir, err := datadir.Open(cfg.DataDir)
+	if err != nil {
+		return nil, err
 	}
+	ok := false
+	defer func() {
+		if !ok {
+			dir.Close()
+		}
+	}()
 	b, err := local.New(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -46,5 +55,7 @@ func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring
 	if err != nil {
 		return nil, err
 	}
-	return &wiring{backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b}, problems: problems, observed: observed}, nil
+	ok = true
+	return &wiring{backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b}, problems: problems, observed: observed,
+		stop: func() { dir.Close() }}, nil
 }
