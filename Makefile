@@ -89,7 +89,9 @@ tutor-test: build bin/k8scheck
 # go-containerregistry stays out of keyd's go.mod), written as docker-archives
 # (`docker load < bin/keyd-image.tar`). Every time in them is the commit's
 # (SOURCE_DATE_EPOCH): two builds of one commit are the same bytes.
-VERSION           ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The release version (the VERSION file) tags the images; the commit is their
+# revision label. The Tutor plugin's default image tags name the same version.
+VERSION           ?= $(shell cat VERSION)
 REVISION          ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 IMAGE_ARCH        ?= $(shell $(GO) env GOARCH)

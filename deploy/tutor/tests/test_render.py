@@ -37,6 +37,15 @@ def test_loaded_through_its_entry_point(plugin):
     assert plugin.module.__name__ == "tutorkeyd.plugin"
 
 
+def test_default_images_are_the_ones_make_image_tags():
+    """make image tags keyd:<VERSION> and keyd-tools:<VERSION> (the repository's VERSION file): the
+    plugin's default images name that same version, so an operator who loads the built images runs them."""
+    from tutorkeyd.__about__ import __version__
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "..", "VERSION")) as f:
+        assert f.read().strip() == __version__
+
+
 def test_settings_are_the_contract_and_the_tokens_are_unique(plugin):
     defaults = dict(plugin.hooks.Filters.CONFIG_DEFAULTS.iterate())
     assert set(defaults) == CONTRACT_SETTINGS | {"KEYD_VERSION"}
