@@ -255,8 +255,8 @@ class Client:
                 if not conn.dropped():
                     return conn, True
                 conn.close()
+            self.connections_opened += 1
         scheme, host, port = key
-        self.connections_opened += 1
         return _Connection(host, port, self._context() if scheme == "https" else None), False
 
     def _give_back(self, key: Tuple[str, str, int], conn: _Connection) -> None:
@@ -350,6 +350,7 @@ def _translate(exc: BaseException, connecting: bool, method: str, url: str, time
         return InvalidResponse("{} answered something that is not HTTP ({})".format(url, type(exc).__name__))
     if isinstance(exc, OSError):
         return ConnectionFailed("cannot reach {}: {}".format(url, exc.strerror or exc))
-    if isinstance(exc, ValueError):  # http.client: a header value with a line break
-        return InvalidRequest("cannot send {} {}: {}".format(method, url, exc))
+    if isinstance(exc, ValueError):  # http.client: a header value with a line break (its text names
+        # the value, which may be a token: never repeated here)
+        return InvalidRequest("cannot send {} {}: a header holds a character HTTP forbids".format(method, url))
     return exc
