@@ -203,9 +203,9 @@ class KeySetFollower:
         # A forked child got fresh locks from the os.register_at_fork hook (see install()).
         with self._start_lock:
             if not self.refresher_running:
-                fresh = self._refresh_if_old()
+                fetched = self._refresh_if_old()
                 self._stop = threading.Event()
-                t = threading.Thread(target=self._run, args=(self._stop, fresh), name="keyd-jwks-refresher",
+                t = threading.Thread(target=self._run, args=(self._stop, fetched), name="keyd-jwks-refresher",
                                      daemon=True)
                 with self._lock:
                     self._refresher, self._refresher_pid = t, os.getpid()
@@ -213,12 +213,12 @@ class KeySetFollower:
                 log.info("keyd jwks: refresher started in process %s", instance_id())
         self.check_staleness()
 
-    def _refresh_if_old(self) -> bool:
-        """Fetches now when the set is older than max-age or MAX_STALENESS (or was never fetched); True
-        when this process now holds a set it fetched itself."""
+    def _refresh_if_old(self) -> Optional[bool]:
+        """Fetches now when the set is older than max-age or MAX_STALENESS (or was never fetched).
+        None: no fetch was needed; else whether the fetch succeeded."""
         age = self.age()
         if age is not None and age < min(self.max_age, self.cfg.max_staleness):
-            return False
+            return None
         log.info("keyd jwks: process %s starts with a set %s; fetching before the first verification",
                  instance_id(), "never fetched" if age is None else "fetched {:.0f}s ago (max-age {:g}s)".format(
                      age, self.max_age))
@@ -234,11 +234,12 @@ class KeySetFollower:
         self._start_lock = threading.Lock()
         self._refresher, self._refresher_pid = None, None
 
-    def _run(self, stop: threading.Event, fresh: bool) -> None:
+    def _run(self, stop: threading.Event, fetched: Optional[bool]) -> None:
         clock = self.clock
-        # At once, so this process counts as an instance from its start; after max-age when the
-        # request that started it has just fetched.
-        next_fetch = clock.monotonic() + (self.next_interval() if fresh else 0.0)
+        # At once, so this process counts as an instance from its start; when the request that
+        # started it has just fetched, after max-age (or the backoff, when that fetch failed).
+        first = 0.0 if fetched is None else self.next_interval() if fetched else self.backoff()
+        next_fetch = clock.monotonic() + first
         while True:
             since = self.last_success if self.last_success is not None else self._started
             deadline = next_fetch if self.emptied else min(next_fetch, since + self.cfg.max_staleness)
