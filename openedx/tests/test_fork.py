@@ -126,3 +126,36 @@ def test_worker_forked_after_max_staleness_with_keyd_down_empties_the_set(keyd, 
             return 0 if follower.emptied and not verifies(token) and follower.fetches == before + 1 else 3
 
         assert in_children(1, worker) == [0]
+
+
+def test_concurrent_first_requests_of_a_worker_wait_for_its_fetch(start_keyd, proxy_to, installed, clock):
+    """Several threads of a new worker (gthread, uWSGI threads) start requests at once while keyd is
+    slow to answer: none of them verifies with the inherited set before the worker's fetch."""
+    import threading
+    import time
+
+    keyd = start_keyd("--jwks-max-age", "1s", "--propagation-delay", "2s")
+    proxy = proxy_to(keyd.url)
+    old = keyd_token(keyd)
+    with django_apps(apps=IDA, **ida_settings(proxy.url + "/.well-known/jwks.json")):
+        r = requests.post(keyd.url + "/v1/rotate", json={"emergency": True, "reason": "test: key leaked"},
+                          headers={"Authorization": "Bearer " + keyd.admin_token}, timeout=5)
+        assert r.status_code == 200, r.text
+        proxy.override = lambda m, p, h: time.sleep(0.3) if "Keyd-Instance" in h else None  # slow, then forwards
+        clock.advance(1.5)
+
+        def worker():
+            accepted = []
+
+            def request():
+                start_request()
+                accepted.append(verifies(old))
+
+            threads = [threading.Thread(target=request) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(5)
+            return 0 if accepted == [False] * 4 else 3
+
+        assert in_children(1, worker) == [0]
