@@ -190,10 +190,13 @@ def test_dripping_peer_bounds_each_attempt_as_a_whole():
     arrives every 0.1 s."""
     drip = Blackhole(drip=True, forever=True)
     try:
+        before = own_threads()
         start = time.monotonic()
         with pytest.raises(ReadTimeout):
             Client().request("GET", drip.url + "/", 0.45)
         assert 0.45 <= time.monotonic() - start < 0.7
+        assert own_threads() == before
+        drip.wait_closed(1, 2)
     finally:
         drip.stop()
 
