@@ -161,3 +161,56 @@ func TestVaultErrorsAreOneLine(t *testing.T) {
 		}
 	}
 }
+
+// TestSynopsisNamesEveryFlag: each command's synopsis line names every flag
+// the command takes (or says [flags]), so --help's first lines are complete.
+func TestSynopsisNamesEveryFlag(t *testing.T) {
+	for _, cmd := range [][]string{
+		{"bootstrap"}, {"sign"}, {"jwks"}, {"keys"}, {"rotate"}, {"audit"}, {"audit", "verify"},
+		{"propagation"}, {"propagation", "confirm"}, {"verify"}, {"healthcheck"},
+	} {
+		stdout, stderr, code := runKeyd(t, "", nil, append(cmd, "--help")...)
+		if code != 0 {
+			t.Fatalf("keyd %v --help: exit %d: %s", cmd, code, stderr)
+		}
+		out := stdout + stderr // keyd verify prints its help on stderr
+		synopsis, _, _ := strings.Cut(out, "\n\n")
+		if strings.Contains(synopsis, "[flags]") {
+			continue
+		}
+		for _, l := range strings.Split(out, "\n") {
+			f := strings.Fields(l)
+			if !strings.HasPrefix(l, "  -") || len(f) == 0 {
+				continue
+			}
+			name := strings.TrimLeft(f[0], "-")
+			if !strings.Contains(synopsis, "--"+name) {
+				t.Errorf("keyd %s --help: the synopsis does not name --%s:\n%s", strings.Join(cmd, " "), name, synopsis)
+			}
+		}
+	}
+}
+
+// TestUsageErrorIsOneLine: an unknown flag, a bad flag value or a stray
+// argument is one line naming it, with the --help hint; not the whole usage.
+func TestUsageErrorIsOneLine(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string // what the line must name
+	}{
+		{[]string{"serve", "--no-such-flag"}, "no-such-flag"}, {[]string{"serve", "stray"}, "stray"},
+		{[]string{"bootstrap", "--nope"}, "nope"}, {[]string{"sign", "--nope"}, "nope"},
+		{[]string{"jwks", "--nope"}, "nope"}, {[]string{"keys", "--json=maybe"}, "json"},
+		{[]string{"rotate", "--nope"}, "nope"}, {[]string{"audit", "--nope"}, "nope"},
+		{[]string{"audit", "verify", "--nope"}, "nope"}, {[]string{"propagation", "--nope"}, "nope"},
+		{[]string{"propagation", "confirm", "--nope"}, "nope"}, {[]string{"verify", "--nope"}, "nope"},
+		{[]string{"verify", "--leeway", "soon", "tok"}, "leeway"}, {[]string{"healthcheck", "--nope"}, "nope"},
+	} {
+		stdout, stderr, code := runKeyd(t, "", nil, tt.args...)
+		msg := strings.TrimSpace(stderr)
+		if code != 2 || stdout != "" || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "--help") || !strings.Contains(msg, tt.want) {
+			t.Errorf("keyd %s: exit %d, stdout %q, stderr:\n%s\nwant exit 2 and one line naming %s with a --help hint",
+				strings.Join(tt.args, " "), code, stdout, stderr, tt.want)
+		}
+	}
+}

@@ -111,25 +111,35 @@ func fail(stderr io.Writer, err error) int {
 }
 
 // parseFlags parses args; it returns false (after printing) on a usage error
-// or after printing the help (which run turns into exit 0).
+// or after printing the help (which run turns into exit 0). A usage error is
+// one line with a --help hint: the full flag list is what --help is for.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) bool {
+	fs.SetOutput(io.Discard) // the flag package's own error and usage
+	fs.Usage = func() {}
+	err := fs.Parse(args)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		if s, ok := synopses[fs.Name()]; ok {
-			fmt.Fprint(fs.Output(), s, "\nflags:\n")
-		} else {
-			fmt.Fprintf(fs.Output(), "usage: keyd %s [flags]\n\nflags:\n", fs.Name())
-		}
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		printUsage(fs)
 		return false
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keyd %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+	case err != nil:
+		fmt.Fprintf(stderr, "keyd %s: %v (\"keyd %s --help\" lists the flags)\n", fs.Name(), err, fs.Name())
+		return false
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "keyd %s: unexpected argument %q (\"keyd %s --help\" shows the usage)\n", fs.Name(), fs.Arg(0), fs.Name())
 		return false
 	}
 	return true
+}
+
+// printUsage prints a command's synopsis and its flags on fs's output.
+func printUsage(fs *flag.FlagSet) {
+	if s, ok := synopses[fs.Name()]; ok {
+		fmt.Fprint(fs.Output(), s, "\nflags:\n")
+	} else {
+		fmt.Fprintf(fs.Output(), "usage: keyd %s [flags]\n\nflags:\n", fs.Name())
+	}
+	fs.PrintDefaults()
 }
 
 func cmdSign(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {

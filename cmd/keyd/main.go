@@ -71,7 +71,7 @@ keyd serve --vault-auth approle logs in with; it prints how to get the IDs.
 Signs the claims JSON object read from stdin with the signer token and prints
 the token. keyd adds iat, exp (iat + ttl) and jti when absent.
 `,
-	"jwks": `usage: keyd jwks [--format jwks|edx] [--server URL]
+	"jwks": `usage: keyd jwks [--format jwks|edx] [--server URL] [--token T]
 
 Prints the public keys: the JWKS document, or (--format edx) the
 JWT_PUBLIC_SIGNING_JWK_SET setting an Open edX IDA pastes (RSA keys only).
@@ -97,7 +97,7 @@ Lists the audit trail (auditor token) and says whether its chain verifies.
 "keyd audit verify --help" for the offline check.
 `,
 	"audit verify": `usage: keyd audit verify --file PATH [--data-dir DIR] [--chain-only]
-       keyd audit verify --vault [--token T] [--vault-kv-mount KV]
+       keyd audit verify --vault [--token T] [--vault-mount M] [--vault-key K] [--vault-kv-mount KV]
 
 Checks the audit chain without keyd: a local audit.log offline, or the chain
 in Vault KV with the auditor's own token (VAULT_ADDR), and reconciles it with
