@@ -50,7 +50,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 		// bench row 5 keeps the peak RSS in check). GOGC overrides it.
 		debug.SetGCPercent(400)
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	log := newLogger(stderr)
 	if err := serve(ctx, cfg, log); err != nil {
 		err = vault.Explain(err)
 		log.Error("keyd stopped", "err", err)
@@ -227,7 +227,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			errc <- srv.Serve(ln)
 		}
 	}()
-	log.Info("keyd listening", "addr", ln.Addr().String(), "backend", cfg.Backend, "tls", cfg.TLSCert != "", "algorithm", cfg.Algorithm)
+	log.Info("keyd listening", "addr", ln.Addr().String(), "backend", cfg.Backend, "tls", cfg.TLSCert != "", "algorithm", cfg.Algorithm,
+		"rotation_schedule", cfg.RotationSchedule, "propagation_delay", cfg.PropagationDelay, "max_token_lifetime", cfg.MaxTokenLifetime,
+		"clock_skew", cfg.ClockSkew, "jwks_max_age", cfg.JWKSMaxAge, "expected_clients", cfg.ExpectedClients)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
