@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/openedx-keyd/keyd/internal/api"
+	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/claims"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
@@ -77,6 +78,10 @@ type wiring struct {
 	// observed is the shared store of observed propagation (Vault: the
 	// backend itself; local: the data dir's).
 	observed observedStore
+	// describe names the backend in a 503 ("Vault at ADDR").
+	describe string
+	// roleNames names the roles in a 403 (Vault: their policies); may be nil.
+	roleNames map[auth.Role]string
 }
 
 // observedStore keeps observed propagation for every replica.
@@ -197,6 +202,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Metrics:     m,
 		Gatherer:    reg,
 		Logger:      log,
+
+		BackendDescription: w.describe,
+		RoleNames:          w.roleNames,
+		PID:                os.Getpid(),
 	})
 	srv := &http.Server{
 		Addr:              cfg.Listen,

@@ -46,5 +46,12 @@ func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring
 	if err != nil {
 		return nil, err
 	}
-	return &wiring{backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b}, problems: problems, observed: observed}, nil
+	dir := cfg.DataDir
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	return &wiring{
+		backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b}, problems: problems, observed: observed,
+		describe: "the local data dir " + dir,
+	}, nil
 }

@@ -16,6 +16,7 @@ import (
 // vaultLogin is keyd's own Vault client for serve: routed over
 // --vault-addrs (or VAULT_ADDR) and logged in as --vault-auth says.
 type vaultLogin struct {
+	addrs   []string // as configured, in order
 	client  *vaultapi.Client
 	router  *vault.Router
 	session *vault.Session
@@ -44,7 +45,7 @@ func loginVault(ctx context.Context, cfg *config.Config, log *slog.Logger) (*vau
 		return nil, err
 	}
 	log.Info("vault", "addrs", router.Addrs(), "current", router.Current(), "auth", cfg.VaultAuth)
-	return &vaultLogin{client: client, router: router, session: session}, nil
+	return &vaultLogin{addrs: addrs, client: client, router: router, session: session}, nil
 }
 
 // run keeps the token renewed (or logs in again) and moves back to a
