@@ -5,10 +5,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestHelpExitsZero: every subcommand's --help (and -h, and "keyd help
@@ -212,5 +214,46 @@ func TestUsageErrorIsOneLine(t *testing.T) {
 			t.Errorf("keyd %s: exit %d, stdout %q, stderr:\n%s\nwant exit 2 and one line naming %s with a --help hint",
 				strings.Join(tt.args, " "), code, stdout, stderr, tt.want)
 		}
+	}
+}
+
+// TestHealthcheckPID: with --pid, only the answer of that keyd counts (not
+// another keyd's, not another server's), and --wait stops at once when the
+// process has exited.
+func TestHealthcheckPID(t *testing.T) {
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"ready":true,"pid":1}`))
+	}))
+	defer other.Close()
+	notKeyd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`ok`)) }))
+	defer notKeyd.Close()
+	me := strconv.Itoa(os.Getpid())
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--url", other.URL, "--pid", "1"}, 0, ""},
+		{[]string{"--url", other.URL}, 0, ""},
+		{[]string{"--url", other.URL, "--pid", me}, 1, "another keyd (pid 1)"},
+		{[]string{"--url", notKeyd.URL, "--pid", me}, 1, "not keyd"},
+		// The test process lives and another keyd answers: wait, then say why.
+		{[]string{"--url", other.URL, "--pid", me, "--wait", "1s"}, 1, "not ready after 1s"},
+	} {
+		_, stderr, code := runKeyd(t, "", nil, append([]string{"healthcheck"}, tt.args...)...)
+		if code != tt.code || !strings.Contains(stderr, tt.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+			t.Errorf("keyd healthcheck %v: exit %d, stderr %q; want exit %d and one line with %q", tt.args, code, stderr, tt.code, tt.want)
+		}
+	}
+
+	// A process that has exited (and been collected): at once.
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	_, stderr, code := runKeyd(t, "", nil, "healthcheck", "--url", other.URL, "--pid", strconv.Itoa(gone.Process.Pid), "--wait", "20s")
+	if code != 1 || !strings.Contains(stderr, "exited before it was ready") || time.Since(began) > 5*time.Second {
+		t.Errorf("healthcheck --pid <exited> --wait 20s: exit %d after %s, stderr %q", code, time.Since(began), stderr)
 	}
 }

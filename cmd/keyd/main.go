@@ -119,10 +119,17 @@ Confirms (admin token) that client C holds key version N: for a service that
 reads a static JWT_PUBLIC_SIGNING_JWK_SET, once it is redeployed with the
 output of "keyd jwks --format edx". Recorded in the audit trail.
 `,
-	"healthcheck": `usage: keyd healthcheck [--url URL]
+	"healthcheck": `usage: keyd healthcheck [--url URL] [--pid N] [--wait D]
 
 Exits 0 when URL (default keyd's /readyz) answers 200; for container
-healthchecks.
+healthchecks. --pid N also requires the answer to come from the keyd of
+process N (the pid in /readyz), not another server holding the port. --wait D
+keeps trying for up to D, and with --pid stops at once when process N has
+exited (a keyd that could not start):
+
+  bin/keyd serve 2> keyd.log &
+  KEYD_PID=$!
+  bin/keyd healthcheck --pid $KEYD_PID --wait 60s || cat keyd.log
 `,
 }
 
