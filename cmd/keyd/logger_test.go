@@ -30,10 +30,13 @@ func TestLogDurationsAsText(t *testing.T) {
 func TestStartupLineShowsSettings(t *testing.T) {
 	p := startKeyd(t, t.TempDir(), nil, "--propagation-delay", "36h", "--clock-skew", "90s")
 	var line map[string]any
-	for _, l := range strings.Split(p.stderr.String(), "\n") {
-		if strings.Contains(l, `"keyd listening"`) {
-			if err := json.Unmarshal([]byte(l), &line); err != nil {
-				t.Fatalf("%v: %s", err, l)
+	// keyd may answer /readyz a moment before it writes the line.
+	for deadline := time.Now().Add(10 * time.Second); line == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, l := range strings.Split(p.stderr.String(), "\n") {
+			if strings.Contains(l, `"keyd listening"`) {
+				if err := json.Unmarshal([]byte(l), &line); err != nil {
+					t.Fatalf("%v: %s", err, l)
+				}
 			}
 		}
 	}
