@@ -75,7 +75,7 @@ func (s *Server) unavailable() *Error {
 		backend += " (" + d + ")"
 	}
 	return apiError(http.StatusServiceUnavailable, "backend_unavailable",
-		backend+" is unavailable; /readyz (lifecycle.last_error) says why. Retry shortly.")
+		backend+" is unavailable; retry shortly, and see /readyz (lifecycle.last_error) for why.")
 }
 
 // routeRoles is the echo context key under which authorize keeps the roles
