@@ -310,7 +310,7 @@ func runLifecycle(t *testing.T, urls []string, signerTok, auditorTok string, d t
 }
 
 func TestLifecycleLocal(t *testing.T) {
-	env := []string{"KEYD_SIGNER_TOKEN=e2e-signer-token", "KEYD_ADMIN_TOKEN=e2e-admin-token", "KEYD_AUDITOR_TOKEN=e2e-auditor-token"}
+	env := []string{"KEYD_SIGNER_TOKEN=e2e-signer-token-0123456789abcdef0123", "KEYD_ADMIN_TOKEN=e2e-admin-token-0123456789abcdef0123", "KEYD_AUDITOR_TOKEN=e2e-auditor-token-0123456789abcdef0123"}
 	k := startKeyd(t, env, append([]string{"--data-dir", t.TempDir(), "--algorithm", "ES256"}, fastLifecycle...)...)
-	runLifecycle(t, []string{k.URL}, "e2e-signer-token", "e2e-auditor-token", 30*time.Second)
+	runLifecycle(t, []string{k.URL}, "e2e-signer-token-0123456789abcdef0123", "e2e-auditor-token-0123456789abcdef0123", 30*time.Second)
 }

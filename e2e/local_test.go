@@ -23,7 +23,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/testkeyd"
 )
 
-var localTokens = []string{"KEYD_SIGNER_TOKEN=e2e-signer-token", "KEYD_ADMIN_TOKEN=e2e-admin-token", "KEYD_AUDITOR_TOKEN=e2e-auditor-token"}
+var localTokens = []string{"KEYD_SIGNER_TOKEN=e2e-signer-token-0123456789abcdef0123", "KEYD_ADMIN_TOKEN=e2e-admin-token-0123456789abcdef0123", "KEYD_AUDITOR_TOKEN=e2e-auditor-token-0123456789abcdef0123"}
 
 // TestLocalAuditTrail: rotations, bootstrap and an emergency appear in the
 // local trail, `keyd audit verify --file` accepts it, and an edit is caught.
@@ -32,7 +32,7 @@ func TestLocalAuditTrail(t *testing.T) {
 	k := startKeyd(t, localTokens, "--data-dir", dir)
 	ctx := context.Background()
 	for _, body := range []map[string]any{{"reason": "monthly drill"}, {"emergency": true, "reason": "laptop stolen"}} {
-		if _, err := call(ctx, "POST", k.URL+"/v1/rotate", "e2e-admin-token", body, nil); err != nil {
+		if _, err := call(ctx, "POST", k.URL+"/v1/rotate", "e2e-admin-token-0123456789abcdef0123", body, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -44,7 +44,7 @@ func TestLocalAuditTrail(t *testing.T) {
 		}
 		ChainValid bool `json:"chain_valid"`
 	}
-	if _, err := call(ctx, "GET", k.URL+"/v1/audit?since=1", "e2e-auditor-token", nil, &trail); err != nil {
+	if _, err := call(ctx, "GET", k.URL+"/v1/audit?since=1", "e2e-auditor-token-0123456789abcdef0123", nil, &trail); err != nil {
 		t.Fatal(err)
 	}
 	types := map[string]int{}

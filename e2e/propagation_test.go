@@ -116,11 +116,11 @@ func TestPropagationLocal(t *testing.T) {
 	ctx := context.Background()
 	_, oldETag, _ := idaFetch(t, k.URL, "ecommerce", "e1:1", "")
 	idaFetch(t, k.URL, "ecommerce", "e2:1", "")
-	oldKID := signedKID(t, k.URL, "e2e-signer-token")
-	if _, err := call(ctx, "POST", k.URL+"/v1/rotate", "e2e-admin-token", map[string]any{}, nil); err != nil {
+	oldKID := signedKID(t, k.URL, "e2e-signer-token-0123456789abcdef0123")
+	if _, err := call(ctx, "POST", k.URL+"/v1/rotate", "e2e-admin-token-0123456789abcdef0123", map[string]any{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	recorded := parseTime(t, keysOf(t, k.URL, "e2e-auditor-token")[2].ActivatesAt)
+	recorded := parseTime(t, keysOf(t, k.URL, "e2e-auditor-token-0123456789abcdef0123")[2].ActivatesAt)
 	waitUntil(t, 5*time.Second, "e1 is served the new key", func() bool {
 		st, _, n := idaFetch(t, k.URL, "ecommerce", "e1:1", oldETag)
 		return st == 200 && n == 2
@@ -128,15 +128,15 @@ func TestPropagationLocal(t *testing.T) {
 	// Observe for a while past activates_at: the lagging e2 holds the key
 	// back (a fixed observation window: nothing happens to wait for).
 	time.Sleep(time.Until(recorded.Add(2 * time.Second)))
-	keys := keysOf(t, k.URL, "e2e-auditor-token")
-	if keys[2].State != "pending" || signedKID(t, k.URL, "e2e-signer-token") != oldKID {
+	keys := keysOf(t, k.URL, "e2e-auditor-token-0123456789abcdef0123")
+	if keys[2].State != "pending" || signedKID(t, k.URL, "e2e-signer-token-0123456789abcdef0123") != oldKID {
 		t.Fatalf("the key activated or signed while e2 lags: %+v", keys[2])
 	}
-	out, err := exec.Command(keydBin, "keys", "--server", k.URL, "--token", "e2e-auditor-token").CombinedOutput()
+	out, err := exec.Command(keydBin, "keys", "--server", k.URL, "--token", "e2e-auditor-token-0123456789abcdef0123").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "waiting for ecommerce: 1 of 2 instances") {
 		t.Errorf("keyd keys: %v\n%s", err, out)
 	}
-	out, err = exec.Command(keydBin, "propagation", "--server", k.URL, "--token", "e2e-admin-token").CombinedOutput()
+	out, err = exec.Command(keydBin, "propagation", "--server", k.URL, "--token", "e2e-admin-token-0123456789abcdef0123").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "e2:1") || !strings.Contains(string(out), "waiting") {
 		t.Errorf("keyd propagation: %v\n%s", err, out)
 	}
@@ -146,24 +146,24 @@ func TestPropagationLocal(t *testing.T) {
 		t.Fatalf("e2 fetch: %d, %d keys", st, n)
 	}
 	waitUntil(t, 5*time.Second, "e2's fetch releases the key", func() bool {
-		return keysOf(t, k.URL, "e2e-auditor-token")[2].State == "active"
+		return keysOf(t, k.URL, "e2e-auditor-token-0123456789abcdef0123")[2].State == "active"
 	})
-	keys = keysOf(t, k.URL, "e2e-auditor-token")
+	keys = keysOf(t, k.URL, "e2e-auditor-token-0123456789abcdef0123")
 	actual := parseTime(t, keys[2].ActivatesAt)
 	if !actual.After(recorded.Add(time.Second)) || keys[1].RetiresAt == nil || parseTime(t, *keys[1].RetiresAt) != actual.Add(7*time.Second) {
 		t.Errorf("actual activation %v (recorded %v); old key retires at %v, want actual + 7s", actual, recorded, deref(keys[1].RetiresAt))
 	}
-	if signedKID(t, k.URL, "e2e-signer-token") != keys[2].KID {
+	if signedKID(t, k.URL, "e2e-signer-token-0123456789abcdef0123") != keys[2].KID {
 		t.Error("the released key does not sign")
 	}
-	if r := auditTypes(t, k.URL, "e2e-auditor-token")["propagation_confirmed"]; len(r) != 1 || r[0] != "client ecommerce confirmed by fetch" {
+	if r := auditTypes(t, k.URL, "e2e-auditor-token-0123456789abcdef0123")["propagation_confirmed"]; len(r) != 1 || r[0] != "client ecommerce confirmed by fetch" {
 		t.Errorf("propagation_confirmed events: %q", r)
 	}
 
 	// A restart keeps the actual activation and the observations.
 	k.Stop()
 	k = startKeyd(t, localTokens, args...)
-	if again := keysOf(t, k.URL, "e2e-auditor-token")[2]; again.ActivatesAt != keys[2].ActivatesAt || again.State != "active" {
+	if again := keysOf(t, k.URL, "e2e-auditor-token-0123456789abcdef0123")[2]; again.ActivatesAt != keys[2].ActivatesAt || again.State != "active" {
 		t.Errorf("after a restart: %+v, want active from %s", again, keys[2].ActivatesAt)
 	}
 	var p struct {
@@ -172,7 +172,7 @@ func TestPropagationLocal(t *testing.T) {
 			Instances []struct{ Instance string }
 		}
 	}
-	if _, err := call(ctx, "GET", k.URL+"/v1/propagation", "e2e-auditor-token", nil, &p); err != nil || len(p.Clients) != 1 || len(p.Clients[0].Instances) != 2 {
+	if _, err := call(ctx, "GET", k.URL+"/v1/propagation", "e2e-auditor-token-0123456789abcdef0123", nil, &p); err != nil || len(p.Clients) != 1 || len(p.Clients[0].Instances) != 2 {
 		t.Errorf("observations after a restart: %+v %v", p, err)
 	}
 	forgedHeaders(t, k.URL)
@@ -218,11 +218,11 @@ func forgedHeaders(t *testing.T, url string) {
 	var p struct {
 		Clients []struct{ Instances []struct{ Instance string } }
 	}
-	if _, err := call(context.Background(), "GET", url+"/v1/propagation", "e2e-auditor-token", nil, &p); err != nil {
+	if _, err := call(context.Background(), "GET", url+"/v1/propagation", "e2e-auditor-token-0123456789abcdef0123", nil, &p); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond) // one flush interval: a recorded forgery would be stored by now
-	if _, err := call(context.Background(), "GET", url+"/v1/propagation", "e2e-auditor-token", nil, &p); err != nil {
+	if _, err := call(context.Background(), "GET", url+"/v1/propagation", "e2e-auditor-token-0123456789abcdef0123", nil, &p); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range p.Clients {
@@ -239,17 +239,17 @@ func forgedHeaders(t *testing.T, url string) {
 // client.
 func TestPropagationMaxWaitLocal(t *testing.T) {
 	k := startKeyd(t, localTokens, append([]string{"--data-dir", t.TempDir()}, gatedArgs("3s")...)...)
-	if _, err := call(context.Background(), "POST", k.URL+"/v1/rotate", "e2e-admin-token", map[string]any{}, nil); err != nil {
+	if _, err := call(context.Background(), "POST", k.URL+"/v1/rotate", "e2e-admin-token-0123456789abcdef0123", map[string]any{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	recorded := parseTime(t, keysOf(t, k.URL, "e2e-auditor-token")[2].ActivatesAt)
+	recorded := parseTime(t, keysOf(t, k.URL, "e2e-auditor-token-0123456789abcdef0123")[2].ActivatesAt)
 	waitUntil(t, 15*time.Second, "the max wait activates the key", func() bool {
-		return keysOf(t, k.URL, "e2e-auditor-token")[2].State == "active"
+		return keysOf(t, k.URL, "e2e-auditor-token-0123456789abcdef0123")[2].State == "active"
 	})
-	if actual := parseTime(t, keysOf(t, k.URL, "e2e-auditor-token")[2].ActivatesAt); actual.Before(recorded.Add(3 * time.Second)) {
+	if actual := parseTime(t, keysOf(t, k.URL, "e2e-auditor-token-0123456789abcdef0123")[2].ActivatesAt); actual.Before(recorded.Add(3 * time.Second)) {
 		t.Errorf("activated at %v, before activates_at + max wait %v", actual, recorded.Add(3*time.Second))
 	}
-	if r := auditTypes(t, k.URL, "e2e-auditor-token")["activation_unconfirmed"]; len(r) != 1 || !strings.Contains(r[0], "ecommerce") {
+	if r := auditTypes(t, k.URL, "e2e-auditor-token-0123456789abcdef0123")["activation_unconfirmed"]; len(r) != 1 || !strings.Contains(r[0], "ecommerce") {
 		t.Errorf("activation_unconfirmed events: %q", r)
 	}
 }

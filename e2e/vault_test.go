@@ -122,6 +122,10 @@ func TestVaultOutage(t *testing.T) {
 	if took := time.Since(began); status != http.StatusServiceUnavailable || took > 1500*time.Millisecond {
 		t.Errorf("sign with Vault cut: %d after %v (%v); want 503 within a second", status, took, err)
 	}
+	if err == nil || !strings.Contains(err.Error(), `"backend_unavailable"`) || !strings.Contains(err.Error(), "Vault at "+proxy.Addr()) ||
+		!strings.Contains(err.Error(), "/readyz") {
+		t.Errorf("the 503 does not name Vault at %s and point at /readyz: %v", proxy.Addr(), err)
+	}
 	// The JWKS keeps being served and readiness holds, while the body says
 	// the backend is down (after one snapshot refresh: 10s by default).
 	var ready struct {
@@ -178,6 +182,19 @@ func TestVaultRolesOverHTTP(t *testing.T) {
 	for _, c := range checks {
 		if got, err := call(ctx, c.method, k.URL+c.path, c.token, c.body, nil); got != c.want {
 			t.Errorf("%s: %s %s = %d (%v), want %d", c.what, c.method, c.path, got, err, c.want)
+		}
+	}
+	// A 403 names the role by its Vault policy.
+	for _, c := range []struct{ method, path, token, want string }{
+		{"POST", "/v1/sign", e.ida, "signer (a Vault token of policy keyd-lms-signer)"},
+		{"GET", "/v1/audit", e.lms, "auditor (a Vault token of policy keyd-auditor)"},
+	} {
+		var body any
+		if c.method == "POST" {
+			body = testClaims
+		}
+		if _, err := call(ctx, c.method, k.URL+c.path, c.token, body, nil); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("403 of %s %s: %v; want it to name %s", c.method, c.path, err, c.want)
 		}
 	}
 	if out, err := auditVerifyVault(e); err != nil {

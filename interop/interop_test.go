@@ -94,11 +94,11 @@ func TestForeignVerifiersAcceptKeydTokens(t *testing.T) {
 			return exec.Command("node", "js/verify.mjs", u, tok, alg, issuer, audience)
 		}},
 	}
-	env := []string{"KEYD_SIGNER_TOKEN=interop-signer", "KEYD_ADMIN_TOKEN=interop-admin", "KEYD_AUDITOR_TOKEN=interop-auditor"}
+	env := []string{"KEYD_SIGNER_TOKEN=interop-signer-0123456789abcdef0123", "KEYD_ADMIN_TOKEN=interop-admin-0123456789abcdef0123", "KEYD_AUDITOR_TOKEN=interop-auditor-0123456789abcdef0123"}
 	for _, alg := range []string{"RS512", "RS256", "ES256", "EdDSA"} {
 		t.Run(alg, func(t *testing.T) {
 			k := testkeyd.Start(t, keydBin, env, "--data-dir", t.TempDir(), "--algorithm", alg)
-			tok := sign(t, k.URL, "interop-signer")
+			tok := sign(t, k.URL, "interop-signer-0123456789abcdef0123")
 			jwksURL := k.URL + "/.well-known/jwks.json"
 			for _, v := range verifiers {
 				out, err := v.cmd(jwksURL, tok, alg).CombinedOutput()

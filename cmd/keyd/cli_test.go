@@ -5,10 +5,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestHelpExitsZero: every subcommand's --help (and -h, and "keyd help
@@ -159,5 +161,99 @@ func TestVaultErrorsAreOneLine(t *testing.T) {
 			!strings.Contains(line, ": 403: ") || !strings.Contains(line, "permission denied") || strings.Contains(line, "Error making API request") {
 			t.Errorf("keyd %s: exit %d, stderr:\n%s\nwant exit 1 and one line naming %s, 403 and permission denied", strings.Join(tt.args, " "), code, stderr, tt.path)
 		}
+	}
+}
+
+// TestSynopsisNamesEveryFlag: each command's synopsis line names every flag
+// the command takes (or says [flags]), so --help's first lines are complete.
+func TestSynopsisNamesEveryFlag(t *testing.T) {
+	for _, cmd := range [][]string{
+		{"bootstrap"}, {"sign"}, {"jwks"}, {"keys"}, {"rotate"}, {"audit"}, {"audit", "verify"},
+		{"propagation"}, {"propagation", "confirm"}, {"verify"}, {"healthcheck"},
+	} {
+		stdout, stderr, code := runKeyd(t, "", nil, append(cmd, "--help")...)
+		if code != 0 {
+			t.Fatalf("keyd %v --help: exit %d: %s", cmd, code, stderr)
+		}
+		out := stdout + stderr // keyd verify prints its help on stderr
+		synopsis, _, _ := strings.Cut(out, "\n\n")
+		if strings.Contains(synopsis, "[flags]") {
+			continue
+		}
+		for _, l := range strings.Split(out, "\n") {
+			f := strings.Fields(l)
+			if !strings.HasPrefix(l, "  -") || len(f) == 0 {
+				continue
+			}
+			name := strings.TrimLeft(f[0], "-")
+			if !strings.Contains(synopsis, "--"+name) {
+				t.Errorf("keyd %s --help: the synopsis does not name --%s:\n%s", strings.Join(cmd, " "), name, synopsis)
+			}
+		}
+	}
+}
+
+// TestUsageErrorIsOneLine: an unknown flag, a bad flag value or a stray
+// argument is one line naming it, with the --help hint; not the whole usage.
+func TestUsageErrorIsOneLine(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string // what the line must name
+	}{
+		{[]string{"serve", "--no-such-flag"}, "no-such-flag"}, {[]string{"serve", "stray"}, "stray"},
+		{[]string{"bootstrap", "--nope"}, "nope"}, {[]string{"sign", "--nope"}, "nope"},
+		{[]string{"jwks", "--nope"}, "nope"}, {[]string{"keys", "--json=maybe"}, "json"},
+		{[]string{"rotate", "--nope"}, "nope"}, {[]string{"audit", "--nope"}, "nope"},
+		{[]string{"audit", "verify", "--nope"}, "nope"}, {[]string{"propagation", "--nope"}, "nope"},
+		{[]string{"propagation", "confirm", "--nope"}, "nope"}, {[]string{"verify", "--nope"}, "nope"},
+		{[]string{"verify", "--leeway", "soon", "tok"}, "leeway"}, {[]string{"healthcheck", "--nope"}, "nope"},
+	} {
+		stdout, stderr, code := runKeyd(t, "", nil, tt.args...)
+		msg := strings.TrimSpace(stderr)
+		if code != 2 || stdout != "" || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "--help") || !strings.Contains(msg, tt.want) {
+			t.Errorf("keyd %s: exit %d, stdout %q, stderr:\n%s\nwant exit 2 and one line naming %s with a --help hint",
+				strings.Join(tt.args, " "), code, stdout, stderr, tt.want)
+		}
+	}
+}
+
+// TestHealthcheckPID: with --pid, only the answer of that keyd counts (not
+// another keyd's, not another server's), and --wait stops at once when the
+// process has exited.
+func TestHealthcheckPID(t *testing.T) {
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"ready":true,"pid":1}`))
+	}))
+	defer other.Close()
+	notKeyd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`ok`)) }))
+	defer notKeyd.Close()
+	me := strconv.Itoa(os.Getpid())
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--url", other.URL, "--pid", "1"}, 0, ""},
+		{[]string{"--url", other.URL}, 0, ""},
+		{[]string{"--url", other.URL, "--pid", me}, 1, "another keyd (pid 1)"},
+		{[]string{"--url", notKeyd.URL, "--pid", me}, 1, "not keyd"},
+		// The test process lives and another keyd answers: wait, then say why.
+		{[]string{"--url", other.URL, "--pid", me, "--wait", "1s"}, 1, "not ready after 1s"},
+	} {
+		_, stderr, code := runKeyd(t, "", nil, append([]string{"healthcheck"}, tt.args...)...)
+		if code != tt.code || !strings.Contains(stderr, tt.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+			t.Errorf("keyd healthcheck %v: exit %d, stderr %q; want exit %d and one line with %q", tt.args, code, stderr, tt.code, tt.want)
+		}
+	}
+
+	// A process that has exited (and been collected): at once.
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	_, stderr, code := runKeyd(t, "", nil, "healthcheck", "--url", other.URL, "--pid", strconv.Itoa(gone.Process.Pid), "--wait", "20s")
+	if code != 1 || !strings.Contains(stderr, "exited before it was ready") || time.Since(began) > 5*time.Second {
+		t.Errorf("healthcheck --pid <exited> --wait 20s: exit %d after %s, stderr %q", code, time.Since(began), stderr)
 	}
 }

@@ -111,25 +111,35 @@ func fail(stderr io.Writer, err error) int {
 }
 
 // parseFlags parses args; it returns false (after printing) on a usage error
-// or after printing the help (which run turns into exit 0).
+// or after printing the help (which run turns into exit 0). A usage error is
+// one line with a --help hint: the full flag list is what --help is for.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) bool {
+	fs.SetOutput(io.Discard) // the flag package's own error and usage
+	fs.Usage = func() {}
+	err := fs.Parse(args)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		if s, ok := synopses[fs.Name()]; ok {
-			fmt.Fprint(fs.Output(), s, "\nflags:\n")
-		} else {
-			fmt.Fprintf(fs.Output(), "usage: keyd %s [flags]\n\nflags:\n", fs.Name())
-		}
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		printUsage(fs)
 		return false
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keyd %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+	case err != nil:
+		fmt.Fprintf(stderr, "keyd %s: %v (\"keyd %s --help\" lists the flags)\n", fs.Name(), err, fs.Name())
+		return false
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "keyd %s: unexpected argument %q (\"keyd %s --help\" shows the usage)\n", fs.Name(), fs.Arg(0), fs.Name())
 		return false
 	}
 	return true
+}
+
+// printUsage prints a command's synopsis and its flags on fs's output.
+func printUsage(fs *flag.FlagSet) {
+	if s, ok := synopses[fs.Name()]; ok {
+		fmt.Fprint(fs.Output(), s, "\nflags:\n")
+	} else {
+		fmt.Fprintf(fs.Output(), "usage: keyd %s [flags]\n\nflags:\n", fs.Name())
+	}
+	fs.PrintDefaults()
 }
 
 func cmdSign(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -272,24 +282,69 @@ func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) int
 func cmdHealthcheck(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	url := fs.String("url", "http://127.0.0.1:8080/readyz", "URL that must answer 200")
+	pid := fs.Int("pid", 0, "also require the answer to come from the keyd of this process ID (the pid member of /readyz)")
+	wait := fs.Duration("wait", 0, "keep trying this long (e.g. 60s) until ready; with --pid, stop at once when that process has exited")
 	if !parseFlags(fs, args, stderr) {
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if *wait <= 0 {
+		if err := checkReady(ctx, *url, *pid, 5*time.Second); err != nil {
+			return fail(stderr, err)
+		}
+		return 0
+	}
+	deadline := time.Now().Add(*wait)
+	for {
+		if *pid > 0 && processGone(*pid) {
+			return fail(stderr, fmt.Errorf("the keyd of pid %d exited before it was ready; its log says why", *pid))
+		}
+		err := checkReady(ctx, *url, *pid, min(2*time.Second, time.Until(deadline)+time.Millisecond))
+		if err == nil {
+			return 0
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fail(stderr, fmt.Errorf("not ready after %s: %w", *wait, err))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// checkReady asks url once: nil when it answers 200 and, with pid, the
+// answer's pid member is pid (it is this keyd, not another server holding
+// the port).
+func checkReady(ctx context.Context, url string, pid int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return fail(stderr, err)
+		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fail(stderr, err)
+		return err
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fail(stderr, fmt.Errorf("%s answered %s", *url, resp.Status))
+		return fmt.Errorf("%s answered %s", url, resp.Status)
 	}
-	return 0
+	if pid <= 0 {
+		return nil
+	}
+	var body struct {
+		PID int `json:"pid"`
+	}
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body)
+	if body.PID != pid {
+		who := "a server that is not keyd, or an older keyd"
+		if body.PID != 0 {
+			who = fmt.Sprintf("another keyd (pid %d)", body.PID)
+		}
+		return fmt.Errorf("%s is answered by %s, not by keyd pid %d: stop it or give this keyd another --listen", url, who, pid)
+	}
+	return nil
 }
 
 // printWaiting prints the waiting line of each pending key.

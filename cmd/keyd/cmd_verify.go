@@ -29,11 +29,8 @@ flags:
 // and one line on stderr when the token is refused, exit 2 on a usage error.
 func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyd verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), verifyUsage)
-		fs.PrintDefaults()
-	}
+	fs.SetOutput(io.Discard) // the flag package's own error and usage
+	fs.Usage = func() {}
 	jwks := fs.String("jwks", "", "JWKS `URL` (http or https) or FILE holding the public keys")
 	issuers := fs.String("issuer", "", "accepted iss `values`, comma-separated")
 	audience := fs.String("audience", "", "`aud` value the token must include")
@@ -42,17 +39,19 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	maxLifetime := fs.Duration("max-lifetime", verify.DefaultMaxLifetime, "longest exp - iat accepted (at most 1h)")
 
 	tokens, err := parseInterleaved(fs, args)
+	fs.SetOutput(stderr)
 	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stderr, verifyUsage)
+		fs.PrintDefaults()
 		return 0
 	}
 	usageErr := func(msg string) int {
-		fmt.Fprintf(stderr, "keyd verify: %s\n", msg)
-		fmt.Fprintln(stderr, "run 'keyd verify -h' for usage")
+		fmt.Fprintf(stderr, "keyd verify: %s (\"keyd verify --help\" shows the usage)\n", msg)
 		return 2
 	}
 	switch {
 	case err != nil:
-		return 2 // the flag package has printed the error and the usage
+		return usageErr(err.Error())
 	case *jwks == "":
 		return usageErr("--jwks is required")
 	case len(tokens) != 1:

@@ -49,8 +49,9 @@ its help; a flag given on the command line wins.
 
 environment (besides the KEYD_* variable of each flag):
   KEYD_SIGNER_TOKEN, KEYD_ADMIN_TOKEN, KEYD_AUDITOR_TOKEN
-        local backend: the bearer token of each role; one not set is
-        generated at first start and kept in <data-dir>/tokens/<role> (0600)
+        local backend: the bearer token of each role, at least 32 characters;
+        one not set is generated at first start and kept in
+        <data-dir>/tokens/<role> (0600)
   VAULT_ADDR
         vault backend: the Vault address (required with --backend vault
         unless --vault-addrs lists the cluster's nodes)
@@ -74,7 +75,7 @@ keyd serve --vault-auth approle logs in with; it prints how to get the IDs.
 Signs the claims JSON object read from stdin with the signer token and prints
 the token. keyd adds iat, exp (iat + ttl) and jti when absent.
 `,
-	"jwks": `usage: keyd jwks [--format jwks|edx] [--server URL]
+	"jwks": `usage: keyd jwks [--format jwks|edx] [--server URL] [--token T]
 
 Prints the public keys: the JWKS document, or (--format edx) the
 JWT_PUBLIC_SIGNING_JWK_SET setting an Open edX IDA pastes (RSA keys only).
@@ -101,7 +102,7 @@ Lists the audit trail (auditor token) and says whether its chain verifies.
 "keyd audit verify --help" for the offline check.
 `,
 	"audit verify": `usage: keyd audit verify --file PATH [--data-dir DIR] [--chain-only]
-       keyd audit verify --vault [--token T] [--vault-kv-mount KV]
+       keyd audit verify --vault [--token T] [--vault-mount M] [--vault-key K] [--vault-kv-mount KV]
 
 Checks the audit chain without keyd: a local audit.log offline, or the chain
 in Vault KV with the auditor's own token (VAULT_ADDR), and reconciles it with
@@ -137,10 +138,17 @@ Confirms (admin token) that client C holds key version N: for a service that
 reads a static JWT_PUBLIC_SIGNING_JWK_SET, once it is redeployed with the
 output of "keyd jwks --format edx". Recorded in the audit trail.
 `,
-	"healthcheck": `usage: keyd healthcheck [--url URL]
+	"healthcheck": `usage: keyd healthcheck [--url URL] [--pid N] [--wait D]
 
 Exits 0 when URL (default keyd's /readyz) answers 200; for container
-healthchecks.
+healthchecks. --pid N also requires the answer to come from the keyd of
+process N (the pid in /readyz), not another server holding the port. --wait D
+keeps trying for up to D, and with --pid stops at once when process N has
+exited (a keyd that could not start):
+
+  bin/keyd serve 2> keyd.log &
+  KEYD_PID=$!
+  bin/keyd healthcheck --pid $KEYD_PID --wait 60s || cat keyd.log
 `,
 }
 

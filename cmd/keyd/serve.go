@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/openedx-keyd/keyd/internal/api"
+	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/claims"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
@@ -51,7 +52,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 		// bench row 5 keeps the peak RSS in check). GOGC overrides it.
 		debug.SetGCPercent(400)
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	log := newLogger(stderr)
 	if err := serve(ctx, cfg, log); err != nil {
 		var dirErr *datadir.Error
 		if errors.As(err, &dirErr) { // the operator's fix, on one line
@@ -85,6 +86,10 @@ type wiring struct {
 	// observed is the shared store of observed propagation (Vault: the
 	// backend itself; local: the data dir's).
 	observed observedStore
+	// describe names the backend in a 503 ("Vault at ADDR").
+	describe string
+	// roleNames names the roles in a 403 (Vault: their policies); may be nil.
+	roleNames map[auth.Role]string
 }
 
 // observedStore keeps observed propagation for every replica.
@@ -208,6 +213,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Metrics:     m,
 		Gatherer:    reg,
 		Logger:      log,
+
+		BackendDescription: w.describe,
+		RoleNames:          w.roleNames,
+		PID:                os.Getpid(),
 	})
 	srv := &http.Server{
 		Addr:              cfg.Listen,
@@ -238,7 +247,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			errc <- srv.Serve(ln)
 		}
 	}()
-	log.Info("keyd listening", "addr", ln.Addr().String(), "backend", cfg.Backend, "tls", cfg.TLSCert != "", "algorithm", cfg.Algorithm)
+	log.Info("keyd listening", "addr", ln.Addr().String(), "backend", cfg.Backend, "tls", cfg.TLSCert != "", "algorithm", cfg.Algorithm,
+		"rotation_schedule", cfg.RotationSchedule, "propagation_delay", cfg.PropagationDelay, "max_token_lifetime", cfg.MaxTokenLifetime,
+		"clock_skew", cfg.ClockSkew, "jwks_max_age", cfg.JWKSMaxAge, "expected_clients", cfg.ExpectedClients)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)

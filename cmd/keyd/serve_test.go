@@ -283,14 +283,14 @@ func TestRestartKeepsKeysAndTokens(t *testing.T) {
 
 func TestTokensFromEnvAreNotWritten(t *testing.T) {
 	dataDir := t.TempDir()
-	p := startKeyd(t, dataDir, []string{"KEYD_SIGNER_TOKEN=env-signer-token"}, "--algorithm", "EdDSA")
+	p := startKeyd(t, dataDir, []string{"KEYD_SIGNER_TOKEN=env-signer-token-0123456789abcdef0123"}, "--algorithm", "EdDSA")
 	if _, err := os.Stat(filepath.Join(dataDir, "tokens", "signer")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("tokens/signer exists although KEYD_SIGNER_TOKEN is set (stat: %v)", err)
 	}
 	for _, role := range []string{"admin", "auditor"} {
 		p.token(t, role)
 	}
-	p.sign(t, "env-signer-token")
+	p.sign(t, "env-signer-token-0123456789abcdef0123")
 }
 
 // runKeyd runs the keyd binary with stdin and env (KEYD_* assignments) and
@@ -341,6 +341,12 @@ func TestBadConfigurationExits(t *testing.T) {
 			args: []string{"--issuer", "", "--tls-cert", "cert.pem"},
 			env:  []string{"KEYD_CLOCK_SKEW=a minute", "KEYD_MAX_TOKEN_LIFETIME=24h"},
 			want: []string{"--issuer", "--tls-cert", "--clock-skew", "--max-token-lifetime"},
+		},
+		{
+			name: "short role token",
+			args: []string{"--jwks-max-age", "0s"},
+			env:  []string{"KEYD_ADMIN_TOKEN=admin123"},
+			want: []string{"--jwks-max-age", "KEYD_ADMIN_TOKEN: a role token needs at least 32 characters"},
 		},
 	}
 	for _, tt := range tests {

@@ -56,6 +56,13 @@ func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring
 		return nil, err
 	}
 	ok = true
-	return &wiring{backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b}, problems: problems, observed: observed,
-		stop: func() { dir.Close() }}, nil
+	path := cfg.DataDir
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	return &wiring{
+		backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b}, problems: problems, observed: observed,
+		describe: "the local data dir " + path,
+		stop:     func() { dir.Close() },
+	}, nil
 }

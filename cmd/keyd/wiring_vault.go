@@ -17,6 +17,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/vault"
+	"github.com/openedx-keyd/keyd/policies"
 )
 
 // vaultWiring is production mode: keys in Vault transit, records and the
@@ -49,6 +50,12 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 		start:    login.run,
 		login:    login.session.Problem,
 		observed: b,
+		describe: "Vault at " + strings.Join(login.addrs, ", "),
+		roleNames: map[auth.Role]string{
+			auth.RoleSigner:  "signer (a Vault token of policy " + policies.LMSSigner + ")",
+			auth.RoleAdmin:   "admin (a Vault token of policy " + policies.Admin + ")",
+			auth.RoleAuditor: "auditor (a Vault token of policy " + policies.Auditor + ")",
+		},
 	}, nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"time"
@@ -16,6 +17,7 @@ import (
 // vaultLogin is keyd's own Vault client for serve: routed over
 // --vault-addrs (or VAULT_ADDR) and logged in as --vault-auth says.
 type vaultLogin struct {
+	addrs   []string // as configured, in order
 	client  *vaultapi.Client
 	router  *vault.Router
 	session *vault.Session
@@ -32,6 +34,9 @@ func loginVault(ctx context.Context, cfg *config.Config, log *slog.Logger) (*vau
 	if len(addrs) == 0 {
 		return nil, errors.New("no Vault address: set --vault-addrs (KEYD_VAULT_ADDRS) or VAULT_ADDR")
 	}
+	if cfg.VaultAuth == "approle" {
+		warnReadableSecretID(cfg.VaultSecretIDFile, log)
+	}
 	client, router, err := vault.NewRoutedClient(addrs, 5*time.Second, log)
 	if err != nil {
 		return nil, err
@@ -44,7 +49,18 @@ func loginVault(ctx context.Context, cfg *config.Config, log *slog.Logger) (*vau
 		return nil, err
 	}
 	log.Info("vault", "addrs", router.Addrs(), "current", router.Current(), "auth", cfg.VaultAuth)
-	return &vaultLogin{client: client, router: router, session: session}, nil
+	return &vaultLogin{addrs: addrs, client: client, router: router, session: session}, nil
+}
+
+// warnReadableSecretID logs one warning when the AppRole secret-ID file can
+// be read by its group or others: the secret ID logs in as keyd.
+func warnReadableSecretID(path string, log *slog.Logger) {
+	info, err := os.Stat(path)
+	if err != nil || info.Mode().Perm()&0o077 == 0 {
+		return // a missing file is the login's error
+	}
+	log.Warn("the AppRole secret-ID file can be read by its group or others; only keyd's user should read it",
+		"file", path, "mode", fmt.Sprintf("%04o", info.Mode().Perm()), "fix", "chmod 600 "+path)
 }
 
 // run keeps the token renewed (or logs in again) and moves back to a

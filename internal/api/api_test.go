@@ -26,6 +26,7 @@ import (
 
 	"github.com/openedx-keyd/keyd/internal/api"
 	"github.com/openedx-keyd/keyd/internal/audit"
+	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/claims"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
@@ -89,6 +90,8 @@ type testEnv struct {
 	recorder *propagation.Recorder
 	observed *local.PropagationStore
 	dir      string // the data dir
+	// apiCfg is what env.handler was made of.
+	apiCfg api.Config
 }
 
 // newEnv serves api.New over a local backend in a temp dir; with tick the
@@ -153,7 +156,7 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool, opts ...func(*rotatio
 		}
 	}
 	env := &testEnv{clk: clk, mgr: mgr, backend: &switchBackend{Backend: lb}, audit: &fakeAudit{}, jwks: handler, recorder: recorder, observed: observed, dir: dir}
-	env.handler = api.New(api.Config{
+	env.apiCfg = api.Config{
 		Auth:      auth,
 		Backend:   env.backend,
 		Lifecycle: mgr,
@@ -165,7 +168,11 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool, opts ...func(*rotatio
 		Metrics:     m,
 		Gatherer:    reg,
 		Logger:      log,
-	})
+
+		BackendDescription: "the local data dir " + dir,
+		PID:                4242,
+	}
+	env.handler = api.New(env.apiCfg)
 	srv := httptest.NewServer(env.handler)
 	t.Cleanup(srv.Close)
 	env.url = srv.URL
@@ -1004,5 +1011,64 @@ func TestJWKSRoute(t *testing.T) {
 		if tt.path == "/.well-known/jwks.json" && tt.want == 200 && (w.Header().Get("ETag") == "" || w.Header().Get("Cache-Control") != "public, max-age=300") {
 			t.Errorf("%s JWKS headers: %v", tt.method, w.Header())
 		}
+	}
+}
+
+// TestErrorMessagesSayWhatIsNeeded: a 403 names the role the route needs
+// (as the deployment names it), a 503 backend_unavailable names the backend
+// and points at /readyz; the codes stay the contract's.
+func TestErrorMessagesSayWhatIsNeeded(t *testing.T) {
+	e := newEnv(t, signer.ES256, true)
+	message := func(r result) string {
+		var body struct{ Error, Message string }
+		if err := json.Unmarshal(r.body, &body); err != nil {
+			t.Fatalf("%v: %s", err, r.body)
+		}
+		return body.Message
+	}
+	for _, tt := range []struct {
+		name, method, path, token, body string
+		want                            string
+	}{
+		{"sign", "POST", "/v1/sign", auditorTok, signBody("", ""), "role this route needs: signer."},
+		{"keys", "GET", "/v1/keys", signerTok, "", "role this route needs: auditor or admin."},
+		{"rotate", "POST", "/v1/rotate", auditorTok, "", "role this route needs: admin."},
+		{"audit", "GET", "/v1/audit", adminTok, "", "role this route needs: auditor."},
+		{"confirm", "POST", "/v1/propagation/confirm", auditorTok, `{"client":"c","version":1}`, "role this route needs: admin."},
+	} {
+		r := e.do(t, tt.method, tt.path, tt.token, strings.NewReader(tt.body), "Content-Type", "application/json")
+		checkError(t, r, http.StatusForbidden, "forbidden")
+		if msg := message(r); !strings.HasSuffix(msg, tt.want) {
+			t.Errorf("%s: 403 message %q, want it to end %q", tt.name, msg, tt.want)
+		}
+	}
+
+	// Vault mode names the roles by their policies.
+	cfg := e.apiCfg
+	cfg.RoleNames = map[auth.Role]string{auth.RoleAuditor: "auditor (policy keyd-auditor)", auth.RoleAdmin: "admin (policy keyd-admin)"}
+	vaultish := httptest.NewServer(api.New(cfg))
+	defer vaultish.Close()
+	r := (&testEnv{url: vaultish.URL}).get(t, "/v1/keys", signerTok)
+	checkError(t, r, http.StatusForbidden, "forbidden")
+	if msg := message(r); !strings.Contains(msg, "auditor (policy keyd-auditor) or admin (policy keyd-admin)") {
+		t.Errorf("403 message %q does not name the policies", msg)
+	}
+
+	e.backend.down.Store(true)
+	r = e.post(t, "/v1/sign", signerTok, signBody("", "15m"))
+	checkError(t, r, http.StatusServiceUnavailable, "backend_unavailable")
+	if msg := message(r); !strings.Contains(msg, "the local data dir "+e.dir) || !strings.Contains(msg, "/readyz") {
+		t.Errorf("503 message %q does not name the backend and /readyz", msg)
+	}
+}
+
+// TestReadyzNamesTheProcess: /readyz reports the answering keyd's process
+// ID, so a script that started keyd can tell it from another server on the
+// port (keyd healthcheck --pid).
+func TestReadyzNamesTheProcess(t *testing.T) {
+	e := newEnv(t, signer.ES256, true)
+	got := decode[map[string]any](t, e.get(t, "/readyz", ""))
+	if got["pid"] != 4242.0 {
+		t.Errorf("/readyz pid = %v, want 4242: %v", got["pid"], got)
 	}
 }

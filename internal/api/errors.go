@@ -1,13 +1,15 @@
 package api
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/claims"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
@@ -30,10 +32,8 @@ func apiError(status int, code, msg string) *Error {
 var (
 	errNoCredential     = apiError(http.StatusUnauthorized, "unauthenticated", "A bearer token is required: send Authorization: Bearer <token>.")
 	errBadCredential    = apiError(http.StatusUnauthorized, "unauthenticated", "The bearer token is unknown or expired.")
-	errForbidden        = apiError(http.StatusForbidden, "forbidden", "The bearer token is valid but does not hold the role this route needs.")
 	errTooLarge         = apiError(http.StatusRequestEntityTooLarge, "body_too_large", "The request body is larger than 64 KiB.")
 	errNotJSON          = apiError(http.StatusUnsupportedMediaType, "unsupported_media_type", "Send the body as JSON with Content-Type: application/json.")
-	errUnavailable      = apiError(http.StatusServiceUnavailable, "backend_unavailable", "The key backend is unavailable; retry shortly.")
 	errNoActiveKey      = apiError(http.StatusServiceUnavailable, "no_active_key", "keyd has no active signing key yet; retry shortly.")
 	errMethodNotAllowed = apiError(http.StatusMethodNotAllowed, "method_not_allowed", "This route does not accept that HTTP method.")
 	errEmergency        = apiError(http.StatusServiceUnavailable, "emergency_pending", "An emergency rotation is under way: the compromised key no longer signs, and signing resumes once the new key is active (see /readyz).")
@@ -54,9 +54,38 @@ func emergencyIncomplete(e *rotation.EmergencyError) *Error {
 	return apiError(http.StatusServiceUnavailable, "rotation_failed", msg)
 }
 
+// forbidden is the 403 of a route that needs one of roles (each named as
+// the operator knows it: see Config.RoleNames).
+func (s *Server) forbidden(roles []auth.Role) *Error {
+	names := make([]string, len(roles))
+	for i, r := range roles {
+		names[i] = cmp.Or(s.cfg.RoleNames[r], string(r))
+	}
+	need := "the role this route needs"
+	if len(names) > 0 {
+		need += ": " + strings.Join(names, " or ")
+	}
+	return apiError(http.StatusForbidden, "forbidden", "The bearer token is valid but does not hold "+need+".")
+}
+
+// unavailable is the 503 of a failing key backend, naming it.
+func (s *Server) unavailable() *Error {
+	backend := "The key backend"
+	if d := s.cfg.BackendDescription; d != "" {
+		backend += " (" + d + ")"
+	}
+	return apiError(http.StatusServiceUnavailable, "backend_unavailable",
+		backend+" is unavailable; retry shortly, and see /readyz (lifecycle.last_error) for why.")
+}
+
+// routeRoles is the echo context key under which authorize keeps the roles
+// the route needs, for the 403 of a backend that refuses later (a Vault
+// token that cannot sign).
+const routeRoles = "keyd.roles"
+
 // toError maps any error to the one the client sees. Unknown errors become
-// a 500 whose details stay in the log.
-func toError(err error) (*Error, bool) {
+// a 500 whose details stay in the log. roles are those the route needs.
+func (s *Server) toError(err error, roles []auth.Role) (*Error, bool) {
 	var ae *Error
 	var ce *claims.Error
 	var he *echo.HTTPError
@@ -68,9 +97,9 @@ func toError(err error) (*Error, bool) {
 	case errors.Is(err, signer.ErrUnauthenticated):
 		return errBadCredential, true
 	case errors.Is(err, signer.ErrPermissionDenied):
-		return errForbidden, true
+		return s.forbidden(roles), true
 	case errors.Is(err, signer.ErrUnavailable):
-		return errUnavailable, true
+		return s.unavailable(), true
 	case errors.Is(err, rotation.ErrEmergencyPending):
 		return errEmergency, true
 	case errors.Is(err, rotation.ErrNoKey):
@@ -94,14 +123,15 @@ func toError(err error) (*Error, bool) {
 }
 
 // errorHandler is echo's HTTPErrorHandler: the one place errors become responses.
-func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+func (s *Server) errorHandler() echo.HTTPErrorHandler {
 	return func(err error, c echo.Context) {
 		if c.Response().Committed {
 			return
 		}
-		e, known := toError(err)
+		roles, _ := c.Get(routeRoles).([]auth.Role)
+		e, known := s.toError(err, roles)
 		if !known || e.Status >= 500 {
-			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "status", e.Status, "err", err)
+			s.log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "status", e.Status, "err", err)
 		}
 		render(c.Response(), c.Request().Method, e)
 	}

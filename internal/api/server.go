@@ -67,6 +67,16 @@ type Config struct {
 	Metrics     *metrics.Metrics
 	Gatherer    prometheus.Gatherer
 	Logger      *slog.Logger
+	// BackendDescription names the backend in a 503 backend_unavailable
+	// ("Vault at https://vault:8200", "the local data dir /srv/keyd");
+	// empty: "the key backend".
+	BackendDescription string
+	// RoleNames names a role in a 403 as the operator knows it (Vault
+	// mode: its policy); a role not in it is named as it is.
+	RoleNames map[auth.Role]string
+	// PID is the process ID /readyz reports (pid), so that a script that
+	// started keyd can tell it answers and not another server; 0: absent.
+	PID int
 }
 
 // Server holds the handlers.
@@ -117,7 +127,7 @@ func New(cfg Config) *Handler {
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = errorHandler(s.log)
+	e.HTTPErrorHandler = s.errorHandler()
 	e.Use(recoverer(s.log))
 
 	e.POST("/v1/sign", s.sign)
@@ -154,6 +164,7 @@ func recoverer(log *slog.Logger) echo.MiddlewareFunc {
 func (s *Server) authorize(c echo.Context, roles ...auth.Role) (auth.Principal, error) {
 	h := c.Request().Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
+	c.Set(routeRoles, roles)
 	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
 		return auth.Principal{}, errNoCredential
 	}
@@ -363,10 +374,12 @@ type readiness struct {
 	Storage []string `json:"storage_problems,omitempty"`
 	// Login is why keyd's own Vault login fails, while it does.
 	Login string `json:"backend_login_problem,omitempty"`
+	// PID is the answering keyd's process ID (an extension).
+	PID int `json:"pid,omitempty"`
 }
 
 func (s *Server) readyz(c echo.Context) error {
-	r := readiness{Backend: s.cfg.Backend.Name(), Lifecycle: s.cfg.Lifecycle.Health()}
+	r := readiness{Backend: s.cfg.Backend.Name(), Lifecycle: s.cfg.Lifecycle.Health(), PID: s.cfg.PID}
 	if s.cfg.Problems != nil {
 		r.Storage = s.cfg.Problems()
 	}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/robfig/cron/v3"
 
@@ -20,6 +21,15 @@ import (
 
 // MaxTokenLifetimeLimit is the contract's ceiling: JWTs cannot be revoked.
 const MaxTokenLifetimeLimit = time.Hour
+
+// MinRoleTokenLength is the shortest local-mode role token keyd accepts
+// from the environment: anyone who can reach keyd can try tokens, so a
+// token must be too long to guess (the generated ones are 43 random
+// base64url characters after their prefix).
+const MinRoleTokenLength = 32
+
+// RoleTokenEnvs are the variables of the local-mode role tokens.
+var RoleTokenEnvs = []string{"KEYD_SIGNER_TOKEN", "KEYD_ADMIN_TOKEN", "KEYD_AUDITOR_TOKEN"}
 
 // Config is the validated serve configuration.
 type Config struct {
@@ -125,6 +135,9 @@ func Parse(raw map[string]*string) (*Config, error) {
 		s.parse(v, func(format string, args ...any) { bad(s.flag, format, args...) })
 	}
 	c.validate(bad)
+	if c.Backend == "local" {
+		errs = append(errs, roleTokenErrors(os.Getenv)...)
+	}
 	if len(errs) > 0 {
 		return nil, &Error{Errs: errs}
 	}
@@ -181,6 +194,20 @@ func (c *Config) validateVault(bad func(name, format string, args ...any)) {
 			bad(n.flag, "%q is not a valid Vault name", n.v)
 		}
 	}
+}
+
+// roleTokenErrors reports each role token of the environment that is too
+// short (never its value).
+func roleTokenErrors(getenv func(string) string) []error {
+	var errs []error
+	for _, env := range RoleTokenEnvs {
+		tok := strings.TrimSpace(getenv(env))
+		if n := utf8.RuneCountInString(tok); n > 0 && n < MinRoleTokenLength {
+			errs = append(errs, fmt.Errorf("%s: a role token needs at least %d characters, this one has %d "+
+				"(use e.g. openssl rand -base64 32, or unset it and keyd generates one into <data-dir>/tokens/)", env, MinRoleTokenLength, n))
+		}
+	}
+	return errs
 }
 
 // The validators of the settings table.

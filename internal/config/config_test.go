@@ -351,3 +351,33 @@ func TestExpectedClients(t *testing.T) {
 		}
 	}
 }
+
+// TestShortRoleTokensRefused: a local-mode role token from the environment
+// shorter than 32 characters stops keyd, named in the one configuration
+// message with every other bad value (never its value); Vault mode does not
+// read them.
+func TestShortRoleTokensRefused(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("KEYD_SIGNER_TOKEN", "s3cr3t-but-short")
+	t.Setenv("KEYD_ADMIN_TOKEN", strings.Repeat("a", config.MinRoleTokenLength))
+	t.Setenv("KEYD_AUDITOR_TOKEN", "  "+strings.Repeat("é", config.MinRoleTokenLength-1)+"  ")
+	_, err := parse(t, "--clock-skew", "-1s")
+	if err == nil {
+		t.Fatal("short role tokens accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{"--clock-skew", "KEYD_SIGNER_TOKEN: a role token needs at least 32 characters, this one has 16", "KEYD_AUDITOR_TOKEN", "31"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the message does not say %q: %s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "KEYD_ADMIN_TOKEN") || strings.Contains(msg, "s3cr3t") {
+		t.Errorf("the message names a good token or shows a token's value: %s", msg)
+	}
+	if _, err := parse(t, "--backend", "vault", "--vault-addrs", "http://127.0.0.1:8200"); err != nil {
+		t.Errorf("vault mode refused for local role tokens it does not read: %v", err)
+	}
+	t.Setenv("KEYD_SIGNER_TOKEN", "")
+	t.Setenv("KEYD_AUDITOR_TOKEN", strings.Repeat("x", 64))
+	mustParse(t)
+}

@@ -73,14 +73,16 @@ func NewRecorder(clk clock.Clock) *Recorder {
 // Fetched is the jwks.Handler hook: a JWKS answered to r whose document
 // holds versions up to maxVersion (0: none counted, for a HEAD or a 304 to
 // If-None-Match: *). A request without one valid Keyd-Instance and one
-// valid Keyd-Client ([A-Za-z0-9._:-]{1,64}) is not recorded.
+// valid Keyd-Client ([A-Za-z0-9._:-]{1,64}) is not recorded; one with a
+// valid Keyd-Client alone (a one-off process) is only logged, once per name.
 func (r *Recorder) Fetched(req *http.Request, maxVersion int) {
-	inst, ok := req.Header["Keyd-Instance"]
-	if !ok || len(inst) != 1 {
+	cl := req.Header["Keyd-Client"]
+	if len(cl) != 1 || !signer.ValidName(cl[0]) {
 		return
 	}
-	cl := req.Header["Keyd-Client"]
-	if len(cl) != 1 || !signer.ValidName(inst[0]) || !signer.ValidName(cl[0]) {
+	inst := req.Header["Keyd-Instance"]
+	if len(inst) != 1 || !signer.ValidName(inst[0]) {
+		r.other(cl[0], "")
 		return
 	}
 	r.Record(cl[0], inst[0], maxVersion, r.clock.Now())
@@ -136,6 +138,10 @@ func (r *Recorder) logClient(client, instance string, log *slog.Logger) {
 		return
 	}
 	r.seenClients[client] = true
+	if instance == "" { // a fetch without Keyd-Instance
+		log.Info("jwks fetched by a client", "client", client)
+		return
+	}
 	log.Info("jwks fetched by a client", "client", client, "instance", instance)
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -166,5 +167,44 @@ func TestForgedClientsCannotCrowdOutExpectedOnes(t *testing.T) {
 	}
 	if len(r.m) > 1 || len(r.seenClients) > 2*MaxOtherClients {
 		t.Errorf("holds %d instances and %d client names for one expected instance", len(r.m), len(r.seenClients))
+	}
+}
+
+// TestClientWithoutInstanceIsLogged: a fetch with a valid Keyd-Client and no
+// (or no valid) Keyd-Instance is logged once per name, as operations.md's
+// "Listing the expected clients" says, but never recorded or stored.
+func TestClientWithoutInstanceIsLogged(t *testing.T) {
+	for _, stored := range []bool{false, true} {
+		r, s := NewRecorder(nil), &saver{}
+		if !stored {
+			r.Stored = func(string) bool { return false }
+		}
+		var logged strings.Builder
+		log := slog.New(slog.NewJSONHandler(&logged, nil))
+		fetch := func(client, inst string) {
+			q := httptest.NewRequest("GET", "/.well-known/jwks.json", nil)
+			q.Header.Set("Keyd-Client", client)
+			if inst != "" {
+				q.Header.Set("Keyd-Instance", inst)
+			}
+			r.Fetched(q, 3)
+		}
+		fetch("discovery", "")
+		fetch("discovery", "a b") // not a valid instance
+		fetch("ec/commerce", "")  // not a valid client: ignored
+		n, _, err := r.Flush(context.Background(), s, time.Minute, time.Hour, log)
+		fetch("discovery", "")
+		if _, _, err := r.Flush(context.Background(), s, time.Minute, time.Hour, log); err != nil {
+			t.Fatal(err)
+		}
+		if err != nil || n != 0 || len(r.m) != 0 {
+			t.Errorf("stored=%v: wrote %d (%v), holds %d instances; want nothing recorded", stored, n, err, len(r.m))
+		}
+		if got := strings.Count(logged.String(), `"msg":"jwks fetched by a client","client":"discovery"`); got != 1 {
+			t.Errorf("stored=%v: logged discovery %d times, want once:\n%s", stored, got, logged.String())
+		}
+		if strings.Contains(logged.String(), "commerce") {
+			t.Errorf("stored=%v: logged an invalid client name:\n%s", stored, logged.String())
+		}
 	}
 }

@@ -19,9 +19,10 @@ const (
 // missing and writes the role keyd-server logs in with: its tokens carry
 // the keyd-server policy alone, live 1h and are renewed up to 24h, then keyd
 // logs in again. It returns one line per step, and how to get the role and
-// secret IDs keyd serve reads (--vault-auth approle).
-func BootstrapAppRole(ctx context.Context, client *api.Client) ([]string, error) {
-	var did []string
+// secret IDs keyd serve reads (--vault-auth approle). A token Vault refuses
+// is said to need an operator's rights.
+func BootstrapAppRole(ctx context.Context, client *api.Client) (did []string, err error) {
+	defer func() { err = needsOperator(err) }()
 	auths, err := client.Sys().ListAuthWithContext(ctx)
 	if err != nil {
 		return nil, wrap("list auth methods", err)
@@ -49,7 +50,7 @@ func BootstrapAppRole(ctx context.Context, client *api.Client) ([]string, error)
 	did = append(did,
 		"approle role "+AppRoleName+": written (policy "+policies.Server+", token TTL 1h, renewed up to 24h)",
 		"  role ID (not secret):   vault read -field=role_id "+role+"/role-id",
-		"  secret ID (a secret):   vault write -f -field=secret_id "+role+"/secret-id > /etc/keyd/secret-id && chmod 600 /etc/keyd/secret-id",
+		"  secret ID (a secret):   (umask 077; vault write -f -field=secret_id "+role+"/secret-id > /etc/keyd/secret-id)",
 		"  then: keyd serve --backend vault --vault-auth approle with KEYD_VAULT_ROLE_ID=<role ID> KEYD_VAULT_SECRET_ID_FILE=/etc/keyd/secret-id",
 	)
 	return did, nil

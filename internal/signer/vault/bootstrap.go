@@ -27,8 +27,10 @@ type BootstrapOptions struct {
 // mount, the signing key (of the type the algorithm needs, not exportable,
 // no plaintext backup), the KV v2 mount, and every keyd policy rendered for
 // these names. It returns one line per step saying what it did; a second
-// run changes nothing and says so ("exists", "unchanged").
-func Bootstrap(ctx context.Context, client *api.Client, opts BootstrapOptions) ([]string, error) {
+// run changes nothing and says so ("exists", "unchanged"). A token Vault
+// refuses is said to need an operator's rights.
+func Bootstrap(ctx context.Context, client *api.Client, opts BootstrapOptions) (_ []string, err error) {
+	defer func() { err = needsOperator(err) }()
 	mount := cmp.Or(strings.Trim(opts.Mount, "/"), DefaultMount)
 	key := cmp.Or(opts.Key, DefaultKey)
 	kv := cmp.Or(strings.Trim(opts.KVMount, "/"), DefaultKVMount)
@@ -102,6 +104,19 @@ func Bootstrap(ctx context.Context, client *api.Client, opts BootstrapOptions) (
 		did = append(did, fmt.Sprintf("policy %s: written", name))
 	}
 	return did, nil
+}
+
+// operatorHint is what a refused bootstrap says about its token.
+const operatorHint = "keyd bootstrap needs an operator's Vault token (--token or VAULT_TOKEN): a root token, " +
+	"or one whose policy has the sudo capability, as it enables secrets engines and auth methods and writes ACL policies"
+
+// needsOperator adds operatorHint to a 403 of Vault (an unknown token, or
+// one without the rights bootstrap needs); other errors stay as they are.
+func needsOperator(err error) error {
+	if statusOf(err) != 403 {
+		return err
+	}
+	return fmt.Errorf("%w; %s", err, operatorHint)
 }
 
 // bootstrapKey creates the signing key, or checks the existing one.
