@@ -41,6 +41,23 @@ type auditTrail struct {
 }
 
 func (a auditTrail) Page(ctx context.Context, since int64) ([]audit.Event, bool, error) {
+	all, valid, err := a.verdict(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	page := make([]audit.Event, 0, len(all))
+	for _, e := range all {
+		if e.Seq > since {
+			page = append(page, e)
+		}
+	}
+	return page, valid, nil
+}
+
+// verdict reads the whole chain and says whether it verifies and accounts
+// for every key the backend holds (not checked while the keys cannot be
+// read). An error: the chain could not be read.
+func (a auditTrail) verdict(ctx context.Context) ([]audit.Event, bool, error) {
 	// The keys first: a key destroyed meanwhile then already has its
 	// destroyed event (recorded before the deletion) in the events read next.
 	versions, verr := heldVersions(ctx, a.backend)
@@ -54,13 +71,13 @@ func (a auditTrail) Page(ctx context.Context, since int64) ([]audit.Event, bool,
 	if valid && verr == nil {
 		valid = audit.Reconcile(all, versions) == nil
 	}
-	page := make([]audit.Event, 0, len(all))
-	for _, e := range all {
-		if e.Seq > since {
-			page = append(page, e)
-		}
-	}
-	return page, valid, nil
+	return all, valid, nil
+}
+
+// Valid reports whether the chain verifies, for chainWatch.
+func (a auditTrail) Valid(ctx context.Context) (bool, error) {
+	_, valid, err := a.verdict(ctx)
+	return valid, err
 }
 
 // heldVersions lists the key versions a backend holds, with their kids.

@@ -67,14 +67,56 @@ func New(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// WatchPropagation registers keyd_propagation_unconfirmed_clients, read from
-// unconfirmed at scrape time: the expected clients not yet confirmed for the
-// pending key (0 when no key waits).
-func WatchPropagation(reg prometheus.Registerer, unconfirmed func() int) {
+// Propagation is what the rotation loop reports about a pending key that
+// waits for its expected clients (see DESIGN.md "Observed propagation").
+type Propagation interface {
+	// UnconfirmedClients is the number of expected clients not yet
+	// confirmed for it (0 when no key waits).
+	UnconfirmedClients() int
+	// UntilActivationDeadline is the time left until it activates whether
+	// its clients are confirmed or not (activates_at + activation-max-wait
+	// - now); false when no key waits.
+	UntilActivationDeadline(now time.Time) (time.Duration, bool)
+}
+
+// WatchPropagation registers the propagation gauges, read from p at scrape
+// time.
+func WatchPropagation(reg prometheus.Registerer, p Propagation, clk clock.Clock) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "keyd_propagation_unconfirmed_clients",
 		Help: "Expected clients not yet confirmed for the pending key (0 when no key waits for its clients).",
-	}, func() float64 { return float64(unconfirmed()) }))
+	}, func() float64 { return float64(p.UnconfirmedClients()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "keyd_propagation_deadline_seconds",
+		Help: "Seconds until the pending key that waits for its clients activates, confirmed or not (activation-max-wait); 0 when no key waits.",
+	}, func() float64 {
+		d, ok := p.UntilActivationDeadline(clk.Now())
+		if !ok {
+			return 0
+		}
+		return d.Seconds()
+	}))
+}
+
+// WatchServer registers the gauges of the serving process: ready mirrors
+// /readyz; loginProblem says why keyd's own backend login fails ("" when it
+// does not; nil for a backend without a login); chainValid is the verdict
+// of the last check of the whole audit chain.
+func WatchServer(reg prometheus.Registerer, ready func() bool, loginProblem func() string, chainValid func() bool) {
+	gauge := func(name, help string, f func() bool) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return b(f()) }))
+	}
+	gauge("keyd_ready", "1 while /readyz answers 200 (a JWKS with an active key that cannot be missing a key other replicas sign with).", ready)
+	gauge("keyd_backend_login_ok", "1 while keyd's own backend login holds a valid token (always 1 on the local backend).",
+		func() bool { return loginProblem == nil || loginProblem() == "" })
+	gauge("keyd_audit_chain_valid", "1 unless the last check of the whole audit chain (hashes, links, the log's head, every key accounted for) found it broken.", chainValid)
+}
+
+func b(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 // WatchLifecycle registers the lifecycle gauges, read from lc at scrape time.
@@ -82,12 +124,6 @@ func WatchLifecycle(reg prometheus.Registerer, lc Lifecycle, clk clock.Clock) {
 	now := clk.Now
 	gauge := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
-	}
-	b := func(v bool) float64 {
-		if v {
-			return 1
-		}
-		return 0
 	}
 	gauge("keyd_active_key_age_seconds", "Seconds since the active key started signing.",
 		func() float64 { return lc.ActiveKeyAge(now()).Seconds() })
