@@ -69,6 +69,25 @@ func (c *checker) keydPod(field string, s *corev1.PodSpec, longRunning bool) {
 }
 
 func (c *checker) keydContainer(f string, ct *corev1.Container, psc *corev1.PodSecurityContext) {
+	c.keydSecurity(f, ct, psc)
+	for _, r := range []string{"requests.cpu", "requests.memory", "limits.memory"} {
+		list := ct.Resources.Requests
+		if strings.HasPrefix(r, "limits.") {
+			list = ct.Resources.Limits
+		}
+		if _, ok := list[corev1.ResourceName(strings.SplitN(r, ".", 2)[1])]; !ok {
+			c.bad(f+".resources."+r, "missing")
+		}
+	}
+	for i, e := range ct.Env {
+		if e.Value != "" && looksSecret(e.Name) {
+			c.bad(fmt.Sprintf("%s.env[%d]", f, i), "%s holds a secret by value: reference a Secret (valueFrom.secretKeyRef or a mounted file)", e.Name)
+		}
+	}
+}
+
+// keydSecurity: non-root, read-only, no privilege, no capability, seccomp.
+func (c *checker) keydSecurity(f string, ct *corev1.Container, psc *corev1.PodSecurityContext) {
 	sc := ct.SecurityContext
 	if sc == nil {
 		sc = &corev1.SecurityContext{}
@@ -96,20 +115,6 @@ func (c *checker) keydContainer(f string, ct *corev1.Container, psc *corev1.PodS
 	sp := first(sc.SeccompProfile, psc.SeccompProfile)
 	if sp == nil || sp.Type == corev1.SeccompProfileTypeUnconfined {
 		c.bad(f+".securityContext.seccompProfile", "must be RuntimeDefault or Localhost (here or in the pod's securityContext)")
-	}
-	for _, r := range []string{"requests.cpu", "requests.memory", "limits.memory"} {
-		list := ct.Resources.Requests
-		if strings.HasPrefix(r, "limits.") {
-			list = ct.Resources.Limits
-		}
-		if _, ok := list[corev1.ResourceName(strings.SplitN(r, ".", 2)[1])]; !ok {
-			c.bad(f+".resources."+r, "missing")
-		}
-	}
-	for i, e := range ct.Env {
-		if e.Value != "" && looksSecret(e.Name) {
-			c.bad(fmt.Sprintf("%s.env[%d]", f, i), "%s holds a secret by value: reference a Secret (valueFrom.secretKeyRef or a mounted file)", e.Name)
-		}
 	}
 }
 
