@@ -104,7 +104,7 @@ func WatchPropagation(reg prometheus.Registerer, p Propagation, clk clock.Clock)
 // of the last check of the whole audit chain.
 func WatchServer(reg prometheus.Registerer, ready func() bool, loginProblem func() string, chainValid func() bool) {
 	gauge := func(name, help string, f func() bool) {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return b(f()) }))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return bit(f()) }))
 	}
 	gauge("keyd_ready", "1 while /readyz answers 200 (a JWKS with an active key that cannot be missing a key other replicas sign with).", ready)
 	gauge("keyd_backend_login_ok", "1 while keyd's own backend login holds a valid token (always 1 on the local backend).",
@@ -112,7 +112,8 @@ func WatchServer(reg prometheus.Registerer, ready func() bool, loginProblem func
 	gauge("keyd_audit_chain_valid", "1 unless the last check of the whole audit chain (hashes, links, the log's head, every key accounted for) found it broken.", chainValid)
 }
 
-func b(v bool) float64 {
+// bit is a gauge value for a boolean.
+func bit(v bool) float64 {
 	if v {
 		return 1
 	}
@@ -130,17 +131,17 @@ func WatchLifecycle(reg prometheus.Registerer, lc Lifecycle, clk clock.Clock) {
 	gauge("keyd_next_transition_seconds", "Seconds until the next key lifecycle transition.",
 		func() float64 { return lc.UntilNextTransition(now()).Seconds() })
 	gauge("keyd_rotation_overdue", "1 when a due rotation or key destruction has not happened.",
-		func() float64 { return b(lc.Overdue(now())) })
+		func() float64 { return bit(lc.Overdue(now())) })
 	gauge("keyd_config_mismatch", "1 while this replica's settings disagree with the key records.",
-		func() float64 { return b(lc.ConfigMismatch()) })
+		func() float64 { return bit(lc.ConfigMismatch()) })
 	gauge("keyd_backend_up", "1 while the key backend answers.",
-		func() float64 { return b(lc.BackendUp()) })
+		func() float64 { return bit(lc.BackendUp()) })
 	gauge("keyd_lifecycle_backoff_seconds", "Seconds the lifecycle loop waits before retrying a failing step (0 when healthy).",
 		func() float64 { return lc.Backoff().Seconds() })
 	gauge("keyd_emergency_pending", "1 while an emergency rotation is incomplete (the keys it replaces do not sign).",
-		func() float64 { p, _ := lc.EmergencyPending(); return b(p) })
+		func() float64 { p, _ := lc.EmergencyPending(); return bit(p) })
 	gauge("keyd_emergency_intent_unstored", "1 while an emergency's intent is held only in memory (not stored in the backend).",
-		func() float64 { p, s := lc.EmergencyPending(); return b(p && !s) })
+		func() float64 { p, s := lc.EmergencyPending(); return bit(p && !s) })
 }
 
 // SignRequest counts one sign request by result and algorithm.
