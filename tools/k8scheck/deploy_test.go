@@ -28,6 +28,16 @@ func TestDeployK8sPasses(t *testing.T) {
 	}
 }
 
+// TestFilesAndDirsInAnyOrder: a file before -kustomize is still a file,
+// and the flag after it still a flag.
+func TestFilesAndDirsInAnyOrder(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run([]string{"testdata/keyd-deployment.yaml", "-kustomize", local}, &out, &errOut)
+	if code != 0 || !strings.Contains(out.String(), "5 objects valid") {
+		t.Fatalf("exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+}
+
 // built is one kustomize build, decoded.
 type built struct {
 	t       *testing.T

@@ -39,10 +39,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: k8scheck [-kustomize DIR]... [FILE.yaml]...")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	// Files and -kustomize flags may come in any order.
+	var files []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		files, args = append(files, fs.Arg(0)), fs.Args()[1:]
 	}
-	if len(kdirs) == 0 && fs.NArg() == 0 {
+	if len(kdirs) == 0 && len(files) == 0 {
 		fs.Usage()
 		return 2
 	}
@@ -64,7 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		docs, err := BuildKustomization(d)
 		check(d, docs, err)
 	}
-	for _, f := range fs.Args() {
+	for _, f := range files {
 		docs, err := ReadFile(f)
 		check(f, docs, err)
 	}
@@ -75,6 +83,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "k8scheck: %d problem(s) in %d object(s)\n", len(problems), objects)
 		return 1
 	}
-	fmt.Fprintf(stdout, "k8scheck: %d objects valid in %s\n", objects, strings.Join(append(append([]string{}, kdirs...), fs.Args()...), ", "))
+	fmt.Fprintf(stdout, "k8scheck: %d objects valid in %s\n", objects, strings.Join(append(append([]string{}, kdirs...), files...), ", "))
 	return 0
 }
