@@ -10,8 +10,10 @@ import (
 )
 
 // chainCheckEvery is how often serve re-checks the whole audit chain: every
-// replica reads it (a Vault replica reads only the entries it has not
-// cached) and re-hashes it, a few hundred events a year.
+// replica reads it and re-hashes it, a few hundred events a year. A Vault
+// replica lists the entries and reads only those it has not cached, so a
+// removed entry shows at the next check, one rewritten in place (beyond
+// keyd-server's create-only policy) at the next start.
 const chainCheckEvery = time.Minute
 
 // chainWatch re-checks the whole audit chain as GET /v1/audit does (hashes,
