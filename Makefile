@@ -67,7 +67,32 @@ fuzz:
 e2e: vault build
 	CI=$${CI:-1} $(GO) test -count=1 -timeout 20m ./e2e/
 
-test: setup lint unit fuzz e2e openedx-test tutor-test image-test
+test: setup lint unit fuzz e2e openedx-test tutor-test k8s-check rules-check image-test
+
+# Kubernetes manifests (deploy/k8s): bin/k8scheck renders each kustomization
+# and decodes every object strictly into the k8s.io/api types, in its own
+# module (tools/k8scheck) so k8s.io/* never enters keyd's go.mod. Usage:
+# bin/k8scheck [-kustomize DIR]... [FILE.yaml]...
+.PHONY: k8s-check
+bin/k8scheck: tools/k8scheck/go.mod tools/k8scheck/go.sum $(wildcard tools/k8scheck/*.go)
+	@mkdir -p bin
+	cd tools/k8scheck && $(GO) build -trimpath -o ../../bin/k8scheck .
+
+k8s-check: bin/k8scheck
+	cd tools/k8scheck && $(GO) vet ./... && $(GO) test -count=1 ./...
+	bin/k8scheck -kustomize deploy/k8s/base -kustomize deploy/k8s/overlays/local
+
+# Prometheus alerts (deploy/prometheus): promtool from the Go module proxy,
+# in its own module (tools/promtool). Cold: several minutes; then cached.
+.PHONY: rules-check
+bin/promtool: tools/promtool/go.mod tools/promtool/go.sum
+	@mkdir -p bin
+	cd tools/promtool && $(GO) build -trimpath -ldflags "-s -w" -o ../../bin/promtool github.com/prometheus/prometheus/cmd/promtool
+	@touch bin/promtool
+
+rules-check: bin/promtool
+	bin/promtool check rules deploy/prometheus/keyd-rules.yml
+	cd deploy/prometheus && ../../bin/promtool test rules keyd-rules_test.yml
 
 # The Open edX bridge (openedx/): its pytest suite against real keyd and Vault
 # processes, with Debian's python3 (exit 5, no tests collected, fails too).

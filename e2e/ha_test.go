@@ -442,6 +442,9 @@ func TestVaultAppRoleLogin(t *testing.T) {
 		_ = getReadyz(k.URL, &r)
 	}
 	t.Logf("while the login fails, /readyz says: %s", r.LoginProblem)
+	if got := metricValue(k.URL, "keyd_backend_login_ok"); got != "0" {
+		t.Errorf("keyd_backend_login_ok = %q while the login fails, want 0", got)
+	}
 
 	// A new secret ID: keyd logs in again and works.
 	if err := os.WriteFile(file, []byte(newSecret()), 0o600); err != nil {
@@ -465,6 +468,28 @@ func TestVaultAppRoleLogin(t *testing.T) {
 	if out, err := auditVerifyVault(e); err != nil {
 		t.Errorf("keyd audit verify --vault: %v\n%s", err, out)
 	}
+	for name, want := range map[string]string{"keyd_backend_login_ok": "1", "keyd_audit_chain_valid": "1", "keyd_ready": "1"} {
+		if got := metricValue(k.URL, name); got != want {
+			t.Errorf("after the new login: %s = %q, want %s", name, got, want)
+		}
+	}
+}
+
+// metricValue is the value of an unlabelled metric on /metrics ("" when
+// absent or unreachable).
+func metricValue(url, name string) string {
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // getReadyz decodes /readyz whatever its status, and returns the status.

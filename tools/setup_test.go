@@ -49,6 +49,7 @@ func TestMakeTestSetsUpAFreshClone(t *testing.T) {
 	}
 	dir := t.TempDir()
 	copyFiles(t, dir, "Makefile", "tools/setup-debian", "tools/vault/go.mod", "tools/vault/go.sum",
+		"tools/k8scheck/go.mod", "tools/k8scheck/go.sum", "tools/promtool/go.mod", "tools/promtool/go.sum",
 		"interop/js/package.json", "interop/js/package-lock.json")
 
 	out := makeN(t, dir, "test")
@@ -69,6 +70,17 @@ func TestMakeTestSetsUpAFreshClone(t *testing.T) {
 	} {
 		if i := strings.Index(out, step); i < 0 || i > first {
 			t.Errorf("make -n test does not run %q before the tests:\n%s", step, out)
+		}
+	}
+
+	// The deployment files are checked too (issue 18).
+	for _, check := range []string{
+		"bin/k8scheck -kustomize deploy/k8s/base -kustomize deploy/k8s/overlays/local",
+		"promtool check rules deploy/prometheus/keyd-rules.yml",
+		"promtool test rules keyd-rules_test.yml",
+	} {
+		if !strings.Contains(out, check) {
+			t.Errorf("make -n test does not run %q:\n%s", check, out)
 		}
 	}
 

@@ -41,14 +41,10 @@ type auditTrail struct {
 }
 
 func (a auditTrail) Page(ctx context.Context, since int64) ([]audit.Event, bool, error) {
-	// The keys first: a key destroyed meanwhile then already has its
-	// destroyed event (recorded before the deletion) in the events read next.
-	versions, verr := heldVersions(ctx, a.backend)
-	all, err := a.log.Events(ctx, 0)
+	all, valid, err := a.verdict(ctx)
 	if err != nil {
-		return nil, false, fmt.Errorf("read audit chain: %w: %w", err, signer.ErrUnavailable)
+		return nil, false, err
 	}
-	valid := a.inspect(all, versions, verr).Err() == nil
 	page := make([]audit.Event, 0, len(all))
 	for _, e := range all {
 		if e.Seq > since {
@@ -56,6 +52,29 @@ func (a auditTrail) Page(ctx context.Context, since int64) ([]audit.Event, bool,
 		}
 	}
 	return page, valid, nil
+}
+
+// verdict reads the whole chain and says whether it verifies and accounts
+// for every key the backend holds (not checked while the keys cannot be
+// read). An error: the chain could not be read.
+func (a auditTrail) verdict(ctx context.Context) ([]audit.Event, bool, error) {
+	// The keys first: a key destroyed meanwhile then already has its
+	// destroyed event (recorded before the deletion) in the events read next.
+	versions, verr := heldVersions(ctx, a.backend)
+	all, err := a.log.Events(ctx, 0)
+	if err != nil {
+		return nil, false, fmt.Errorf("read audit chain: %w: %w", err, signer.ErrUnavailable)
+	}
+	// One verification with the report: the chain, the log's problems and
+	// the reconciliation with the keys held (when they could be read).
+	valid := a.inspect(all, versions, verr).Err() == nil
+	return all, valid, nil
+}
+
+// Valid reports whether the chain verifies, for chainWatch.
+func (a auditTrail) Valid(ctx context.Context) (bool, error) {
+	_, valid, err := a.verdict(ctx)
+	return valid, err
 }
 
 // inspect is the verification of the chain all that /v1/audit's chain_valid

@@ -72,7 +72,7 @@ type wiring struct {
 	backend signer.Backend
 	auth    api.Authorizer
 	events  rotation.Events
-	audit   api.AuditTrail
+	audit   auditTrail
 	// start runs background work of the mode (token renewal); may be nil.
 	start func(context.Context)
 	// login says why keyd's own backend login fails now ("" when it does
@@ -177,7 +177,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	metrics.WatchLifecycle(reg, mgr, clk)
-	metrics.WatchPropagation(reg, mgr.UnconfirmedClients)
+	metrics.WatchPropagation(reg, mgr, clk)
 	if err := mgr.Tick(ctx); err != nil {
 		log.Warn("first lifecycle tick failed; retrying in the background", "err", err)
 	}
@@ -196,6 +196,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	problems := newProblemWatch(w.problems, log, reg)
 	problems.check()
 	go problems.run(runCtx, cfg.Refresh())
+	chain := &chainWatch{valid: w.audit.Valid, log: log}
+	chain.check(ctx)
+	go chain.run(runCtx, clk, chainCheckEvery)
 
 	e := api.New(api.Config{
 		Auth:      w.auth,
@@ -218,6 +221,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		RoleNames:          w.roleNames,
 		PID:                os.Getpid(),
 	})
+	metrics.WatchServer(reg, e.Ready, w.login, chain.Valid)
 	srv := &http.Server{
 		Addr:              cfg.Listen,
 		Handler:           e,

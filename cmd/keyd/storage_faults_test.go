@@ -28,6 +28,18 @@ func auditPage(t *testing.T, p *keydProc) (valid bool, n int) {
 	return out.ChainValid, len(out.Events)
 }
 
+// metric is the value of an unlabelled metric on /metrics ("" when absent).
+func metric(t *testing.T, p *keydProc, name string) string {
+	t.Helper()
+	_, body := p.call(t, http.MethodGet, "/metrics", "", "")
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
 // storageProblems is the storage part of the /readyz body, and the
 // keyd_storage_problems gauge.
 func storageProblems(t *testing.T, p *keydProc) (string, string) {
@@ -97,6 +109,9 @@ func TestBadFilesInTheDataDir(t *testing.T) {
 	if valid, _ := auditPage(t, p); valid {
 		t.Error("chain_valid with a garbage line in the log")
 	}
+	if got := metric(t, p, "keyd_audit_chain_valid"); got != "0" {
+		t.Errorf("keyd_audit_chain_valid = %q with a garbage line in the log, want 0", got)
+	}
 	status, body := p.call(t, http.MethodPost, "/v1/rotate", admin, `{"emergency":true,"reason":"laptop stolen"}`)
 	if status != http.StatusOK {
 		t.Fatalf("emergency rotation with bad files in the data dir: %d %s", status, body)
@@ -119,6 +134,11 @@ func TestDeletedAuditLogIsReported(t *testing.T) {
 	if valid, n := auditPage(t, p); !valid || n == 0 {
 		t.Fatalf("fresh chain: valid=%v with %d events", valid, n)
 	}
+	for name, want := range map[string]string{"keyd_audit_chain_valid": "1", "keyd_ready": "1", "keyd_backend_login_ok": "1"} {
+		if got := metric(t, p, name); got != want {
+			t.Errorf("fresh keyd: %s = %q, want %s", name, got, want)
+		}
+	}
 	p.stop(t)
 	log := filepath.Join(dir, "audit.log")
 	if err := os.Remove(log); err != nil {
@@ -137,6 +157,13 @@ func TestDeletedAuditLogIsReported(t *testing.T) {
 	}
 	if problems, _ := storageProblems(t, p); !strings.Contains(problems, "does not match the head recorded beside the keys") {
 		t.Errorf("/readyz does not report the deleted log:\n%s", problems)
+	}
+	// The chain was checked when keyd started: it pages without an auditor asking.
+	if got := metric(t, p, "keyd_audit_chain_valid"); got != "0" {
+		t.Errorf("keyd_audit_chain_valid = %q after audit.log was deleted, want 0", got)
+	}
+	if !strings.Contains(p.stderr.String(), "the chain does not verify") {
+		t.Errorf("no error logged for the broken chain:\n%s", p.stderr.String())
 	}
 	p.stop(t)
 	stdout, stderr, code := runKeyd(t, "", nil, "audit", "verify", "--file", log)

@@ -149,7 +149,7 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool, opts ...func(*rotatio
 		t.Fatalf("rotation.New: %v", err)
 	}
 	metrics.WatchLifecycle(reg, mgr, clk)
-	metrics.WatchPropagation(reg, mgr.UnconfirmedClients)
+	metrics.WatchPropagation(reg, mgr, clk)
 	if tick {
 		if err := mgr.Tick(context.Background()); err != nil {
 			t.Fatalf("first Tick: %v", err)

@@ -219,10 +219,17 @@ func TestActivationMaxWait(t *testing.T) {
 	if k := decode[keysAnswer](t, e.get(t, "/v1/keys", auditorTok)).Keys[1]; k.State != "pending" {
 		t.Fatalf("before the max wait: %+v", k)
 	}
+	// activates_at (rotation + 24h) + 48h max wait is 1h away.
+	if got := metricValue(t, e, "keyd_propagation_deadline_seconds"); got != "3600" {
+		t.Errorf("keyd_propagation_deadline_seconds = %s an hour before the max wait, want 3600", got)
+	}
 	e.clk.Advance(time.Hour + time.Second)
 	e.flushTick(t)
 	if k := decode[keysAnswer](t, e.get(t, "/v1/keys", auditorTok)).Keys[1]; k.State != "active" {
 		t.Fatalf("after the max wait: %+v", k)
+	}
+	if got := metricValue(t, e, "keyd_propagation_deadline_seconds"); got != "0" {
+		t.Errorf("keyd_propagation_deadline_seconds = %s with no key waiting, want 0", got)
 	}
 	un := ev.of(rotation.EventActivationUnconfirmed)
 	if len(un) != 1 || un[0].Version != 2 || !strings.HasSuffix(un[0].Reason, "notes") || strings.Contains(un[0].Reason, "ecommerce") {

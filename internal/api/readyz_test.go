@@ -62,10 +62,11 @@ func TestReadyzStaleness(t *testing.T) {
 	}
 	var login atomic.Value
 	login.Store("")
-	srv := httptest.NewServer(api.New(api.Config{
+	h := api.New(api.Config{
 		Backend: b, Lifecycle: mgr, JWKS: handler, Logger: log,
 		Login: func() string { return login.Load().(string) },
-	}))
+	})
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	readyz := func() (int, map[string]any) {
 		resp, err := http.Get(srv.URL + "/readyz")
@@ -95,6 +96,9 @@ func TestReadyzStaleness(t *testing.T) {
 		_ = mgr.Tick(ctx)
 		if got, body := readyz(); got != step.want {
 			t.Errorf("%v after the last refresh, backend down: /readyz %d %v, want %d", step.after, got, body, step.want)
+		}
+		if ready := h.Ready(); ready != (step.want == 200) {
+			t.Errorf("%v after the last refresh: Ready() = %v (keyd_ready), /readyz wants %d", step.after, ready, step.want)
 		}
 		if got := jwksStatus(); got != 200 {
 			t.Errorf("%v after the last refresh: JWKS %d, want 200", step.after, got)

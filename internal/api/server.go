@@ -94,7 +94,11 @@ const JWKSPath = "/.well-known/jwks.json"
 type Handler struct {
 	echo *echo.Echo
 	jwks http.Handler
+	srv  *Server
 }
+
+// Ready is what /readyz answers now: true for a 200 (the keyd_ready gauge).
+func (h *Handler) Ready() bool { return h.srv.readiness().Ready }
 
 // jwksAllow is the Allow header of the JWKS route.
 const jwksAllow = "OPTIONS, GET, HEAD"
@@ -142,7 +146,7 @@ func New(cfg Config) *Handler {
 	if cfg.Gatherer != nil {
 		e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
 	}
-	return &Handler{echo: e, jwks: cfg.JWKS}
+	return &Handler{echo: e, jwks: cfg.JWKS, srv: s}
 }
 
 // recoverer turns a panic into a logged 500 instead of a dropped connection.
@@ -379,6 +383,16 @@ type readiness struct {
 }
 
 func (s *Server) readyz(c echo.Context) error {
+	r := s.readiness()
+	status := http.StatusOK
+	if !r.Ready {
+		status = http.StatusServiceUnavailable
+	}
+	return c.JSON(status, r)
+}
+
+// readiness is the /readyz body as of now.
+func (s *Server) readiness() readiness {
 	r := readiness{Backend: s.cfg.Backend.Name(), Lifecycle: s.cfg.Lifecycle.Health(), PID: s.cfg.PID}
 	if s.cfg.Problems != nil {
 		r.Storage = s.cfg.Problems()
@@ -396,11 +410,7 @@ func (s *Server) readyz(c echo.Context) error {
 	// jwks-max-age, it may miss a key other replicas sign with (the JWKS
 	// is still served; the load balancer prefers fresh replicas).
 	r.Ready = snap != nil && snap.HasActive && r.JWKSKeys > 0 && !r.Lifecycle.Stale
-	status := http.StatusOK
-	if !r.Ready {
-		status = http.StatusServiceUnavailable
-	}
-	return c.JSON(status, r)
+	return r
 }
 
 // PublishKeys is the rotation OnChange hook that keeps the JWKS document in

@@ -67,14 +67,57 @@ func New(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// WatchPropagation registers keyd_propagation_unconfirmed_clients, read from
-// unconfirmed at scrape time: the expected clients not yet confirmed for the
-// pending key (0 when no key waits).
-func WatchPropagation(reg prometheus.Registerer, unconfirmed func() int) {
+// Propagation is what the rotation loop reports about a pending key that
+// waits for its expected clients (see DESIGN.md "Observed propagation").
+type Propagation interface {
+	// UnconfirmedClients is the number of expected clients not yet
+	// confirmed for it (0 when no key waits).
+	UnconfirmedClients() int
+	// UntilActivationDeadline is the time left until it activates whether
+	// its clients are confirmed or not (activates_at + activation-max-wait
+	// - now); false when no key waits.
+	UntilActivationDeadline(now time.Time) (time.Duration, bool)
+}
+
+// WatchPropagation registers the propagation gauges, read from p at scrape
+// time.
+func WatchPropagation(reg prometheus.Registerer, p Propagation, clk clock.Clock) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "keyd_propagation_unconfirmed_clients",
 		Help: "Expected clients not yet confirmed for the pending key (0 when no key waits for its clients).",
-	}, func() float64 { return float64(unconfirmed()) }))
+	}, func() float64 { return float64(p.UnconfirmedClients()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "keyd_propagation_deadline_seconds",
+		Help: "Seconds until the pending key that waits for its clients activates, confirmed or not (activation-max-wait); 0 when no key waits.",
+	}, func() float64 {
+		d, ok := p.UntilActivationDeadline(clk.Now())
+		if !ok {
+			return 0
+		}
+		return d.Seconds()
+	}))
+}
+
+// WatchServer registers the gauges of the serving process: ready mirrors
+// /readyz; loginProblem says why keyd's own backend login fails ("" when it
+// does not; nil for a backend without a login); chainValid is the verdict
+// of the last check of the whole audit chain.
+func WatchServer(reg prometheus.Registerer, ready func() bool, loginProblem func() string, chainValid func() bool) {
+	gauge := func(name, help string, f func() bool) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return bit(f()) }))
+	}
+	gauge("keyd_ready", "1 while /readyz answers 200 (a JWKS with an active key that cannot be missing a key other replicas sign with).", ready)
+	gauge("keyd_backend_login_ok", "1 while keyd's own backend login holds a valid token (always 1 on the local backend).",
+		func() bool { return loginProblem == nil || loginProblem() == "" })
+	gauge("keyd_audit_chain_valid", "1 unless the last check of the whole audit chain (hashes, links, the log's head, every key accounted for) found it broken.", chainValid)
+}
+
+// bit is a gauge value for a boolean.
+func bit(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 // WatchLifecycle registers the lifecycle gauges, read from lc at scrape time.
@@ -83,28 +126,22 @@ func WatchLifecycle(reg prometheus.Registerer, lc Lifecycle, clk clock.Clock) {
 	gauge := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 	}
-	b := func(v bool) float64 {
-		if v {
-			return 1
-		}
-		return 0
-	}
 	gauge("keyd_active_key_age_seconds", "Seconds since the active key started signing.",
 		func() float64 { return lc.ActiveKeyAge(now()).Seconds() })
 	gauge("keyd_next_transition_seconds", "Seconds until the next key lifecycle transition.",
 		func() float64 { return lc.UntilNextTransition(now()).Seconds() })
 	gauge("keyd_rotation_overdue", "1 when a due rotation or key destruction has not happened.",
-		func() float64 { return b(lc.Overdue(now())) })
+		func() float64 { return bit(lc.Overdue(now())) })
 	gauge("keyd_config_mismatch", "1 while this replica's settings disagree with the key records.",
-		func() float64 { return b(lc.ConfigMismatch()) })
+		func() float64 { return bit(lc.ConfigMismatch()) })
 	gauge("keyd_backend_up", "1 while the key backend answers.",
-		func() float64 { return b(lc.BackendUp()) })
+		func() float64 { return bit(lc.BackendUp()) })
 	gauge("keyd_lifecycle_backoff_seconds", "Seconds the lifecycle loop waits before retrying a failing step (0 when healthy).",
 		func() float64 { return lc.Backoff().Seconds() })
 	gauge("keyd_emergency_pending", "1 while an emergency rotation is incomplete (the keys it replaces do not sign).",
-		func() float64 { p, _ := lc.EmergencyPending(); return b(p) })
+		func() float64 { p, _ := lc.EmergencyPending(); return bit(p) })
 	gauge("keyd_emergency_intent_unstored", "1 while an emergency's intent is held only in memory (not stored in the backend).",
-		func() float64 { p, s := lc.EmergencyPending(); return b(p && !s) })
+		func() float64 { p, s := lc.EmergencyPending(); return bit(p && !s) })
 }
 
 // SignRequest counts one sign request by result and algorithm.

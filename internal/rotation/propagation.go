@@ -230,3 +230,13 @@ func (m *Manager) UnconfirmedClients() int {
 	}
 	return 0
 }
+
+// UntilActivationDeadline is the time from now until the pending key that
+// waits for its clients activates, confirmed or not; false when no key
+// waits: the metric keyd_propagation_deadline_seconds.
+func (m *Manager) UntilActivationDeadline(now time.Time) (time.Duration, bool) {
+	if s := m.snap.Load(); s != nil && s.Plan.Gate != nil {
+		return s.Plan.Gate.Deadline.Sub(now), true
+	}
+	return 0, false
+}
