@@ -49,9 +49,9 @@ its help; a flag given on the command line wins.
 
 environment (besides the KEYD_* variable of each flag):
   KEYD_SIGNER_TOKEN, KEYD_ADMIN_TOKEN, KEYD_AUDITOR_TOKEN
-        local backend: the bearer token of each role, at least 32 characters;
-        one not set is generated at first start and kept in
-        <data-dir>/tokens/<role> (0600)
+        local backend: the bearer token of each role (one shorter than 32
+        characters is warned about); one not set is generated at first
+        start and kept in <data-dir>/tokens/<role> (0600)
   VAULT_ADDR
         vault backend: the Vault address (required with --backend vault
         unless --vault-addrs lists the cluster's nodes)

@@ -33,6 +33,9 @@ func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring
 	if err != nil {
 		return nil, err
 	}
+	for _, weak := range config.WeakRoleTokens(os.Getenv) {
+		log.Warn("weak role token: " + weak)
+	}
 	auth, generated, err := api.LoadLocalAuth(cfg.DataDir, os.Getenv)
 	if err != nil {
 		return nil, err

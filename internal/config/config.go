@@ -22,10 +22,12 @@ import (
 // MaxTokenLifetimeLimit is the contract's ceiling: JWTs cannot be revoked.
 const MaxTokenLifetimeLimit = time.Hour
 
-// MinRoleTokenLength is the shortest local-mode role token keyd accepts
-// from the environment: anyone who can reach keyd can try tokens, so a
-// token must be too long to guess (the generated ones are 43 random
-// base64url characters after their prefix).
+// MinRoleTokenLength is the shortest local-mode role token keyd takes from
+// the environment without a warning: anyone who can reach keyd can try
+// tokens, so a token should be too long to guess (the generated ones are 43
+// random base64url characters after their prefix). A shorter one is warned
+// about at every start, not refused: demos, tests and existing installs
+// that set short tokens keep working, and the log says what to change.
 const MinRoleTokenLength = 32
 
 // RoleTokenEnvs are the variables of the local-mode role tokens.
@@ -135,9 +137,6 @@ func Parse(raw map[string]*string) (*Config, error) {
 		s.parse(v, func(format string, args ...any) { bad(s.flag, format, args...) })
 	}
 	c.validate(bad)
-	if c.Backend == "local" {
-		errs = append(errs, roleTokenErrors(os.Getenv)...)
-	}
 	if len(errs) > 0 {
 		return nil, &Error{Errs: errs}
 	}
@@ -196,18 +195,19 @@ func (c *Config) validateVault(bad func(name, format string, args ...any)) {
 	}
 }
 
-// roleTokenErrors reports each role token of the environment that is too
-// short (never its value).
-func roleTokenErrors(getenv func(string) string) []error {
-	var errs []error
+// WeakRoleTokens describes each local-mode role token of the environment
+// that is shorter than MinRoleTokenLength (never its value), for one
+// warning line each at start.
+func WeakRoleTokens(getenv func(string) string) []string {
+	var weak []string
 	for _, env := range RoleTokenEnvs {
 		tok := strings.TrimSpace(getenv(env))
 		if n := utf8.RuneCountInString(tok); n > 0 && n < MinRoleTokenLength {
-			errs = append(errs, fmt.Errorf("%s: a role token needs at least %d characters, this one has %d "+
-				"(use e.g. openssl rand -base64 32, or unset it and keyd generates one into <data-dir>/tokens/)", env, MinRoleTokenLength, n))
+			weak = append(weak, fmt.Sprintf("%s has %d characters: a role token should have at least %d, or it can be guessed "+
+				"(use e.g. openssl rand -base64 32, or unset it and keyd generates one into <data-dir>/tokens/)", env, n, MinRoleTokenLength))
 		}
 	}
-	return errs
+	return weak
 }
 
 // The validators of the settings table.

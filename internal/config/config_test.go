@@ -352,32 +352,29 @@ func TestExpectedClients(t *testing.T) {
 	}
 }
 
-// TestShortRoleTokensRefused: a local-mode role token from the environment
-// shorter than 32 characters stops keyd, named in the one configuration
-// message with every other bad value (never its value); Vault mode does not
-// read them.
-func TestShortRoleTokensRefused(t *testing.T) {
-	clearEnv(t)
-	t.Setenv("KEYD_SIGNER_TOKEN", "s3cr3t-but-short")
-	t.Setenv("KEYD_ADMIN_TOKEN", strings.Repeat("a", config.MinRoleTokenLength))
-	t.Setenv("KEYD_AUDITOR_TOKEN", "  "+strings.Repeat("é", config.MinRoleTokenLength-1)+"  ")
-	_, err := parse(t, "--clock-skew", "-1s")
-	if err == nil {
-		t.Fatal("short role tokens accepted")
+// TestWeakRoleTokens: a local-mode role token from the environment shorter
+// than 32 characters is described for a warning (never its value); it does
+// not stop keyd (demos and existing installs set short ones).
+func TestWeakRoleTokens(t *testing.T) {
+	env := map[string]string{
+		"KEYD_SIGNER_TOKEN":  "s3cr3t-but-short",
+		"KEYD_ADMIN_TOKEN":   strings.Repeat("a", config.MinRoleTokenLength),
+		"KEYD_AUDITOR_TOKEN": "  " + strings.Repeat("é", config.MinRoleTokenLength-1) + "  ",
 	}
-	msg := err.Error()
-	for _, want := range []string{"--clock-skew", "KEYD_SIGNER_TOKEN: a role token needs at least 32 characters, this one has 16", "KEYD_AUDITOR_TOKEN", "31"} {
+	weak := config.WeakRoleTokens(func(k string) string { return env[k] })
+	if len(weak) != 2 {
+		t.Fatalf("got %d warnings, want 2 (signer, auditor): %q", len(weak), weak)
+	}
+	msg := strings.Join(weak, "\n")
+	for _, want := range []string{"KEYD_SIGNER_TOKEN has 16 characters: a role token should have at least 32", "KEYD_AUDITOR_TOKEN has 31"} {
 		if !strings.Contains(msg, want) {
-			t.Errorf("the message does not say %q: %s", want, msg)
+			t.Errorf("the warnings do not say %q: %s", want, msg)
 		}
 	}
 	if strings.Contains(msg, "KEYD_ADMIN_TOKEN") || strings.Contains(msg, "s3cr3t") {
-		t.Errorf("the message names a good token or shows a token's value: %s", msg)
+		t.Errorf("a warning names a good token or shows a token's value: %s", msg)
 	}
-	if _, err := parse(t, "--backend", "vault", "--vault-addrs", "http://127.0.0.1:8200"); err != nil {
-		t.Errorf("vault mode refused for local role tokens it does not read: %v", err)
-	}
-	t.Setenv("KEYD_SIGNER_TOKEN", "")
-	t.Setenv("KEYD_AUDITOR_TOKEN", strings.Repeat("x", 64))
+	clearEnv(t)
+	t.Setenv("KEYD_SIGNER_TOKEN", "short")
 	mustParse(t)
 }
