@@ -553,11 +553,20 @@ func (b *Backend) quarantine(path string, why error) error {
 // base name and the time) and returns that name; "" when path is gone
 // (moved or destroyed by another process). The caller holds the lock when
 // other processes may race.
-func setAside(q, path string) (string, error) {
+func setAside(q, path string) (string, error) { return setAsideAs(q, path, filepath.Base(path)) }
+
+// whyMoved holds, by quarantine path, why this process set a file aside
+// when no Backend's own list does (the propagation store's files).
+var whyMoved sync.Map
+
+func noteWhy(path, why string) { whyMoved.Store(path, why) }
+
+// setAsideAs is setAside under the name base (and the time).
+func setAsideAs(q, path, base string) (string, error) {
 	if err := os.MkdirAll(q, 0o700); err != nil {
 		return "", fmt.Errorf("local: create quarantine dir: %w", err)
 	}
-	base := filepath.Base(path) + "." + time.Now().UTC().Format("20060102T150405Z")
+	base += "." + time.Now().UTC().Format("20060102T150405Z")
 	for i := 0; ; i++ {
 		name := base
 		if i > 0 {
@@ -601,7 +610,11 @@ func (b *Backend) Problems() []string {
 	}
 	for _, e := range ents {
 		msg := fmt.Sprintf("unreadable file set aside as %s", filepath.Join(b.quarantineDir(), e.Name()))
-		if why := b.quarantined[e.Name()]; why != "" {
+		why := b.quarantined[e.Name()]
+		if w, ok := whyMoved.Load(filepath.Join(b.quarantineDir(), e.Name())); ok && why == "" {
+			why = w.(string)
+		}
+		if why != "" {
 			msg += ": " + why
 		}
 		out = append(out, msg+"; examine it, then remove it from the quarantine")
