@@ -207,3 +207,74 @@ func jsonInt(n int64) string {
 	raw, _ := json.Marshal(n)
 	return string(raw)
 }
+
+// TestBadPropagationFilesInTheDataDir (issue 20, item 2): keyd restarted
+// over one bad file of the propagation store (a truncated activation, a
+// corrupt confirmation, observations.json replaced by a directory) becomes
+// ready, serves the JWKS and signs, sets the file aside and says so
+// (/readyz, metric); the gated key whose activation cannot be read is not
+// active (it waits for its clients again).
+func TestBadPropagationFilesInTheDataDir(t *testing.T) {
+	gated := []string{"KEYD_EXPECTED_CLIENTS=ecommerce"}
+	for _, tc := range []struct {
+		name, path, moved string
+		dir               bool
+	}{
+		{"truncated activation", "propagation/activations/2.json", "propagation.activations.2.json.", false},
+		{"corrupt confirmation", "propagation/confirmations/2/ecommerce.json", "propagation.confirmations.2.ecommerce.json.", false},
+		{"observations a directory", "propagation/observations.json", "propagation.observations.json.", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			p := startKeyd(t, dir, gated)
+			admin := p.token(t, "admin")
+			if status, body := p.call(t, http.MethodPost, "/v1/rotate", admin, `{"reason":"drill"}`); status != http.StatusOK {
+				t.Fatalf("rotate: %d %s", status, body)
+			}
+			oldKID := p.sign(t, p.token(t, "signer")).KID
+			p.stop(t)
+
+			// Fault injection.
+			path := filepath.Join(dir, filepath.FromSlash(tc.path))
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			os.Remove(path)
+			var err error
+			if tc.dir {
+				err = os.Mkdir(path, 0o700)
+			} else {
+				err = os.WriteFile(path, []byte(`{"version":2,"at":"2030-0`), 0o600)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			p = startKeyd(t, dir, gated) // fails the test if keyd does not become ready
+			if kids, _ := p.jwks(t); len(kids) != 2 {
+				t.Errorf("JWKS holds %d keys, want the active and the pending key", len(kids))
+			}
+			if kid := p.sign(t, p.token(t, "signer")).KID; kid != oldKID {
+				t.Errorf("signed with %s, want the active v1 (%s): the gated key whose activation cannot be read signs", kid, oldKID)
+			}
+			status, body := p.call(t, http.MethodGet, "/v1/keys", admin, "")
+			if status != http.StatusOK || !strings.Contains(string(body), `"state":"pending"`) {
+				t.Errorf("/v1/keys = %d %s, want v2 still pending", status, body)
+			}
+			problems, gauge := storageProblems(t, p)
+			if !strings.Contains(problems, tc.moved) || !strings.Contains(problems, "quarantine") {
+				t.Errorf("/readyz storage_problems do not report %s*:\n%s", tc.moved, problems)
+			}
+			if gauge != "1" {
+				t.Errorf("keyd_storage_problems = %q, want 1", gauge)
+			}
+			if q, _ := filepath.Glob(filepath.Join(dir, "quarantine", tc.moved+"*")); len(q) != 1 {
+				t.Errorf("quarantine holds %v", q)
+			}
+			// The store works again: an admin confirmation is stored.
+			if status, body := p.call(t, http.MethodPost, "/v1/propagation/confirm", admin, `{"client":"ecommerce","version":2}`); status != http.StatusOK {
+				t.Errorf("confirm after the bad file: %d %s", status, body)
+			}
+		})
+	}
+}
