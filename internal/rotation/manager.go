@@ -416,6 +416,7 @@ func (m *Manager) settle(ctx context.Context, actor string, allowed bool) error 
 			return err
 		}
 		m.reportTransitions(ctx, keys, plan, now) // before any destruction, so the trail stays in order
+		m.reportDecisions(ctx, keys)
 		acted, err := m.apply(ctx, keys, plan, actor)
 		if err != nil {
 			return err
