@@ -11,7 +11,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"time"
 
 	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/rotation"
@@ -34,16 +36,61 @@ func (a auditEvents) Emit(ctx context.Context, e rotation.Event) error {
 func auditType(t rotation.EventType) audit.Type { return audit.Type(t) }
 
 // auditTrail serves GET /v1/audit: a page of events, and whether the whole
-// chain verifies and accounts for every key the backend holds.
+// chain verifies and accounts for every key the backend holds and every
+// propagation decision its store holds.
 type auditTrail struct {
-	log     *audit.Log
-	backend signer.Backend
+	log       *audit.Log
+	backend   signer.Backend
+	decisions decisionSource // nil: the mode keeps none
+}
+
+// decisionSource lists every propagation decision a store holds.
+type decisionSource interface {
+	Decisions(ctx context.Context) (signer.Observed, error)
+}
+
+// decisionGrace is how long after its time a stored propagation decision
+// may still lack its event: keyd records the event right after storing the
+// decision (or retries it while the trail refuses it).
+const decisionGrace = time.Minute
+
+// storedDecisions is what the chain must record for the decisions src
+// holds that are older than decisionGrace at now.
+func storedDecisions(ctx context.Context, src decisionSource, now time.Time) ([]audit.Decision, error) {
+	obs, err := src.Decisions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []audit.Decision
+	for _, c := range obs.Confirmations {
+		if now.Sub(c.At) >= decisionGrace {
+			out = append(out, audit.Decision{Type: audit.PropagationConfirmed, Version: c.Version, Reason: rotation.ConfirmedReason(c)})
+		}
+	}
+	for v, a := range obs.Activations {
+		if len(a.Unconfirmed) > 0 && now.Sub(a.At) >= decisionGrace {
+			out = append(out, audit.Decision{Type: audit.ActivationUnconfirmed, Version: v})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Version != out[j].Version {
+			return out[i].Version < out[j].Version
+		}
+		return out[i].Type+audit.Type(out[i].Reason) < out[j].Type+audit.Type(out[j].Reason)
+	})
+	return out, nil
 }
 
 func (a auditTrail) Page(ctx context.Context, since int64) ([]audit.Event, bool, error) {
-	// The keys first: a key destroyed meanwhile then already has its
-	// destroyed event (recorded before the deletion) in the events read next.
+	// The keys and decisions first: a key destroyed meanwhile then already
+	// has its destroyed event (recorded before the deletion) in the events
+	// read next.
 	versions, verr := heldVersions(ctx, a.backend)
+	var decisions []audit.Decision
+	var derr error
+	if a.decisions != nil {
+		decisions, derr = storedDecisions(ctx, a.decisions, time.Now())
+	}
 	all, err := a.log.Events(ctx, 0)
 	if err != nil {
 		return nil, false, fmt.Errorf("read audit chain: %w: %w", err, signer.ErrUnavailable)
@@ -53,6 +100,9 @@ func (a auditTrail) Page(ctx context.Context, since int64) ([]audit.Event, bool,
 	valid := audit.Verify(all) == nil && len(a.log.Problems()) == 0
 	if valid && verr == nil {
 		valid = audit.Reconcile(all, versions) == nil
+	}
+	if valid && derr == nil {
+		valid = audit.ReconcileDecisions(all, decisions) == nil
 	}
 	page := make([]audit.Event, 0, len(all))
 	for _, e := range all {
@@ -193,17 +243,28 @@ func verifyFileChain(ctx context.Context, path, dataDir string, chainOnly bool, 
 			why = fmt.Sprintf("%s holds no audit head (keyd records one beside the keys at every event): a tail cut after the last key event would pass", headPath)
 		}
 	}
+	// The propagation decisions stored beside the keys, before the events
+	// (as the keys): each must have its event.
+	var decisions []audit.Decision
+	if why == "" {
+		if decisions, err = storedDecisions(ctx, local.OpenPropagationReadOnly(dataDir), time.Now()); err != nil {
+			return failf("read the propagation decisions in %s: %v", dataDir, err)
+		}
+	}
 	sum, err := audit.CheckFile(path, versions, head)
 	fmt.Fprintf(stdout, "checked %s: %d records, head seq %d hash %s\n", path, sum.Records, sum.HeadSeq, cmp.Or(sum.HeadHash, "(none)"))
 	for _, n := range notes {
 		fmt.Fprintln(stdout, "note:", n)
+	}
+	if err == nil && why == "" {
+		err = reconcileDecisionsOfFile(path, decisions)
 	}
 	if err != nil {
 		return failf("%v", err)
 	}
 	switch {
 	case why == "":
-		fmt.Fprintf(stdout, "reconciled with %d key versions and the head (seq %d) recorded in %s\n", len(versions), head.Seq, dataDir)
+		fmt.Fprintf(stdout, "reconciled with %d key versions, %d propagation decisions and the head (seq %d) recorded in %s\n", len(versions), len(decisions), head.Seq, dataDir)
 		fmt.Fprintln(stdout, "audit chain intact")
 		return 0
 	case chainOnly:
@@ -212,4 +273,17 @@ func verifyFileChain(ctx context.Context, path, dataDir string, chainOnly bool, 
 	}
 	fmt.Fprintln(stdout, "chain links intact, but NOT reconciled with the keys")
 	return failf("key reconciliation was not possible: %s; give --data-dir, or --chain-only to check the chain alone", why)
+}
+
+// reconcileDecisionsOfFile checks that the audit log at path (a chain
+// CheckFile found intact) records every decision.
+func reconcileDecisionsOfFile(path string, decisions []audit.Decision) error {
+	if len(decisions) == 0 {
+		return nil
+	}
+	events, err := audit.ReadFileEvents(path)
+	if err != nil {
+		return err
+	}
+	return audit.ReconcileDecisions(events, decisions)
 }

@@ -278,3 +278,45 @@ func TestBadPropagationFilesInTheDataDir(t *testing.T) {
 		})
 	}
 }
+
+// TestAuditVerifyReportsADecisionWithoutItsEvent (issue 20, item 4): a
+// propagation decision stored without its audit event (a crash between the
+// two) is reported by keyd audit verify, and the next start records the
+// missing event, after which the chain accounts for it.
+func TestAuditVerifyReportsADecisionWithoutItsEvent(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	gated := []string{"KEYD_EXPECTED_CLIENTS=ecommerce,notes"}
+	p := startKeyd(t, dir, gated)
+	if status, body := p.call(t, http.MethodPost, "/v1/rotate", p.token(t, "admin"), `{"reason":"drill"}`); status != http.StatusOK {
+		t.Fatalf("rotate: %d %s", status, body)
+	}
+	p.stop(t)
+	log := filepath.Join(dir, "audit.log")
+	if stdout, stderr, code := runKeyd(t, "", nil, "audit", "verify", "--file", log); code != 0 {
+		t.Fatalf("verify before the fault: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	// Fault injection: the admin confirmation of notes was stored, then
+	// keyd died before its propagation_confirmed event was written.
+	at := time.Now().Add(-2 * time.Minute).UTC().Truncate(time.Second).Format(time.RFC3339)
+	conf := filepath.Join(dir, "propagation", "confirmations", "2", "notes.json")
+	if err := os.MkdirAll(filepath.Dir(conf), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf, []byte(`{"client":"notes","version":2,"by":"admin","at":"`+at+`","actor":"role:admin"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runKeyd(t, "", nil, "audit", "verify", "--file", log)
+	if code == 0 || !strings.Contains(stderr, "propagation_confirmed of version 2 (client notes confirmed by admin)") {
+		t.Errorf("verify with a decision without its event: exit %d, want 1 naming it\n%s%s", code, stdout, stderr)
+	}
+
+	p = startKeyd(t, dir, gated) // records the missing event
+	if valid, _ := auditPage(t, p); !valid {
+		t.Error("chain_valid = false after the start recorded the missing event")
+	}
+	p.stop(t)
+	if stdout, stderr, code := runKeyd(t, "", nil, "audit", "verify", "--file", log); code != 0 || !strings.Contains(stdout, "1 propagation decisions") {
+		t.Errorf("verify after the restart: exit %d\n%s%s", code, stdout, stderr)
+	}
+}

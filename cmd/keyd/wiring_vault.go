@@ -45,7 +45,7 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 		backend:  b,
 		auth:     vaultAuth{b},
 		events:   auditEvents{trail},
-		audit:    auditTrail{trail, b},
+		audit:    auditTrail{log: trail, backend: b},
 		start:    login.run,
 		login:    login.session.Problem,
 		observed: b,

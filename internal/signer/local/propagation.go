@@ -345,3 +345,77 @@ func createOnce[T any](s *PropagationStore, path string, v T, check func(T) erro
 	}
 	return zero, fmt.Errorf("local: %s vanished after its creation", path)
 }
+
+// OpenPropagationReadOnly opens the propagation store under dataDir for
+// reading only (keyd audit verify): nothing is created or moved.
+func OpenPropagationReadOnly(dataDir string) *PropagationStore {
+	return &PropagationStore{dir: filepath.Join(dataDir, "propagation")}
+}
+
+// Decisions returns every confirmation and activation the store holds,
+// whatever its version, read only: a file that cannot be read as the
+// decision its path names is skipped (keyd sets it aside and reports it).
+// keyd audit verify checks each one has its event.
+func (s *PropagationStore) Decisions(_ context.Context) (signer.Observed, error) {
+	var out signer.Observed
+	ents, err := os.ReadDir(filepath.Join(s.dir, "activations"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+		return out, fmt.Errorf("local: list activations: %w", err)
+	}
+	for _, e := range ents {
+		v, ok := versionFile(e.Name())
+		if !ok {
+			continue
+		}
+		if a, ok, err := readJSON(s, s.activationPath(v), func(a signer.Activation) error { return a.Check(v) }); ok {
+			if out.Activations == nil {
+				out.Activations = map[int]signer.Activation{}
+			}
+			out.Activations[v] = a
+		} else if err != nil && !errors.Is(err, errCorrupt) {
+			return out, err
+		}
+	}
+	dirs, err := os.ReadDir(filepath.Join(s.dir, "confirmations"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+		return out, fmt.Errorf("local: list confirmations: %w", err)
+	}
+	for _, d := range dirs {
+		v, err := strconv.Atoi(d.Name())
+		if err != nil || v <= 0 || strconv.Itoa(v) != d.Name() || !d.IsDir() {
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(s.dir, "confirmations", d.Name()))
+		if err != nil {
+			return out, fmt.Errorf("local: list confirmations: %w", err)
+		}
+		for _, f := range files {
+			if !strings.HasSuffix(f.Name(), ".json") || strings.Contains(f.Name(), ".tmp-") {
+				continue
+			}
+			path := filepath.Join(s.dir, "confirmations", d.Name(), f.Name())
+			c, ok, err := readJSON(s, path, func(c signer.Confirmation) error {
+				if err := c.Check(v, c.Client); err != nil {
+					return err
+				}
+				if s.confirmationPath(v, c.Client) != path {
+					return fmt.Errorf("%w: a confirmation of %q stored under another name", signer.ErrMalformed, c.Client)
+				}
+				return nil
+			})
+			if ok {
+				out.Confirmations = append(out.Confirmations, c)
+			} else if err != nil && !errors.Is(err, errCorrupt) {
+				return out, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// versionFile is the version of an activation file's name ("<v>.json").
+func versionFile(name string) (int, bool) {
+	base, ok := strings.CutSuffix(name, ".json")
+	v, err := strconv.Atoi(base)
+	return v, ok && err == nil && v > 0 && strconv.Itoa(v) == base
+}

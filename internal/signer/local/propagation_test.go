@@ -140,3 +140,45 @@ func TestPropagationDirIsAFile(t *testing.T) {
 		t.Errorf("quarantine holds %v", q)
 	}
 }
+
+// TestDecisionsListsEveryStoredDecision: keyd audit verify lists every
+// confirmation and activation, read only (a bad file is skipped, not
+// moved).
+func TestDecisionsListsEveryStoredDecision(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := NewPropagationStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)
+	for _, c := range []signer.Confirmation{
+		{Client: "ecommerce", Version: 2, By: signer.ByFetch, At: at},
+		{Client: "odd:name", Version: 2, By: signer.ByAdmin, At: at},
+		{Client: "notes", Version: 3, By: signer.ByAdmin, At: at},
+	} {
+		if _, err := s.Confirm(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Activate(ctx, signer.Activation{Version: 2, At: at, Unconfirmed: []string{"notes"}}); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "propagation", "activations", "4.json")
+	if err := os.WriteFile(bad, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := OpenPropagationReadOnly(dir).Decisions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Confirmations) != 3 || len(got.Activations) != 1 || len(got.Activations[2].Unconfirmed) != 1 {
+		t.Errorf("Decisions = %+v", got)
+	}
+	if _, err := os.Stat(bad); err != nil {
+		t.Errorf("a read-only listing moved the bad file: %v", err)
+	}
+	if got, err := OpenPropagationReadOnly(filepath.Join(dir, "nowhere")).Decisions(ctx); err != nil || len(got.Confirmations)+len(got.Activations) != 0 {
+		t.Errorf("a data dir without a store: %+v, %v", got, err)
+	}
+}
