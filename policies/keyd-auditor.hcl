@@ -27,6 +27,28 @@ path "{{kv}}/metadata/records" {
   capabilities = ["list"]
 }
 
+# Read and list the propagation decisions (confirmations, activations), to check each one has
+# its event in the chain.
+path "{{kv}}/data/propagation/confirmations/*" {
+  capabilities = ["read"]
+}
+
+path "{{kv}}/data/propagation/activations/*" {
+  capabilities = ["read"]
+}
+
+path "{{kv}}/metadata/propagation/activations" {
+  capabilities = ["list"]
+}
+
+path "{{kv}}/metadata/propagation/confirmations" {
+  capabilities = ["list"]
+}
+
+path "{{kv}}/metadata/propagation/confirmations/*" {
+  capabilities = ["list"]
+}
+
 # Read the key's versions and public keys (no private material), to reconcile with the chain.
 path "{{mount}}/keys/{{key}}" {
   capabilities = ["read"]

@@ -75,6 +75,19 @@ path "{{kv}}/data/propagation/activations/*" {
   capabilities = ["create", "read"]
 }
 
+# List the propagation decisions, to reconcile them with the audit chain (GET /v1/audit).
+path "{{kv}}/metadata/propagation/activations" {
+  capabilities = ["list"]
+}
+
+path "{{kv}}/metadata/propagation/confirmations" {
+  capabilities = ["list"]
+}
+
+path "{{kv}}/metadata/propagation/confirmations/*" {
+  capabilities = ["list"]
+}
+
 # Audit chain: each entry is created once and never updated or deleted.
 path "{{kv}}/data/audit/*" {
   capabilities = ["create", "read"]

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/auth"
@@ -45,9 +46,10 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 		backend:  b,
 		auth:     vaultAuth{b},
 		events:   auditEvents{trail},
-		audit:    auditTrail{log: trail, backend: b},
+		audit:    auditTrail{log: trail, backend: b, decisions: b},
 		start:    login.run,
 		login:    login.session.Problem,
+		problems: b.Problems,
 		observed: b,
 	}, nil
 }
@@ -152,5 +154,19 @@ func checkVaultChain(ctx context.Context, vf *vaultFlagSet) error {
 	if err != nil {
 		return fmt.Errorf("read the key versions: %w", err)
 	}
-	return audit.VerifyStore(ctx, vault.NewAuditStore(client, vf.get("vault-kv-mount")), versions)
+	// The propagation decisions, before the events (as the keys): each
+	// must have its event.
+	decisions, err := storedDecisions(ctx, b, time.Now())
+	if err != nil {
+		return fmt.Errorf("read the propagation decisions (the auditor token needs the current keyd-auditor policy: rerun keyd bootstrap to update it): %w", err)
+	}
+	store := vault.NewAuditStore(client, vf.get("vault-kv-mount"))
+	if err := audit.VerifyStore(ctx, store, versions); err != nil {
+		return err
+	}
+	events, err := store.Read(ctx, 0)
+	if err != nil {
+		return fmt.Errorf("audit: read chain: %w", err)
+	}
+	return audit.ReconcileDecisions(events, decisions)
 }
