@@ -358,36 +358,59 @@ func OpenPropagationReadOnly(dataDir string) *PropagationStore {
 // keyd audit verify checks each one has its event.
 func (s *PropagationStore) Decisions(_ context.Context) (signer.Observed, error) {
 	var out signer.Observed
-	ents, err := os.ReadDir(filepath.Join(s.dir, "activations"))
+	err := s.listActivations(&out)
+	if err == nil {
+		err = s.listConfirmations(&out)
+	}
+	return out, err
+}
+
+// listDir lists dir of the store: none when it is absent (or not a directory).
+func listDir(dir string) ([]os.DirEntry, error) {
+	ents, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
-		return out, fmt.Errorf("local: list activations: %w", err)
+		return nil, fmt.Errorf("local: list %s: %w", dir, err)
+	}
+	return ents, nil
+}
+
+func (s *PropagationStore) listActivations(out *signer.Observed) error {
+	ents, err := listDir(filepath.Join(s.dir, "activations"))
+	if err != nil {
+		return err
 	}
 	for _, e := range ents {
 		v, ok := versionFile(e.Name())
 		if !ok {
 			continue
 		}
-		if a, ok, err := readJSON(s, s.activationPath(v), func(a signer.Activation) error { return a.Check(v) }); ok {
+		a, ok, err := readJSON(s, s.activationPath(v), func(a signer.Activation) error { return a.Check(v) })
+		if err != nil && !errors.Is(err, errCorrupt) {
+			return err
+		}
+		if ok {
 			if out.Activations == nil {
 				out.Activations = map[int]signer.Activation{}
 			}
 			out.Activations[v] = a
-		} else if err != nil && !errors.Is(err, errCorrupt) {
-			return out, err
 		}
 	}
-	dirs, err := os.ReadDir(filepath.Join(s.dir, "confirmations"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
-		return out, fmt.Errorf("local: list confirmations: %w", err)
+	return nil
+}
+
+func (s *PropagationStore) listConfirmations(out *signer.Observed) error {
+	dirs, err := listDir(filepath.Join(s.dir, "confirmations"))
+	if err != nil {
+		return err
 	}
 	for _, d := range dirs {
 		v, err := strconv.Atoi(d.Name())
 		if err != nil || v <= 0 || strconv.Itoa(v) != d.Name() || !d.IsDir() {
 			continue
 		}
-		files, err := os.ReadDir(filepath.Join(s.dir, "confirmations", d.Name()))
+		files, err := listDir(filepath.Join(s.dir, "confirmations", d.Name()))
 		if err != nil {
-			return out, fmt.Errorf("local: list confirmations: %w", err)
+			return err
 		}
 		for _, f := range files {
 			if !strings.HasSuffix(f.Name(), ".json") || strings.Contains(f.Name(), ".tmp-") {
@@ -403,14 +426,15 @@ func (s *PropagationStore) Decisions(_ context.Context) (signer.Observed, error)
 				}
 				return nil
 			})
+			if err != nil && !errors.Is(err, errCorrupt) {
+				return err
+			}
 			if ok {
 				out.Confirmations = append(out.Confirmations, c)
-			} else if err != nil && !errors.Is(err, errCorrupt) {
-				return out, err
 			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // versionFile is the version of an activation file's name ("<v>.json").

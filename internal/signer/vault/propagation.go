@@ -267,9 +267,14 @@ func (b *Backend) Decisions(ctx context.Context) (signer.Observed, error) {
 			out.Activations[n] = a
 		}
 	}
+	return out, b.listConfirmations(ctx, &out)
+}
+
+func (b *Backend) listConfirmations(ctx context.Context, out *signer.Observed) error {
+	kv := b.kvMount()
 	dirs, err := kv.list(ctx, propagationDir+"confirmations")
 	if err != nil {
-		return out, err
+		return err
 	}
 	for _, d := range dirs {
 		dir, _ := d.(string)
@@ -279,7 +284,7 @@ func (b *Backend) Decisions(ctx context.Context) (signer.Observed, error) {
 		}
 		files, err := kv.list(ctx, propagationDir+"confirmations/"+dir)
 		if err != nil {
-			return out, err
+			return err
 		}
 		for _, base := range slotBases(files) {
 			c, ok, _, err := readDecision(ctx, b, propagationDir+"confirmations/"+dir+base, func(c signer.Confirmation) error {
@@ -292,14 +297,14 @@ func (b *Backend) Decisions(ctx context.Context) (signer.Observed, error) {
 				return nil
 			})
 			if err != nil {
-				return out, err
+				return err
 			}
 			if ok {
 				out.Confirmations = append(out.Confirmations, c)
 			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // slotBases is the decision paths of a listing: each entry name without its
