@@ -27,24 +27,27 @@ path "{{kv}}/metadata/records" {
   capabilities = ["list"]
 }
 
-# Read and list the propagation decisions (confirmations, activations), to check each one has
-# its event in the chain.
+# Read the client confirmations, to check each one has its event in the chain.
 path "{{kv}}/data/propagation/confirmations/*" {
   capabilities = ["read"]
 }
 
+# Read the activations of gated keys, to check each unconfirmed one has its event.
 path "{{kv}}/data/propagation/activations/*" {
   capabilities = ["read"]
 }
 
+# List the activations.
 path "{{kv}}/metadata/propagation/activations" {
   capabilities = ["list"]
 }
 
+# List the versions that have confirmations.
 path "{{kv}}/metadata/propagation/confirmations" {
   capabilities = ["list"]
 }
 
+# List each version's confirmations.
 path "{{kv}}/metadata/propagation/confirmations/*" {
   capabilities = ["list"]
 }

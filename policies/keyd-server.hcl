@@ -75,15 +75,17 @@ path "{{kv}}/data/propagation/activations/*" {
   capabilities = ["create", "read"]
 }
 
-# List the propagation decisions, to reconcile them with the audit chain (GET /v1/audit).
+# List the activations, to reconcile each one with its audit event (GET /v1/audit).
 path "{{kv}}/metadata/propagation/activations" {
   capabilities = ["list"]
 }
 
+# List the versions that have confirmations, for the same reconciliation.
 path "{{kv}}/metadata/propagation/confirmations" {
   capabilities = ["list"]
 }
 
+# List each version's confirmations, for the same reconciliation.
 path "{{kv}}/metadata/propagation/confirmations/*" {
   capabilities = ["list"]
 }
