@@ -313,12 +313,12 @@ func TestPropagationStoreFaultsVault(t *testing.T) {
 	k.Stop()
 
 	// Fault injection, with the root token: a malformed activation of the
-	// pending v2 (no time: it used to read as "active since activates_at"),
-	// and a confirmation whose event was lost to a crash.
+	// pending v2 (it used to fail every lifecycle read: keyd never became
+	// ready), and a confirmation whose event was lost to a crash.
 	root := e.v.Client(t, e.v.RootToken)
 	at := time.Now().Add(-2 * time.Minute).UTC().Truncate(time.Second)
 	for p, data := range map[string]map[string]any{
-		"keyd/data/propagation/activations/2":             {"version": 2},
+		"keyd/data/propagation/activations/2":             {"version": "two", "at": "soon"},
 		"keyd/data/propagation/confirmations/2/ecommerce": {"client": "ecommerce", "version": 2, "by": "admin", "at": at, "actor": "role:admin"},
 	} {
 		if _, err := root.Logical().Write(p, map[string]any{"data": data}); err != nil {
