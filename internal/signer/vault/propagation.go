@@ -150,7 +150,7 @@ func readDecision[T any](ctx context.Context, b *Backend, p string, check func(T
 
 // malformed reports the malformed KV entry p (Problems), once per path.
 func (b *Backend) malformed(p string, why error, what string) {
-	msg := fmt.Sprintf("malformed Vault KV entry %s %s (%v); examine it, then delete it (vault kv metadata delete)", b.kvPath(p), what, why)
+	msg := fmt.Sprintf("malformed Vault KV entry %s %s (%v); examine it (a bad restore, a hand edit?), see operations.md on bad files", b.kvPath(p), what, why)
 	if _, seen := b.kvProblems.LoadOrStore(p, msg); !seen && b.log != nil {
 		b.log.Error("malformed propagation entry in Vault KV", "path", b.kvPath(p), "err", why)
 	}
