@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/openedx-keyd/keyd/internal/audit"
+	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
@@ -42,6 +43,7 @@ type auditTrail struct {
 	log       *audit.Log
 	backend   signer.Backend
 	decisions decisionSource // nil: the mode keeps none
+	clock     clock.Clock    // nil: the real clock
 }
 
 // decisionSource lists every propagation decision a store holds.
@@ -89,7 +91,7 @@ func (a auditTrail) Page(ctx context.Context, since int64) ([]audit.Event, bool,
 	var decisions []audit.Decision
 	var derr error
 	if a.decisions != nil {
-		decisions, derr = storedDecisions(ctx, a.decisions, time.Now())
+		decisions, derr = storedDecisions(ctx, a.decisions, cmp.Or[clock.Clock](a.clock, clock.Real{}).Now())
 	}
 	all, err := a.log.Events(ctx, 0)
 	if err != nil {

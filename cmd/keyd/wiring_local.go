@@ -46,5 +46,5 @@ func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring
 	if err != nil {
 		return nil, err
 	}
-	return &wiring{backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b, observed}, problems: problems, observed: observed}, nil
+	return &wiring{backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b, observed, clk}, problems: problems, observed: observed}, nil
 }

@@ -46,7 +46,7 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 		backend:  b,
 		auth:     vaultAuth{b},
 		events:   auditEvents{trail},
-		audit:    auditTrail{log: trail, backend: b, decisions: b},
+		audit:    auditTrail{log: trail, backend: b, decisions: b, clock: clk},
 		start:    login.run,
 		login:    login.session.Problem,
 		problems: b.Problems,
