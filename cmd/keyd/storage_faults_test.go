@@ -320,3 +320,56 @@ func TestAuditVerifyReportsADecisionWithoutItsEvent(t *testing.T) {
 		t.Errorf("verify after the restart: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
+
+// TestFollowingTheQuarantineAdvice (issue 20, item 3): operations.md says
+// to examine a quarantined key file and remove it. Done for the newest key,
+// keyd still creates keys (a rotation used to answer 200 creating nothing,
+// an emergency to fail on every retry), never reuses the number, and the
+// audit still accounts for the removed version.
+func TestFollowingTheQuarantineAdvice(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	p := startKeyd(t, dir, nil)
+	admin := p.token(t, "admin")
+	if status, body := p.call(t, http.MethodPost, "/v1/rotate", admin, `{"reason":"drill"}`); status != http.StatusOK {
+		t.Fatalf("rotate: %d %s", status, body)
+	}
+	p.stop(t)
+	if err := os.WriteFile(filepath.Join(dir, "keys", "00000002.json"), []byte("torn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p = startKeyd(t, dir, nil) // sets v2 aside
+	p.stop(t)
+	q, _ := filepath.Glob(filepath.Join(dir, "quarantine", "00000002.json.*"))
+	if len(q) != 1 {
+		t.Fatalf("quarantine holds %v", q)
+	}
+	if err := os.Remove(q[0]); err != nil { // examined, then removed
+		t.Fatal(err)
+	}
+
+	p = startKeyd(t, dir, nil)
+	var got struct {
+		Version int
+		State   string
+	}
+	status, body := p.call(t, http.MethodPost, "/v1/rotate", admin, `{"reason":"after the removal"}`)
+	json.Unmarshal(body, &got)
+	if status != http.StatusOK || got.Version != 3 || got.State != "pending" {
+		t.Errorf("rotate after the removal: %d %s, want a new pending v3", status, body)
+	}
+	status, body = p.call(t, http.MethodPost, "/v1/rotate", admin, `{"emergency":true,"reason":"drill"}`)
+	json.Unmarshal(body, &got)
+	if status != http.StatusOK || got.Version != 4 || got.State != "active" {
+		t.Errorf("emergency after the removal: %d %s, want an active v4", status, body)
+	}
+	if problems, _ := storageProblems(t, p); problems != "" {
+		t.Errorf("storage_problems after the removal: %s", problems)
+	}
+	if valid, _ := auditPage(t, p); !valid {
+		t.Error("chain_valid = false: the removed v2 counts as vanished")
+	}
+	p.stop(t)
+	if stdout, stderr, code := runKeyd(t, "", nil, "audit", "verify", "--file", filepath.Join(dir, "audit.log")); code != 0 {
+		t.Errorf("keyd audit verify: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
