@@ -295,3 +295,58 @@ func TestPropagationVaultTwoReplicas(t *testing.T) {
 		t.Errorf("keyd audit verify --vault: %v\n%s", err, out)
 	}
 }
+
+// TestPropagationStoreFaultsVault (issue 20, items 2 and 4, Vault KV): a
+// malformed activation entry does not wedge keyd (it becomes ready, serves
+// the JWKS, signs with the active key and reports the entry); a
+// confirmation stored without its audit event (a crash between the two) is
+// reported by keyd audit verify --vault, and the next start records the
+// missing event.
+func TestPropagationStoreFaultsVault(t *testing.T) {
+	e := bootstrapVault(t, "ES256")
+	args := append([]string{"--algorithm", "ES256"}, gatedArgs("1h")...)
+	args = append(args, "--propagation-delay", "1h", "--jwks-max-age", "1m", "--instance-window", "2m")
+	k := e.start(t, e.v.Addr, args...)
+	if _, err := call(context.Background(), "POST", k.URL+"/v1/rotate", e.admin, map[string]any{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	k.Stop()
+
+	// Fault injection, with the root token: a malformed activation of the
+	// pending v2 (it used to fail every lifecycle read: keyd never became
+	// ready), and a confirmation whose event was lost to a crash.
+	root := e.v.Client(t, e.v.RootToken)
+	at := time.Now().Add(-2 * time.Minute).UTC().Truncate(time.Second)
+	for p, data := range map[string]map[string]any{
+		"keyd/data/propagation/activations/2":             {"version": "two", "at": "soon"},
+		"keyd/data/propagation/confirmations/2/ecommerce": {"client": "ecommerce", "version": 2, "by": "admin", "at": at, "actor": "role:admin"},
+	} {
+		if _, err := root.Logical().Write(p, map[string]any{"data": data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := auditVerifyVault(e)
+	if err == nil || !strings.Contains(string(out), "propagation_confirmed of version 2 (client ecommerce confirmed by admin)") {
+		t.Errorf("keyd audit verify --vault with a decision without its event: %v\n%s", err, out)
+	}
+
+	k = e.start(t, e.v.Addr, args...) // fails the test unless ready
+	keys := keysOf(t, k.URL, e.auditor)
+	if len(keys) != 2 || keys[2].State != "pending" {
+		t.Errorf("keys after the restart: %+v, want v2 still pending", keys)
+	}
+	var sig struct{ KID string }
+	if _, err := call(context.Background(), "POST", k.URL+"/v1/sign", e.lms, testClaims, &sig); err != nil || sig.KID != keys[1].KID {
+		t.Errorf("sign: %v, kid %s, want the active v1 (%s)", err, sig.KID, keys[1].KID)
+	}
+	var ready struct {
+		Storage []string `json:"storage_problems"`
+	}
+	call(context.Background(), "GET", k.URL+"/readyz", "", nil, &ready)
+	if p := strings.Join(ready.Storage, "\n"); !strings.Contains(p, "propagation/activations/2") {
+		t.Errorf("/readyz storage_problems do not report the malformed activation:\n%s", p)
+	}
+	if out, err := auditVerifyVault(e); err != nil {
+		t.Errorf("keyd audit verify --vault after the start recorded the event: %v\n%s", err, out)
+	}
+}

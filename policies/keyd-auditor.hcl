@@ -27,6 +27,31 @@ path "{{kv}}/metadata/records" {
   capabilities = ["list"]
 }
 
+# Read the client confirmations, to check each one has its event in the chain.
+path "{{kv}}/data/propagation/confirmations/*" {
+  capabilities = ["read"]
+}
+
+# Read the activations of gated keys, to check each unconfirmed one has its event.
+path "{{kv}}/data/propagation/activations/*" {
+  capabilities = ["read"]
+}
+
+# List the activations.
+path "{{kv}}/metadata/propagation/activations" {
+  capabilities = ["list"]
+}
+
+# List the versions that have confirmations.
+path "{{kv}}/metadata/propagation/confirmations" {
+  capabilities = ["list"]
+}
+
+# List each version's confirmations.
+path "{{kv}}/metadata/propagation/confirmations/*" {
+  capabilities = ["list"]
+}
+
 # Read the key's versions and public keys (no private material), to reconcile with the chain.
 path "{{mount}}/keys/{{key}}" {
   capabilities = ["read"]

@@ -75,6 +75,21 @@ path "{{kv}}/data/propagation/activations/*" {
   capabilities = ["create", "read"]
 }
 
+# List the activations, to reconcile each one with its audit event (GET /v1/audit).
+path "{{kv}}/metadata/propagation/activations" {
+  capabilities = ["list"]
+}
+
+# List the versions that have confirmations, for the same reconciliation.
+path "{{kv}}/metadata/propagation/confirmations" {
+  capabilities = ["list"]
+}
+
+# List each version's confirmations, for the same reconciliation.
+path "{{kv}}/metadata/propagation/confirmations/*" {
+  capabilities = ["list"]
+}
+
 # Audit chain: each entry is created once and never updated or deleted.
 path "{{kv}}/data/audit/*" {
   capabilities = ["create", "read"]

@@ -11,9 +11,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"time"
 
 	"github.com/openedx-keyd/keyd/internal/audit"
+	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
@@ -34,10 +37,50 @@ func (a auditEvents) Emit(ctx context.Context, e rotation.Event) error {
 func auditType(t rotation.EventType) audit.Type { return audit.Type(t) }
 
 // auditTrail serves GET /v1/audit: a page of events, and whether the whole
-// chain verifies and accounts for every key the backend holds.
+// chain verifies and accounts for every key the backend holds and every
+// propagation decision its store holds.
 type auditTrail struct {
-	log     *audit.Log
-	backend signer.Backend
+	log       *audit.Log
+	backend   signer.Backend
+	decisions decisionSource // nil: the mode keeps none
+	clock     clock.Clock    // nil: the real clock
+}
+
+// decisionSource lists every propagation decision a store holds.
+type decisionSource interface {
+	Decisions(ctx context.Context) (signer.Observed, error)
+}
+
+// decisionGrace is how long after its time a stored propagation decision
+// may still lack its event: keyd records the event right after storing the
+// decision (or retries it while the trail refuses it).
+const decisionGrace = time.Minute
+
+// storedDecisions is what the chain must record for the decisions src
+// holds that are older than decisionGrace at now.
+func storedDecisions(ctx context.Context, src decisionSource, now time.Time) ([]audit.Decision, error) {
+	obs, err := src.Decisions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []audit.Decision
+	for _, c := range obs.Confirmations {
+		if now.Sub(c.At) >= decisionGrace {
+			out = append(out, audit.Decision{Type: audit.PropagationConfirmed, Version: c.Version, Reason: rotation.ConfirmedReason(c)})
+		}
+	}
+	for v, a := range obs.Activations {
+		if len(a.Unconfirmed) > 0 && now.Sub(a.At) >= decisionGrace {
+			out = append(out, audit.Decision{Type: audit.ActivationUnconfirmed, Version: v})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Version != out[j].Version {
+			return out[i].Version < out[j].Version
+		}
+		return out[i].Type+audit.Type(out[i].Reason) < out[j].Type+audit.Type(out[j].Reason)
+	})
+	return out, nil
 }
 
 func (a auditTrail) Page(ctx context.Context, since int64) ([]audit.Event, bool, error) {
@@ -55,26 +98,49 @@ func (a auditTrail) Page(ctx context.Context, since int64) ([]audit.Event, bool,
 }
 
 // verdict reads the whole chain and says whether it verifies and accounts
-// for every key the backend holds (not checked while the keys cannot be
-// read). An error: the chain could not be read.
+// for every key the backend holds and every stored propagation decision
+// (each not checked while it cannot be read). An error: the chain could not
+// be read.
 func (a auditTrail) verdict(ctx context.Context) ([]audit.Event, bool, error) {
-	// The keys first: a key destroyed meanwhile then already has its
-	// destroyed event (recorded before the deletion) in the events read next.
-	versions, verr := heldVersions(ctx, a.backend)
-	all, err := a.log.Events(ctx, 0)
+	v, err := a.verification(ctx)
 	if err != nil {
-		return nil, false, fmt.Errorf("read audit chain: %w: %w", err, signer.ErrUnavailable)
+		return nil, false, err
 	}
-	// One verification with the report: the chain, the log's problems and
-	// the reconciliation with the keys held (when they could be read).
-	valid := a.inspect(all, versions, verr).Err() == nil
-	return all, valid, nil
+	return v.Events, v.Err() == nil, nil
 }
 
 // Valid reports whether the chain verifies, for chainWatch.
 func (a auditTrail) Valid(ctx context.Context) (bool, error) {
 	_, valid, err := a.verdict(ctx)
 	return valid, err
+}
+
+// verification is the one check of the whole chain that /v1/audit's
+// chain_valid, the chain watch and the report share. What the chain must
+// account for is read first (the keys held, the stored decisions): a key
+// destroyed meanwhile then already has its destroyed event (recorded before
+// the deletion), a decision stored meanwhile its event, in the events read
+// next.
+func (a auditTrail) verification(ctx context.Context) (audit.Verification, error) {
+	versions, verr := heldVersions(ctx, a.backend)
+	var decisions []audit.Decision
+	var derr error
+	if a.decisions != nil {
+		decisions, derr = storedDecisions(ctx, a.decisions, cmp.Or[clock.Clock](a.clock, clock.Real{}).Now())
+	}
+	all, err := a.log.Events(ctx, 0)
+	if err != nil {
+		return audit.Verification{}, fmt.Errorf("read audit chain: %w: %w", err, signer.ErrUnavailable)
+	}
+	v := a.inspect(all, versions, verr)
+	switch {
+	case a.decisions == nil:
+	case derr != nil:
+		v.NotChecked = append(v.NotChecked, "that every stored propagation decision has its event: the decisions could not be read ("+derr.Error()+")")
+	default:
+		v.CheckDecisions(decisions)
+	}
+	return v, nil
 }
 
 // inspect is the verification of the chain all that /v1/audit's chain_valid
@@ -210,7 +276,7 @@ func verifyFileChain(ctx context.Context, path, dataDir string, chainOnly bool, 
 	}
 	switch {
 	case fc.why == "":
-		fmt.Fprintf(stdout, "reconciled with %d key versions and the head (seq %d) recorded in %s\n", len(v.Versions), fc.head.Seq, fc.dataDir)
+		fmt.Fprintf(stdout, "reconciled with %d key versions, %d propagation decisions and the head (seq %d) recorded in %s\n", len(v.Versions), len(fc.decisions), fc.head.Seq, fc.dataDir)
 		fmt.Fprintln(stdout, "audit chain intact")
 		return 0
 	case chainOnly:
@@ -228,6 +294,9 @@ type fileChain struct {
 	dataDir string
 	head    *audit.Head
 	notes   []string // the key store's problems
+	// decisions are the propagation decisions stored in the data dir,
+	// each of which the chain must record.
+	decisions []audit.Decision
 	// why says why reconciling with the keys and the head was not
 	// possible; "" when it was.
 	why string
@@ -261,9 +330,19 @@ func inspectFileChain(ctx context.Context, path, dataDir string, chainOnly bool)
 			fc.why = fmt.Sprintf("%s holds no audit head (keyd records one beside the keys at every event): a tail cut after the last key event would pass", headPath)
 		}
 	}
+	// The propagation decisions stored beside the keys, read before the
+	// events (as the keys): each must have its event.
+	if fc.why == "" {
+		if fc.decisions, err = storedDecisions(ctx, local.OpenPropagationReadOnly(fc.dataDir), time.Now()); err != nil {
+			return fileChain{}, fmt.Errorf("read the propagation decisions in %s: %w", fc.dataDir, err)
+		}
+	}
 	fc.Verification, err = audit.InspectFile(path, versions, fc.head)
 	if err != nil {
 		return fileChain{}, err
+	}
+	if fc.why == "" {
+		fc.CheckDecisions(fc.decisions)
 	}
 	fc.Incomplete = fc.why
 	switch {

@@ -18,7 +18,6 @@ import (
 	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/fsutil"
 	"github.com/openedx-keyd/keyd/internal/report"
-	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
 // defaultLateAfter is how long after its due time a scheduled rotation may
@@ -232,15 +231,14 @@ func withReport(t api.AuditTrail, cfg *config.Config, clk clock.Clock) api.Audit
 }
 
 func (r reportingTrail) Report(ctx context.Context, q api.ReportQuery) (audit.Report, error) {
-	versions, verr := heldVersions(ctx, r.backend)
-	all, err := r.log.Events(ctx, 0)
+	v, err := r.verification(ctx)
 	if err != nil {
-		return audit.Report{}, fmt.Errorf("read audit chain: %w: %w", err, signer.ErrUnavailable)
+		return audit.Report{}, err
 	}
 	pol := r.policy
 	if q.LateAfter > 0 {
 		pol.LateAfter = q.LateAfter
 	}
-	return audit.BuildReport(r.inspect(all, versions, verr), pol,
+	return audit.BuildReport(v, pol,
 		audit.Period{Since: q.Since, Until: q.Until, Now: r.clock.Now()}, r.source)
 }

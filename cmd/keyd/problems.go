@@ -27,7 +27,7 @@ func newProblemWatch(list func() []string, log *slog.Logger, reg prometheus.Regi
 	w := &problemWatch{list: list, log: log}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "keyd_storage_problems",
-		Help: "Problems with the files keyd keeps (quarantined key files, audit lines that are not events, an audit log that disagrees with its recorded head); /readyz lists them.",
+		Help: "Problems with the files keyd keeps (quarantined key and propagation files, audit lines that are not events, an audit log that disagrees with its recorded head, malformed propagation entries in Vault KV); /readyz lists them.",
 	}, func() float64 { return float64(len(w.Current())) }))
 	return w
 }

@@ -234,3 +234,169 @@ func jsonInt(n int64) string {
 	raw, _ := json.Marshal(n)
 	return string(raw)
 }
+
+// TestBadPropagationFilesInTheDataDir (issue 20, item 2): keyd restarted
+// over one bad file of the propagation store (a truncated activation, a
+// corrupt confirmation, observations.json replaced by a directory) becomes
+// ready, serves the JWKS and signs, sets the file aside and says so
+// (/readyz, metric); the gated key whose activation cannot be read is not
+// active (it waits for its clients again).
+func TestBadPropagationFilesInTheDataDir(t *testing.T) {
+	gated := []string{"KEYD_EXPECTED_CLIENTS=ecommerce"}
+	for _, tc := range []struct {
+		name, path, moved string
+		dir               bool
+	}{
+		{"truncated activation", "propagation/activations/2.json", "propagation.activations.2.json.", false},
+		{"corrupt confirmation", "propagation/confirmations/2/ecommerce.json", "propagation.confirmations.2.ecommerce.json.", false},
+		{"observations a directory", "propagation/observations.json", "propagation.observations.json.", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			p := startKeyd(t, dir, gated)
+			admin := p.token(t, "admin")
+			if status, body := p.call(t, http.MethodPost, "/v1/rotate", admin, `{"reason":"drill"}`); status != http.StatusOK {
+				t.Fatalf("rotate: %d %s", status, body)
+			}
+			oldKID := p.sign(t, p.token(t, "signer")).KID
+			p.stop(t)
+
+			// Fault injection.
+			path := filepath.Join(dir, filepath.FromSlash(tc.path))
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			os.Remove(path)
+			var err error
+			if tc.dir {
+				err = os.Mkdir(path, 0o700)
+			} else {
+				err = os.WriteFile(path, []byte(`{"version":2,"at":"2030-0`), 0o600)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			p = startKeyd(t, dir, gated) // fails the test if keyd does not become ready
+			if kids, _ := p.jwks(t); len(kids) != 2 {
+				t.Errorf("JWKS holds %d keys, want the active and the pending key", len(kids))
+			}
+			if kid := p.sign(t, p.token(t, "signer")).KID; kid != oldKID {
+				t.Errorf("signed with %s, want the active v1 (%s): the gated key whose activation cannot be read signs", kid, oldKID)
+			}
+			status, body := p.call(t, http.MethodGet, "/v1/keys", admin, "")
+			if status != http.StatusOK || !strings.Contains(string(body), `"state":"pending"`) {
+				t.Errorf("/v1/keys = %d %s, want v2 still pending", status, body)
+			}
+			problems, gauge := storageProblems(t, p)
+			if !strings.Contains(problems, tc.moved) || !strings.Contains(problems, "quarantine") {
+				t.Errorf("/readyz storage_problems do not report %s*:\n%s", tc.moved, problems)
+			}
+			if gauge != "1" {
+				t.Errorf("keyd_storage_problems = %q, want 1", gauge)
+			}
+			if q, _ := filepath.Glob(filepath.Join(dir, "quarantine", tc.moved+"*")); len(q) != 1 {
+				t.Errorf("quarantine holds %v", q)
+			}
+			// The store works again: an admin confirmation is stored.
+			if status, body := p.call(t, http.MethodPost, "/v1/propagation/confirm", admin, `{"client":"ecommerce","version":2}`); status != http.StatusOK {
+				t.Errorf("confirm after the bad file: %d %s", status, body)
+			}
+		})
+	}
+}
+
+// TestAuditVerifyReportsADecisionWithoutItsEvent (issue 20, item 4): a
+// propagation decision stored without its audit event (a crash between the
+// two) is reported by keyd audit verify, and the next start records the
+// missing event, after which the chain accounts for it.
+func TestAuditVerifyReportsADecisionWithoutItsEvent(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	gated := []string{"KEYD_EXPECTED_CLIENTS=ecommerce,notes"}
+	p := startKeyd(t, dir, gated)
+	if status, body := p.call(t, http.MethodPost, "/v1/rotate", p.token(t, "admin"), `{"reason":"drill"}`); status != http.StatusOK {
+		t.Fatalf("rotate: %d %s", status, body)
+	}
+	p.stop(t)
+	log := filepath.Join(dir, "audit.log")
+	if stdout, stderr, code := runKeyd(t, "", nil, "audit", "verify", "--file", log); code != 0 {
+		t.Fatalf("verify before the fault: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	// Fault injection: the admin confirmation of notes was stored, then
+	// keyd died before its propagation_confirmed event was written.
+	at := time.Now().Add(-2 * time.Minute).UTC().Truncate(time.Second).Format(time.RFC3339)
+	conf := filepath.Join(dir, "propagation", "confirmations", "2", "notes.json")
+	if err := os.MkdirAll(filepath.Dir(conf), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf, []byte(`{"client":"notes","version":2,"by":"admin","at":"`+at+`","actor":"role:admin"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runKeyd(t, "", nil, "audit", "verify", "--file", log)
+	if code == 0 || !strings.Contains(stderr, "propagation_confirmed of version 2 (client notes confirmed by admin)") {
+		t.Errorf("verify with a decision without its event: exit %d, want 1 naming it\n%s%s", code, stdout, stderr)
+	}
+
+	p = startKeyd(t, dir, gated) // records the missing event
+	if valid, _ := auditPage(t, p); !valid {
+		t.Error("chain_valid = false after the start recorded the missing event")
+	}
+	p.stop(t)
+	if stdout, stderr, code := runKeyd(t, "", nil, "audit", "verify", "--file", log); code != 0 || !strings.Contains(stdout, "1 propagation decisions") {
+		t.Errorf("verify after the restart: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// TestFollowingTheQuarantineAdvice (issue 20, item 3): operations.md says
+// to examine a quarantined key file and remove it. Done for the newest key,
+// keyd still creates keys (a rotation used to answer 200 creating nothing,
+// an emergency to fail on every retry), never reuses the number, and the
+// audit still accounts for the removed version.
+func TestFollowingTheQuarantineAdvice(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	p := startKeyd(t, dir, nil)
+	admin := p.token(t, "admin")
+	if status, body := p.call(t, http.MethodPost, "/v1/rotate", admin, `{"reason":"drill"}`); status != http.StatusOK {
+		t.Fatalf("rotate: %d %s", status, body)
+	}
+	p.stop(t)
+	if err := os.WriteFile(filepath.Join(dir, "keys", "00000002.json"), []byte("torn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p = startKeyd(t, dir, nil) // sets v2 aside
+	p.stop(t)
+	q, _ := filepath.Glob(filepath.Join(dir, "quarantine", "00000002.json.*"))
+	if len(q) != 1 {
+		t.Fatalf("quarantine holds %v", q)
+	}
+	if err := os.Remove(q[0]); err != nil { // examined, then removed
+		t.Fatal(err)
+	}
+
+	p = startKeyd(t, dir, nil)
+	var got struct {
+		Version int
+		State   string
+	}
+	status, body := p.call(t, http.MethodPost, "/v1/rotate", admin, `{"reason":"after the removal"}`)
+	json.Unmarshal(body, &got)
+	if status != http.StatusOK || got.Version != 3 || got.State != "pending" {
+		t.Errorf("rotate after the removal: %d %s, want a new pending v3", status, body)
+	}
+	status, body = p.call(t, http.MethodPost, "/v1/rotate", admin, `{"emergency":true,"reason":"drill"}`)
+	json.Unmarshal(body, &got)
+	if status != http.StatusOK || got.Version != 4 || got.State != "active" {
+		t.Errorf("emergency after the removal: %d %s, want an active v4", status, body)
+	}
+	if problems, _ := storageProblems(t, p); problems != "" {
+		t.Errorf("storage_problems after the removal: %s", problems)
+	}
+	if valid, _ := auditPage(t, p); !valid {
+		t.Error("chain_valid = false: the removed v2 counts as vanished")
+	}
+	p.stop(t)
+	if stdout, stderr, code := runKeyd(t, "", nil, "audit", "verify", "--file", filepath.Join(dir, "audit.log")); code != 0 {
+		t.Errorf("keyd audit verify: exit %d\n%s%s", code, stdout, stderr)
+	}
+}

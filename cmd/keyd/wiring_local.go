@@ -64,7 +64,7 @@ func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring
 		path = abs
 	}
 	return &wiring{
-		backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b}, problems: problems, observed: observed,
+		backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b, observed, clk}, problems: problems, observed: observed,
 		describe: "the local data dir " + path,
 		stop:     func() { dir.Close() },
 	}, nil

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/auth"
@@ -46,9 +47,10 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 		backend:  b,
 		auth:     vaultAuth{b},
 		events:   auditEvents{trail},
-		audit:    auditTrail{trail, b},
+		audit:    auditTrail{log: trail, backend: b, decisions: b, clock: clk},
 		start:    login.run,
 		login:    login.session.Problem,
+		problems: b.Problems,
 		observed: b,
 		describe: "Vault at " + strings.Join(login.addrs, ", "),
 		roleNames: map[auth.Role]string{
@@ -170,10 +172,17 @@ func inspectVaultChain(ctx context.Context, vf *vaultFlagSet) (audit.Verificatio
 	if err != nil {
 		return audit.Verification{}, fmt.Errorf("read the key versions: %w", err)
 	}
+	// The propagation decisions, before the events (as the keys): each
+	// must have its event.
+	decisions, err := storedDecisions(ctx, b, time.Now())
+	if err != nil {
+		return audit.Verification{}, fmt.Errorf("read the propagation decisions (the auditor token needs the current keyd-auditor policy: rerun keyd bootstrap to update it): %w", err)
+	}
 	v, err := audit.InspectStore(ctx, vault.NewAuditStore(client, vf.get("vault-kv-mount")), versions)
 	if err != nil {
 		return audit.Verification{}, err
 	}
+	v.CheckDecisions(decisions)
 	v.NotChecked = append(v.NotChecked, vaultNotChecked)
 	return v, nil
 }

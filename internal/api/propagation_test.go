@@ -145,7 +145,13 @@ func TestGatedActivation(t *testing.T) {
 	}
 	e.clk.Advance(24*time.Hour + time.Second) // past activates_at
 	newETag := e.fetch(t, "ecommerce", "e1:1").header.Get("ETag")
-	e.fetch(t, "ecommerce", "e2:1", "If-None-Match", "*") // time only: holds nothing
+	// e2 lags: it was served the previous document (by another replica
+	// whose snapshot had not caught up with the rotation yet).
+	lag := signer.Observation{Client: "ecommerce", Instance: "e2:1", LastFetch: e.clk.Now().UTC(), MaxVersion: 1}
+	if err := e.observed.SaveObservations(context.Background(), []signer.Observation{lag}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	e.fetch(t, "ecommerce", "forged", "If-None-Match", "*") // received no key set: not recorded (issue 20, item 5)
 	e.flushTick(t)
 
 	keys := decode[keysAnswer](t, e.get(t, "/v1/keys", auditorTok))
@@ -349,7 +355,7 @@ func TestFetchConfirmationStoredFromActivatesAt(t *testing.T) {
 	e.recorder.Record("ecommerce", "e2", 1, e.clk.Now()) // fetched before the rotation, stored late
 	e.clk.Advance(24*time.Hour + time.Second)
 	e.fetch(t, "ecommerce", "e1")
-	e.recorder.Record("ecommerce", "e2", 0, e.clk.Now()) // a HEAD: alive, still holding version 1
+	e.recorder.Record("ecommerce", "e2", 1, e.clk.Now()) // served version 1 again (by a replica that lags): alive, holding version 1
 	e.flushTick(t)
 	if k := decode[keysAnswer](t, e.get(t, "/v1/keys", auditorTok)).Keys[1]; k.State != "pending" {
 		t.Fatalf("the key activated while e2 lags: %+v", k)
@@ -393,9 +399,14 @@ func TestCorruptObservations(t *testing.T) {
 func TestPropagationStoreFailure(t *testing.T) {
 	e, _ := gatedEnv(t)
 	e.post(t, "/v1/rotate", adminTok, "")
+	if _, err := os.ReadFile("/proc/self/mem"); err == nil {
+		t.Skip("no file that fails to read with an I/O error here")
+	}
 	path := filepath.Join(e.dir, "propagation", "observations.json")
 	_ = os.Remove(path)
-	if err := os.Mkdir(path, 0o700); err != nil { // fault injection: reads fail (EISDIR)
+	// Fault injection: reads fail (EIO). (A directory in its place is a
+	// bad file, set aside: TestBadPropagationFilesAreSetAside.)
+	if err := os.Symlink("/proc/self/mem", path); err != nil {
 		t.Fatal(err)
 	}
 	checkError(t, e.get(t, "/v1/propagation", adminTok), http.StatusServiceUnavailable, "propagation_unavailable")

@@ -29,6 +29,11 @@ type Verification struct {
 	Reconciled bool
 	Versions   []KeyVersion
 	Reconcile  error
+	// DecisionsChecked: the chain was compared with the propagation
+	// decisions the store holds; Decisions is nil or the *DecisionError
+	// listing those without their event.
+	DecisionsChecked bool
+	Decisions        error
 	// Problems are what the store reports wrong beyond the events (lines
 	// that are not events, a log that disagrees with its head): each makes
 	// the chain invalid.
@@ -56,6 +61,8 @@ func (v Verification) Err() error {
 		return v.Head
 	case v.Reconcile != nil:
 		return v.Reconcile
+	case v.Decisions != nil:
+		return v.Decisions
 	case len(v.Problems) > 0:
 		return fmt.Errorf("%w: %s", ErrStoreProblems, v.Problems[0])
 	}
@@ -162,6 +169,13 @@ func (v *Verification) checkHead(h Head) {
 	if len(v.Events) == 0 || v.Events[len(v.Events)-1].Seq > h.Seq {
 		v.Trusted = 0 // replaced by a chain that skips the head's seq
 	}
+}
+
+// CheckDecisions compares the chain with the propagation decisions the
+// store holds (read before the events): each must have its event.
+func (v *Verification) CheckDecisions(decisions []Decision) {
+	v.DecisionsChecked = true
+	v.Decisions = ReconcileDecisions(v.Events, decisions)
 }
 
 // reconcile compares the chain with the key versions the backend holds

@@ -454,3 +454,56 @@ func Reconcile(events []Event, versions []KeyVersion) error {
 	}
 	return nil
 }
+
+// Decision is a propagation decision the store holds, which the chain must
+// record: a confirmation (PropagationConfirmed, its event's reason naming
+// the client) or an activation written without every confirmation
+// (ActivationUnconfirmed).
+type Decision struct {
+	Type    Type
+	Version int
+	// Reason is the PropagationConfirmed event's reason (one per client);
+	// ignored for ActivationUnconfirmed.
+	Reason string
+}
+
+func (d Decision) String() string {
+	if d.Type == PropagationConfirmed {
+		return fmt.Sprintf("%s of version %d (%s)", d.Type, d.Version, d.Reason)
+	}
+	return fmt.Sprintf("%s of version %d", d.Type, d.Version)
+}
+
+// DecisionError lists the stored propagation decisions without their event
+// in the chain: lost to a crash between storing the decision and recording
+// the event (keyd records it at its next start), or a decision written
+// outside keyd.
+type DecisionError struct{ Missing []Decision }
+
+func (e *DecisionError) Error() string {
+	names := make([]string, len(e.Missing))
+	for i, d := range e.Missing {
+		names[i] = d.String()
+	}
+	return "propagation decisions stored without their audit event: " + strings.Join(names, "; ") +
+		" (lost to a crash before the event was written: keyd records it at its next start; or written outside keyd)"
+}
+
+// ReconcileDecisions checks that every decision has its event in events:
+// nil, or a *DecisionError listing those that have none. Read the
+// decisions before the events: one stored in between then has its event
+// already, or is still being recorded.
+func ReconcileDecisions(events []Event, decisions []Decision) error {
+	var missing []Decision
+	for _, d := range decisions {
+		if !slices.ContainsFunc(events, func(ev Event) bool {
+			return ev.Type == d.Type && ev.Version == d.Version && (d.Type != PropagationConfirmed || ev.Reason == d.Reason)
+		}) {
+			missing = append(missing, d)
+		}
+	}
+	if len(missing) > 0 {
+		return &DecisionError{Missing: missing}
+	}
+	return nil
+}

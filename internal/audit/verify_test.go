@@ -452,3 +452,34 @@ func FuzzVerifyLines(f *testing.F) {
 		_ = verifyEntries(parseLines(data))
 	})
 }
+
+// TestReconcileDecisions (issue 20, item 4): a stored propagation decision
+// without its event in the chain is reported; each confirmation is matched
+// with its own client's event.
+func TestReconcileDecisions(t *testing.T) {
+	events := []Event{
+		{Type: PropagationConfirmed, Version: 2, Reason: "client ecommerce confirmed by fetch"},
+		{Type: ActivationUnconfirmed, Version: 2, Reason: "activated after the max wait without confirmation from: notes"},
+	}
+	ok := []Decision{
+		{Type: PropagationConfirmed, Version: 2, Reason: "client ecommerce confirmed by fetch"},
+		{Type: ActivationUnconfirmed, Version: 2},
+	}
+	if err := ReconcileDecisions(events, ok); err != nil {
+		t.Fatalf("every decision has its event: %v", err)
+	}
+	missing := []Decision{
+		{Type: PropagationConfirmed, Version: 2, Reason: "client notes confirmed by admin"},
+		{Type: ActivationUnconfirmed, Version: 3},
+	}
+	err := ReconcileDecisions(events, append(ok, missing...))
+	var de *DecisionError
+	if !errors.As(err, &de) || len(de.Missing) != 2 || de.Missing[0] != missing[0] || de.Missing[1] != missing[1] {
+		t.Fatalf("err = %v, want both missing decisions", err)
+	}
+	for _, want := range []string{"client notes confirmed by admin", "activation_unconfirmed of version 3", "crash"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not say %q", err, want)
+		}
+	}
+}

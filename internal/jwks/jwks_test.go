@@ -68,7 +68,7 @@ func TestIfNoneMatch(t *testing.T) {
 
 // TestFetchedVersions: a GET counts the document served (also as a 304 to
 // its ETag); a HEAD never counts a key version, whatever its If-None-Match
-// (contract: "A HEAD ... records the fetch time but no key version").
+// (the recorder then records nothing: such a fetch received no key set).
 func TestFetchedVersions(t *testing.T) {
 	h := NewHandler(time.Minute)
 	k := key(t, "a")

@@ -73,8 +73,9 @@ func NewRecorder(clk clock.Clock) *Recorder {
 // Fetched is the jwks.Handler hook: a JWKS answered to r whose document
 // holds versions up to maxVersion (0: none counted, for a HEAD or a 304 to
 // If-None-Match: *). A request without one valid Keyd-Instance and one
-// valid Keyd-Client ([A-Za-z0-9._:-]{1,64}) is not recorded; one with a
-// valid Keyd-Client alone (a one-off process) is only logged, once per name.
+// valid Keyd-Client ([A-Za-z0-9._:-]{1,64}) is not recorded, nor is one
+// that received no key set (see Record); one with a valid Keyd-Client alone
+// (a one-off process) is only logged, once per name.
 func (r *Recorder) Fetched(req *http.Request, maxVersion int) {
 	cl := req.Header["Keyd-Client"]
 	if len(cl) != 1 || !signer.ValidName(cl[0]) {
@@ -88,10 +89,19 @@ func (r *Recorder) Fetched(req *http.Request, maxVersion int) {
 	r.Record(cl[0], inst[0], maxVersion, r.clock.Now())
 }
 
-// Record notes a fetch by (client, instance) at t served versions up to maxVersion.
+// Record notes a fetch by (client, instance) at t served versions up to
+// maxVersion. A fetch that received no key set (maxVersion 0: a HEAD, a 304
+// to If-None-Match: *) is not recorded: JWKS requests are unauthenticated,
+// and an instance made live by such a request would hold a gated key back
+// (live, holding no version) until the max wait, one request per instance
+// window. Only a fetch that received a key set (a 200 GET, or a 304 for
+// the ETag of a document) makes an instance live; it holds that document.
 func (r *Recorder) Record(client, instance string, maxVersion int, t time.Time) {
 	if r.Stored != nil && !r.Stored(client) {
 		r.other(client, instance) // only logged: it must not use up MaxInstances
+		return
+	}
+	if maxVersion <= 0 {
 		return
 	}
 	k := id{client, instance}

@@ -77,7 +77,7 @@ func TestFlushWritesOnlyWhatTheContractAllows(t *testing.T) {
 	}
 }
 
-// TestFetched: headers are validated; a HEAD-like 0 version records the time.
+// TestFetched: headers are validated.
 func TestFetched(t *testing.T) {
 	clk := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	r := NewRecorder(clk)

@@ -416,6 +416,7 @@ func (m *Manager) settle(ctx context.Context, actor string, allowed bool) error 
 			return err
 		}
 		m.reportTransitions(ctx, keys, plan, now) // before any destruction, so the trail stays in order
+		m.reportDecisions(ctx, keys)
 		acted, err := m.apply(ctx, keys, plan, actor)
 		if err != nil {
 			return err
@@ -467,7 +468,7 @@ func (m *Manager) apply(ctx context.Context, keys []signer.Key, plan Plan, actor
 		next := keys[len(keys)-1].Version + 1
 		rec := NewRecord(next, m.cfg.Algorithm, m.cfg.Rules, m.cfg.Clock.Now(), false)
 		rec.Actor, rec.Reason = "scheduler", "scheduled rotation"
-		_, err := m.cfg.Backend.Create(ctx, rec)
+		k, err := m.cfg.Backend.Create(ctx, rec)
 		switch {
 		case errors.Is(err, signer.ErrAlreadyRotated):
 			m.cfg.Metrics.Rotation("already_rotated")
@@ -475,7 +476,7 @@ func (m *Manager) apply(ctx context.Context, keys []signer.Key, plan Plan, actor
 			return false, m.actionFailed(ctx, "rotate", next, err)
 		default:
 			m.cfg.Metrics.Rotation("created")
-			m.cfg.Logger.Info("key created", "version", next, "activates_at", rec.ActivatesAt)
+			m.cfg.Logger.Info("key created", "version", k.Version, "activates_at", rec.ActivatesAt)
 		}
 		return true, nil
 	}
@@ -751,7 +752,7 @@ func (m *Manager) rotateNormal(ctx context.Context, keys []signer.Key, newest in
 	}
 	rec := NewRecord(newest+1, m.cfg.Algorithm, m.cfg.Rules, m.cfg.Clock.Now(), false)
 	rec.Actor, rec.Reason = req.Actor, req.Reason
-	_, err := m.cfg.Backend.Create(ctx, rec)
+	k, err := m.cfg.Backend.Create(ctx, rec)
 	switch {
 	case errors.Is(err, signer.ErrAlreadyRotated):
 		m.cfg.Metrics.Rotation("already_rotated")
@@ -761,7 +762,9 @@ func (m *Manager) rotateNormal(ctx context.Context, keys []signer.Key, newest in
 		return 0, fmt.Errorf("rotation: create version %d: %w", newest+1, err)
 	}
 	m.cfg.Metrics.Rotation("created")
-	return newest + 1, nil
+	// The backend may have given it a higher number than asked for (one
+	// above every version ever used, when the newest are no longer held).
+	return k.Version, nil
 }
 
 // emergency runs an on-demand emergency rotation. From the moment it is

@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -120,8 +121,7 @@ func (m *Manager) gate(ctx context.Context, plan Plan) (bool, error) {
 		return false, m.actionFailed(ctx, "activate", g.Version, err)
 	}
 	if len(a.Unconfirmed) > 0 {
-		m.emit(ctx, Event{Type: EventActivationUnconfirmed, Version: a.Version, KID: kid, Actor: "scheduler",
-			Reason: "activated after the max wait without confirmation from: " + strings.Join(a.Unconfirmed, ", ")})
+		m.emit(ctx, unconfirmedEvent(a, kid))
 		m.cfg.Logger.Warn("key activated without confirmation from every expected client", "version", a.Version, "unconfirmed", a.Unconfirmed)
 	}
 	m.cfg.Logger.Info("gated key activation written", "version", a.Version, "at", a.At)
@@ -129,8 +129,50 @@ func (m *Manager) gate(ctx context.Context, plan Plan) (bool, error) {
 }
 
 func confirmedEvent(c signer.Confirmation, kid string) Event {
-	return Event{Type: EventPropagationConfirmed, Version: c.Version, KID: kid, Actor: c.Actor,
-		Reason: "client " + c.Client + " confirmed by " + c.By}
+	return Event{Type: EventPropagationConfirmed, Version: c.Version, KID: kid, Actor: cmp.Or(c.Actor, "scheduler"),
+		Reason: ConfirmedReason(c)}
+}
+
+// ConfirmedReason is the reason of c's propagation_confirmed event: it
+// names the client and who confirmed it (the audit trail keeps one event
+// per version and reason).
+func ConfirmedReason(c signer.Confirmation) string {
+	return "client " + c.Client + " confirmed by " + c.By
+}
+
+func unconfirmedEvent(a signer.Activation, kid string) Event {
+	return Event{Type: EventActivationUnconfirmed, Version: a.Version, KID: kid, Actor: "scheduler",
+		Reason: "activated after the max wait without confirmation from: " + strings.Join(a.Unconfirmed, ", ")}
+}
+
+// reportDecisions sends the events of the propagation decisions last read
+// from the store (under mu): each stored confirmation of a published key,
+// and each activation written without confirmation. A decision is stored
+// before its event, and the events the trail has not taken yet are queued
+// in memory only: a crash in between would lose the event for good. The
+// store is read in full at every start (and by every replica while a key
+// waits), so the event of a decision any replica stored is recorded once
+// (the trail deduplicates). keyd audit verify reports a decision without
+// its event.
+func (m *Manager) reportDecisions(ctx context.Context, keys []signer.Key) {
+	kid := func(v int) string {
+		for _, k := range keys {
+			if k.Version == v {
+				return m.kid(k)
+			}
+		}
+		return ""
+	}
+	for _, c := range m.observed.Confirmations {
+		if k := kid(c.Version); k != "" {
+			m.emit(ctx, confirmedEvent(c, k))
+		}
+	}
+	for v, a := range m.observed.Activations {
+		if k := kid(v); k != "" && len(a.Unconfirmed) > 0 {
+			m.emit(ctx, unconfirmedEvent(a, k))
+		}
+	}
 }
 
 func (m *Manager) kidOf(plan Plan, v int) string {

@@ -2,6 +2,8 @@ package signer
 
 import (
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"time"
@@ -45,6 +47,36 @@ type Activation struct {
 	// Unconfirmed names the expected clients not confirmed when the key
 	// activated at its max wait (empty when every client was confirmed).
 	Unconfirmed []string `json:"unconfirmed,omitempty"`
+}
+
+// ErrMalformed marks a stored propagation entry that cannot be read as what
+// its path says it is (not JSON, another version's or client's, a missing
+// time): the stores never follow it (an activation without a time must
+// never mean "active since activates_at").
+var ErrMalformed = errors.New("malformed")
+
+// Check reports whether a is a readable activation of version v.
+func (a Activation) Check(v int) error {
+	switch {
+	case a.Version != v:
+		return fmt.Errorf("%w: an activation of version %d stored as version %d's", ErrMalformed, a.Version, v)
+	case a.At.IsZero():
+		return fmt.Errorf("%w: an activation without a time", ErrMalformed)
+	}
+	return nil
+}
+
+// Check reports whether c is a readable confirmation of client for version v.
+func (c Confirmation) Check(v int, client string) error {
+	switch {
+	case c.Version != v || c.Client != client:
+		return fmt.Errorf("%w: a confirmation of %q for version %d stored as %q's for version %d", ErrMalformed, c.Client, c.Version, client, v)
+	case c.By != ByFetch && c.By != ByAdmin:
+		return fmt.Errorf("%w: a confirmation by %q (neither %s nor %s)", ErrMalformed, c.By, ByFetch, ByAdmin)
+	case c.At.IsZero():
+		return fmt.Errorf("%w: a confirmation without a time", ErrMalformed)
+	}
+	return nil
 }
 
 // Observed is the observed propagation as the store holds it: the fetches,

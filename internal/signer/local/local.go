@@ -213,10 +213,11 @@ func (b *Backend) Create(ctx context.Context, rec signer.Record) (signer.Key, er
 	if hw := b.highWater(); hw > newest {
 		newest = hw
 	}
-	if rec.Version == onDisk+1 && rec.Version <= newest && slices.Contains(b.QuarantinedVersions(), newest) {
-		// The newest version ever made was set aside (quarantine): the
-		// caller cannot see it, and its number is never reused, so the new
-		// key takes the next unused number.
+	if rec.Version == onDisk+1 && rec.Version <= newest {
+		// The newest versions ever made are not on disk (set aside in the
+		// quarantine, the quarantined file since removed, or lost to a
+		// restore): the caller cannot see them, and a number is never
+		// reused, so the new key takes the next unused number.
 		rec.Version = newest + 1
 	}
 	if rec.Version != newest+1 {
@@ -486,7 +487,47 @@ func (b *Backend) quarantineKey(v int, why error) error {
 			return fmt.Errorf("local: write version counter: %w", err)
 		}
 	}
+	if err := b.noteSetAside(v); err != nil {
+		return err
+	}
 	return b.quarantine(b.keyPath(v), why)
+}
+
+func (b *Backend) setAsidePath() string { return filepath.Join(b.dir, "keys", "set_aside_versions") }
+
+// noteSetAside adds v to keys/set_aside_versions, the versions whose file
+// was ever set aside: they did not vanish unseen, also once an operator has
+// examined and removed the file from the quarantine (the audit then still
+// accounts for them). The caller holds the lock.
+func (b *Backend) noteSetAside(v int) error {
+	vs := b.setAsideVersions()
+	if slices.Contains(vs, v) {
+		return nil
+	}
+	var sb strings.Builder
+	for _, x := range append(vs, v) {
+		sb.WriteString(strconv.Itoa(x) + "\n")
+	}
+	if err := fsutil.WriteFileAtomic(b.setAsidePath(), []byte(sb.String()), 0o600); err != nil {
+		return fmt.Errorf("local: record the set-aside version %d: %w", v, err)
+	}
+	return nil
+}
+
+// setAsideVersions reads keys/set_aside_versions (none when absent;
+// unreadable lines are skipped).
+func (b *Backend) setAsideVersions() []int {
+	raw, err := os.ReadFile(b.setAsidePath())
+	if err != nil {
+		return nil
+	}
+	var vs []int
+	for _, line := range strings.Fields(string(raw)) {
+		if v, err := strconv.Atoi(line); err == nil && v > 0 && !slices.Contains(vs, v) {
+			vs = append(vs, v)
+		}
+	}
+	return vs
 }
 
 // quarantine moves path into <dir>/quarantine under a new name and keeps why
@@ -512,11 +553,20 @@ func (b *Backend) quarantine(path string, why error) error {
 // base name and the time) and returns that name; "" when path is gone
 // (moved or destroyed by another process). The caller holds the lock when
 // other processes may race.
-func setAside(q, path string) (string, error) {
+func setAside(q, path string) (string, error) { return setAsideAs(q, path, filepath.Base(path)) }
+
+// whyMoved holds, by quarantine path, why this process set a file aside
+// when no Backend's own list does (the propagation store's files).
+var whyMoved sync.Map
+
+func noteWhy(path, why string) { whyMoved.Store(path, why) }
+
+// setAsideAs is setAside under the name base (and the time).
+func setAsideAs(q, path, base string) (string, error) {
 	if err := os.MkdirAll(q, 0o700); err != nil {
 		return "", fmt.Errorf("local: create quarantine dir: %w", err)
 	}
-	base := filepath.Base(path) + "." + time.Now().UTC().Format("20060102T150405Z")
+	base += "." + time.Now().UTC().Format("20060102T150405Z")
 	for i := 0; ; i++ {
 		name := base
 		if i > 0 {
@@ -560,7 +610,11 @@ func (b *Backend) Problems() []string {
 	}
 	for _, e := range ents {
 		msg := fmt.Sprintf("unreadable file set aside as %s", filepath.Join(b.quarantineDir(), e.Name()))
-		if why := b.quarantined[e.Name()]; why != "" {
+		why := b.quarantined[e.Name()]
+		if w, ok := whyMoved.Load(filepath.Join(b.quarantineDir(), e.Name())); ok && why == "" {
+			why = w.(string)
+		}
+		if why != "" {
 			msg += ": " + why
 		}
 		out = append(out, msg+"; examine it, then remove it from the quarantine")
@@ -570,8 +624,10 @@ func (b *Backend) Problems() []string {
 }
 
 // QuarantinedVersions lists the key versions whose files are in the
-// quarantine: versions the audit trail knows that did not vanish unseen.
+// quarantine, or were set aside there and since removed by an operator:
+// versions the audit trail knows that did not vanish unseen.
 func (b *Backend) QuarantinedVersions() []int {
+	vs := b.setAsideVersions()
 	var names []string
 	ents, _ := os.ReadDir(b.quarantineDir())
 	for _, e := range ents {
@@ -584,7 +640,6 @@ func (b *Backend) QuarantinedVersions() []int {
 		}
 	}
 	b.mu.RUnlock()
-	var vs []int
 	for _, n := range names {
 		name, _, ok := strings.Cut(n, ".json.")
 		if !ok {

@@ -157,3 +157,44 @@ func TestUnreadableKeyFileIsNotSetAside(t *testing.T) {
 		t.Errorf("QuarantinedVersions = %v, want none", q)
 	}
 }
+
+// TestRemovedFromTheQuarantineStaysAccountedFor (issue 20, item 3):
+// operations.md says to examine a quarantined file and remove it; its
+// version still never vanished unseen (the audit must not report it as
+// deleted outside the lifecycle) and its number is never reused.
+func TestRemovedFromTheQuarantineStaysAccountedFor(t *testing.T) {
+	dir := t.TempDir()
+	b := newBackend(t, dir)
+	mustCreate(t, b, 1, signer.EdDSA)
+	mustCreate(t, b, 2, signer.EdDSA)
+	if err := os.WriteFile(b.keyPath(2), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fresh := newBackend(t, dir)
+	versions(t, fresh) // sets v2 aside
+	q, _ := filepath.Glob(filepath.Join(dir, "quarantine", "*"))
+	if len(q) != 1 {
+		t.Fatalf("quarantine holds %v, want v2's file", q)
+	}
+	if err := os.Remove(q[0]); err != nil {
+		t.Fatal(err)
+	}
+	fresh = newBackend(t, dir)
+	if got := fresh.QuarantinedVersions(); !reflect.DeepEqual(got, []int{2}) {
+		t.Errorf("QuarantinedVersions after the removal = %v, want [2]", got)
+	}
+	if p := fresh.Problems(); len(p) != 0 {
+		t.Errorf("Problems after the removal = %q, want none", p)
+	}
+	ro, err := OpenReadOnly(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ro.QuarantinedVersions(); !reflect.DeepEqual(got, []int{2}) {
+		t.Errorf("read-only QuarantinedVersions = %v, want [2]", got)
+	}
+	k, err := fresh.Create(context.Background(), record(2, signer.EdDSA))
+	if err != nil || k.Version != 3 {
+		t.Fatalf("Create(2) = v%d, %v; want v3", k.Version, err)
+	}
+}

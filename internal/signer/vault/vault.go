@@ -81,6 +81,8 @@ type Backend struct {
 	clients    *cache[*api.Client]    // caller clients by token hash
 	principals *cache[auth.Principal] // positive Authorize results by role and token hash
 	batches    *batcher               // coalesces concurrent signs of one caller
+
+	kvProblems sync.Map // malformed propagation entry path -> problem (Problems)
 }
 
 var _ signer.Backend = (*Backend)(nil)
