@@ -133,7 +133,7 @@ type Manager struct {
 	snap atomic.Pointer[Snapshot]
 	kick chan struct{}
 
-	mu        sync.Mutex // serialises Tick and Rotate in this process
+	mu        ctxMutex // serialises Tick and Rotate in this process
 	kids      map[int]string
 	emitted   map[string]bool
 	unsent    map[string]Event // events the trail could not take yet, by id
@@ -159,6 +159,23 @@ type Manager struct {
 	// observed is the propagation last read (under mu); written
 	// activations are immutable and kept.
 	observed Observed
+}
+
+// ctxMutex is a mutex whose Lock a waiter can give up (make it with
+// capacity 1).
+type ctxMutex chan struct{}
+
+func (c ctxMutex) Lock()   { c <- struct{}{} }
+func (c ctxMutex) Unlock() { <-c }
+
+// LockCtx locks c, or returns ctx's error when ctx ends first.
+func (c ctxMutex) LockCtx(ctx context.Context) error {
+	select {
+	case c <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // heldIntent is an emergency this process requested and has not completed.
@@ -245,7 +262,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = 10 * time.Second
 	}
-	return &Manager{cfg: cfg, kick: make(chan struct{}, 1), kids: map[int]string{}, emitted: map[string]bool{}, unsent: map[string]Event{}}, nil
+	return &Manager{cfg: cfg, mu: make(ctxMutex, 1), kick: make(chan struct{}, 1), kids: map[int]string{}, emitted: map[string]bool{}, unsent: map[string]Event{}}, nil
 }
 
 // Snapshot returns the latest snapshot, or nil before the first.
@@ -300,7 +317,11 @@ func (m *Manager) Kick() {
 // only reads: a sign request never creates, destroys or pins a key, nor
 // records an event; the loop's next tick applies what the keys now show.
 func (m *Manager) Refresh(ctx context.Context, since time.Time) error {
-	m.mu.Lock()
+	// A tick may hold the lock for as long as the backend hangs (a
+	// partition): the sign request waits no longer than its own budget.
+	if err := m.mu.LockCtx(ctx); err != nil {
+		return fmt.Errorf("rotation: read backend: %w", err)
+	}
 	defer m.mu.Unlock()
 	if s := m.snap.Load(); s != nil && s.At.After(since) {
 		return nil
