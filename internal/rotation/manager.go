@@ -119,8 +119,9 @@ type Config struct {
 	// gated key never activates (set it whenever Rules.ExpectedClients may
 	// be, or may have been, set).
 	Propagation PropagationStore
-	// StaleAfter is how long after the last successful read of the keys
-	// the snapshot may be missing a key other replicas sign with
+	// StaleAfter is how long after the last publication of a snapshot
+	// (counted from when its keys were read) it may be missing a key other
+	// replicas sign with
 	// (propagation-delay - jwks-max-age): Health says Stale past it. Zero:
 	// never stale.
 	StaleAfter time.Duration
@@ -140,7 +141,11 @@ type Manager struct {
 	pinned    int
 	lastErr   atomic.Pointer[string]
 	backendUp atomic.Bool
-	lastRead  atomic.Int64 // Unix nanoseconds of the last successful read of the keys
+	// published is when the keys of the snapshot last published (and
+	// handed to OnChange) were read, Unix nanoseconds: staleness counts
+	// from it, not from the last read, which may be followed by a failed
+	// step and no new snapshot.
+	published atomic.Int64
 
 	// failure is the failing step of the loop and its backoff; nil while
 	// the last tick succeeded. Written under mu, read by Run and Health.
@@ -423,7 +428,6 @@ func (m *Manager) readPlan(ctx context.Context) ([]signer.Key, Plan, time.Time, 
 	}
 	m.backendUp.Store(true)
 	now := m.cfg.Clock.Now()
-	m.lastRead.Store(now.UnixNano())
 	return keys, EvaluateObserved(keys, m.cfg.Rules, now, m.signedTimes(), &m.observed), now, nil
 }
 
@@ -603,6 +607,7 @@ func (m *Manager) store(plan Plan, now time.Time) *Snapshot {
 	if m.cfg.OnChange != nil {
 		m.cfg.OnChange(s)
 	}
+	m.published.Store(now.UnixNano())
 	return s
 }
 
@@ -1070,9 +1075,11 @@ type Health struct {
 	// EmergencyPending is an emergency rotation not yet complete: the keys
 	// up to its version do not sign meanwhile.
 	EmergencyPending *EmergencyStatus `json:"emergency_pending,omitempty"`
-	// LastRefresh is when the keys were last read successfully; Stale
-	// says it is longer ago than Config.StaleAfter: the snapshot may miss a
-	// key other replicas sign with (/readyz answers 503).
+	// LastRefresh is when the keys of the snapshot last published (the
+	// JWKS served) were read; a read followed by a failed step publishes
+	// nothing and does not count. Stale says it is longer ago than
+	// Config.StaleAfter: the snapshot may miss a key other replicas sign
+	// with (/readyz answers 503).
 	LastRefresh string `json:"last_refresh,omitempty"`
 	Stale       bool   `json:"stale"`
 }
@@ -1084,7 +1091,7 @@ func (m *Manager) Health() Health {
 		h.LastError = *e
 	}
 	now := m.cfg.Clock.Now()
-	if n := m.lastRead.Load(); n != 0 {
+	if n := m.published.Load(); n != 0 {
 		last := time.Unix(0, n).UTC()
 		h.LastRefresh = last.Format(time.RFC3339Nano)
 		h.Stale = m.cfg.StaleAfter > 0 && now.Sub(last) > m.cfg.StaleAfter
