@@ -195,6 +195,9 @@ func nsNames(hosts []*Host) []string {
 	return out
 }
 
+// Self is the test process's own host: Dial and Client connect from it.
+func (n *Net) Self() *Host { return n.ctl }
+
 // Command returns a command that runs argv in h's namespace (`ip netns
 // exec`, which then execs argv: the process is argv's own).
 func (h *Host) Command(argv ...string) *exec.Cmd {
