@@ -114,6 +114,24 @@ func (e *partEnv) roles(t *testing.T) (leader *vaulttest.Node, sb []*vaulttest.N
 	return leader, sb
 }
 
+// warmUp signs through each replica until five signs in a row succeed (a
+// cluster just formed or just re-elected may still fail a forwarded
+// request for a moment), so that a failure under load is the partition's.
+func (e *partEnv) warmUp(t *testing.T, urls []string) {
+	t.Helper()
+	for _, u := range urls {
+		ok := 0
+		waitUntil(t, 20*time.Second, u+" signing five times in a row", func() bool {
+			if status, _ := callVia(context.Background(), e.client, "POST", u+"/v1/sign", e.lms, testClaims, nil); status == 200 {
+				ok++
+			} else {
+				ok = 0
+			}
+			return ok >= 5
+		})
+	}
+}
+
 // readySample is one /readyz answer.
 type readySample struct {
 	at     time.Time
@@ -204,6 +222,7 @@ func partitionKeydFromAll(t *testing.T, e *partEnv) {
 	k1 := e.startKeyd(t, 0, sb[0], sb[1], leader)
 	k2 := e.startKeyd(t, 1, sb[1], sb[0], leader)
 	urls := []string{k1.URL, k2.URL}
+	e.warmUp(t, urls)
 	watch := watchJWKSVia(e.client, urls)
 	stop := signLoadVia(e.client, urls, e.lms, 20)
 	time.Sleep(2 * time.Second)
@@ -243,7 +262,10 @@ func partitionKeydFromAll(t *testing.T, e *partEnv) {
 	before := window(ofReplica(all, 0), time.Time{}, cutAt)
 	after := window(ofReplica(all, 0), healAt.Add(5*time.Second), time.Now())
 	for _, r := range append(before, after...) {
-		t.Errorf("sign at %s (replica 1) failed outside the cut and its 5 s recovery: %d %s", stamp(r.at), r.status, r.body)
+		t.Errorf("sign at %s (replica 1; cut at %s, healed at %s) failed outside the cut and its 5 s recovery: %d %s", stamp(r.at), stamp(cutAt), stamp(healAt), r.status, r.body)
+	}
+	if len(before)+len(after) > 0 {
+		t.Logf("replica 1 failures:\n%s", grepLines(k1.Logs(), "sign failed", 20))
 	}
 	firstOK := succeeded(window(r1, healAt, time.Now()))
 	switch {
@@ -295,6 +317,7 @@ func partitionKeydFromLeader(t *testing.T, e *partEnv) {
 	k1 := e.startKeyd(t, 0, leader, sb[0], sb[1])
 	k2 := e.startKeyd(t, 1, sb[0], leader, sb[1])
 	urls := []string{k1.URL, k2.URL}
+	e.warmUp(t, urls)
 	watch := watchJWKSVia(e.client, urls)
 	stop := signLoadVia(e.client, urls, e.lms, 20)
 	time.Sleep(2 * time.Second)
@@ -397,21 +420,18 @@ func watchLeaders(c *vaulttest.Cluster) *leaderLog {
 	return l
 }
 
-// gaps are the intervals, from `from` on, during which no node that the
-// rest of the cluster could follow was active (isolated, while cut, is
-// the node cut off from the others until healAt).
-func (l *leaderLog) gaps(from, healAt time.Time, isolated *vaulttest.Node) [][2]time.Time {
+// gaps are the intervals, from an election's start on, during which no
+// node that the rest of the cluster could follow was active: isolated is
+// cut off from the others from cutAt to healAt, and does not count then.
+func (l *leaderLog) gaps(cutAt, healAt time.Time, isolated *vaulttest.Node) [][2]time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out [][2]time.Time
 	var start time.Time
 	for _, s := range l.samples {
-		if s.at.Before(from) {
-			continue
-		}
 		led := false
 		for _, n := range s.active {
-			if n != isolated || !s.at.Before(healAt) {
+			if n != isolated || s.at.Before(cutAt) || !s.at.Before(healAt) {
 				led = true
 			}
 		}
@@ -440,6 +460,7 @@ func partitionLeader(t *testing.T, e *partEnv) {
 	k1 := e.startKeyd(t, 0, sb[0], sb[1], leader)
 	k2 := e.startKeyd(t, 1, sb[1], sb[0], leader)
 	urls := []string{k1.URL, k2.URL}
+	e.warmUp(t, urls)
 	leaders := watchLeaders(e.c)
 	watch := watchJWKSVia(e.client, urls)
 	stop := signLoadVia(e.client, urls, e.lms, 20)
@@ -463,7 +484,7 @@ func partitionLeader(t *testing.T, e *partEnv) {
 
 	checkLatency(t, results)
 	all := failures(t, results)
-	gaps := leaders.gaps(cutAt.Add(-time.Second), healAt, leader)
+	gaps := leaders.gaps(cutAt, healAt, leader)
 	var outside []signResult
 	for _, r := range all {
 		in := false
