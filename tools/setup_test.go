@@ -109,7 +109,7 @@ func TestMakeTestSetsUpAFreshClone(t *testing.T) {
 // line naming the command to run and fails; with nothing missing it is silent.
 func TestSetupDebian(t *testing.T) {
 	want := []string{"python3-jwt", "python3-jwcrypto", "docker-compose", "python3-django", "python3-requests", "python3-pytest", "pyflakes3",
-		"ca-certificates", "tzdata", "busybox-static", "skopeo", "umoci", "runc"}
+		"ca-certificates", "tzdata", "busybox-static", "skopeo", "umoci", "runc", "iproute2", "nftables"}
 	run := func(t *testing.T, uid string, installed bool) (string, string, string, error) {
 		t.Helper()
 		bin := t.TempDir()

@@ -216,6 +216,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Metrics:     m,
 		Gatherer:    reg,
 		Logger:      log,
+		SignTimeout: cfg.SignTimeout,
 
 		BackendDescription: w.describe,
 		RoleNames:          w.roleNames,

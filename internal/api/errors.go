@@ -2,6 +2,7 @@ package api
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -98,7 +99,8 @@ func (s *Server) toError(err error, roles []auth.Role) (*Error, bool) {
 		return errBadCredential, true
 	case errors.Is(err, signer.ErrPermissionDenied):
 		return s.forbidden(roles), true
-	case errors.Is(err, signer.ErrUnavailable):
+	case errors.Is(err, signer.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		// A deadline is the request's budget spent waiting on the backend.
 		return s.unavailable(), true
 	case errors.Is(err, rotation.ErrEmergencyPending):
 		return errEmergency, true

@@ -97,7 +97,7 @@ func (c *Config) settings() []setting {
 		{"vault-auth", "KEYD_VAULT_AUTH", "token", "keyd's own Vault login: token (VAULT_TOKEN) or approle", text(&c.VaultAuth)},
 		{"vault-role-id", "KEYD_VAULT_ROLE_ID", "", "AppRole role ID of keyd-server (--vault-auth approle)", text(&c.VaultRoleID)},
 		{"vault-secret-id-file", "KEYD_VAULT_SECRET_ID_FILE", "", "file holding the AppRole secret ID (--vault-auth approle)", text(&c.VaultSecretIDFile)},
-		{"sign-timeout", "KEYD_SIGN_TIMEOUT", "2s", "budget of one Vault sign, retries through a leader election included", positive(&c.SignTimeout)},
+		{"sign-timeout", "KEYD_SIGN_TIMEOUT", "2s", "budget of a whole sign request: the caller's authorization, the Vault calls and their retries through a leader election", positive(&c.SignTimeout)},
 		{"expected-clients", "KEYD_EXPECTED_CLIENTS", "", "comma list of Keyd-Client names that must hold a new key before it signs (empty: no gating)", clientNames(&c.ExpectedClients)},
 		{"instance-window", "KEYD_INSTANCE_WINDOW", "1h", "an instance that fetched the JWKS within this long counts for its client", positive(&c.InstanceWindow)},
 		{"activation-max-wait", "KEYD_ACTIVATION_MAX_WAIT", "168h", "a gated key activates this long after activates_at at the latest, confirmed or not", positive(&c.ActivationMaxWait)},
