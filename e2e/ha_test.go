@@ -59,6 +59,11 @@ type signResult struct {
 // signLoad signs continuously through each replica at rate per second
 // until stop is called, and returns every result.
 func signLoad(urls []string, token string, rate int) (stop func() []signResult) {
+	return signLoadVia(http.DefaultClient, urls, token, rate)
+}
+
+// signLoadVia is signLoad with the requests sent through client.
+func signLoadVia(client *http.Client, urls []string, token string, rate int) (stop func() []signResult) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
 		mu  sync.Mutex
@@ -87,7 +92,7 @@ func signLoad(urls []string, token string, rate int) (stop func() []signResult) 
 					req, _ := http.NewRequest("POST", u+"/v1/sign", bytes.NewReader(body))
 					req.Header.Set("Authorization", "Bearer "+token)
 					req.Header.Set("Content-Type", "application/json")
-					resp, err := http.DefaultClient.Do(req)
+					resp, err := client.Do(req)
 					if err != nil {
 						r.body = err.Error()
 					} else {
@@ -126,7 +131,10 @@ type jwksWatch struct {
 	stop func()
 }
 
-func watchJWKS(urls []string) *jwksWatch {
+func watchJWKS(urls []string) *jwksWatch { return watchJWKSVia(http.DefaultClient, urls) }
+
+// watchJWKSVia is watchJWKS with the requests sent through client.
+func watchJWKSVia(client *http.Client, urls []string) *jwksWatch {
 	w := &jwksWatch{keys: map[string]jose.JSONWebKey{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -137,7 +145,7 @@ func watchJWKS(urls []string) *jwksWatch {
 			defer wg.Done()
 			for ctx.Err() == nil {
 				var set jose.JSONWebKeySet
-				status, err := call(context.Background(), "GET", u+"/.well-known/jwks.json", "", nil, &set)
+				status, err := callVia(context.Background(), client, "GET", u+"/.well-known/jwks.json", "", nil, &set)
 				w.mu.Lock()
 				if status != 200 {
 					w.bad = append(w.bad, fmt.Sprintf("%s %s: %d %v", time.Now().Format("15:04:05.000"), u, status, err))
@@ -468,8 +476,11 @@ func TestVaultAppRoleLogin(t *testing.T) {
 }
 
 // getReadyz decodes /readyz whatever its status, and returns the status.
-func getReadyz(url string, out any) int {
-	resp, err := http.Get(url + "/readyz")
+func getReadyz(url string, out any) int { return getReadyzVia(http.DefaultClient, url, out) }
+
+// getReadyzVia is getReadyz through client.
+func getReadyzVia(client *http.Client, url string, out any) int {
+	resp, err := client.Get(url + "/readyz")
 	if err != nil {
 		return 0
 	}

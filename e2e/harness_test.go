@@ -34,6 +34,11 @@ func startKeyd(t *testing.T, env []string, args ...string) *testkeyd.Keyd {
 
 // call sends a JSON request and decodes a 200 answer into out.
 func call(ctx context.Context, method, url, token string, body, out any) (int, error) {
+	return callVia(ctx, http.DefaultClient, method, url, token, body, out)
+}
+
+// callVia is call through client.
+func callVia(ctx context.Context, client *http.Client, method, url, token string, body, out any) (int, error) {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -49,7 +54,7 @@ func call(ctx context.Context, method, url, token string, body, out any) (int, e
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err
 	}

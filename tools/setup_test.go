@@ -96,7 +96,7 @@ func TestMakeTestSetsUpAFreshClone(t *testing.T) {
 // and apt-get: as root it installs what is missing; otherwise it prints one
 // line naming the command to run and fails; with nothing missing it is silent.
 func TestSetupDebian(t *testing.T) {
-	want := []string{"python3-jwt", "python3-jwcrypto", "docker-compose", "python3-django", "python3-requests", "python3-pytest", "pyflakes3"}
+	want := []string{"python3-jwt", "python3-jwcrypto", "docker-compose", "python3-django", "python3-requests", "python3-pytest", "pyflakes3", "iproute2", "nftables"}
 	run := func(t *testing.T, uid string, installed bool) (string, string, string, error) {
 		t.Helper()
 		bin := t.TempDir()

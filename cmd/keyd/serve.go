@@ -197,6 +197,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Metrics:     m,
 		Gatherer:    reg,
 		Logger:      log,
+		SignTimeout: cfg.SignTimeout,
 	})
 	srv := &http.Server{
 		Addr:              cfg.Listen,

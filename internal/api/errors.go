@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -69,7 +70,8 @@ func toError(err error) (*Error, bool) {
 		return errBadCredential, true
 	case errors.Is(err, signer.ErrPermissionDenied):
 		return errForbidden, true
-	case errors.Is(err, signer.ErrUnavailable):
+	case errors.Is(err, signer.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		// A deadline is the request's budget spent waiting on the backend.
 		return errUnavailable, true
 	case errors.Is(err, rotation.ErrEmergencyPending):
 		return errEmergency, true

@@ -67,6 +67,10 @@ type Config struct {
 	Metrics     *metrics.Metrics
 	Gatherer    prometheus.Gatherer
 	Logger      *slog.Logger
+	// SignTimeout bounds a whole sign request (--sign-timeout): the
+	// caller's authorization, the signature and every retry within them.
+	// What is not done by then is a 503 with Retry-After. Zero: no bound.
+	SignTimeout time.Duration
 }
 
 // Server holds the handlers.
@@ -197,6 +201,14 @@ type signResponse struct {
 
 func (s *Server) sign(c echo.Context) error {
 	start := time.Now()
+	if s.cfg.SignTimeout > 0 {
+		// One budget for the whole request: a backend that hangs (a
+		// partition) answers 503 in time, however many calls and retries
+		// the request would otherwise make.
+		ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.SignTimeout)
+		defer cancel()
+		c.SetRequest(c.Request().WithContext(ctx))
+	}
 	p, err := s.authorize(c, auth.RoleSigner)
 	if err != nil {
 		s.cfg.Metrics.SignRequest("unauthorized", "")

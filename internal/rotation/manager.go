@@ -119,8 +119,9 @@ type Config struct {
 	// gated key never activates (set it whenever Rules.ExpectedClients may
 	// be, or may have been, set).
 	Propagation PropagationStore
-	// StaleAfter is how long after the last successful read of the keys
-	// the snapshot may be missing a key other replicas sign with
+	// StaleAfter is how long after the last publication of a snapshot
+	// (counted from when its keys were read) it may be missing a key other
+	// replicas sign with
 	// (propagation-delay - jwks-max-age): Health says Stale past it. Zero:
 	// never stale.
 	StaleAfter time.Duration
@@ -133,14 +134,18 @@ type Manager struct {
 	snap atomic.Pointer[Snapshot]
 	kick chan struct{}
 
-	mu        sync.Mutex // serialises Tick and Rotate in this process
+	mu        ctxMutex // serialises Tick and Rotate in this process
 	kids      map[int]string
 	emitted   map[string]bool
 	unsent    map[string]Event // events the trail could not take yet, by id
 	pinned    int
 	lastErr   atomic.Pointer[string]
 	backendUp atomic.Bool
-	lastRead  atomic.Int64 // Unix nanoseconds of the last successful read of the keys
+	// published is when the keys of the snapshot last published (and
+	// handed to OnChange) were read, Unix nanoseconds: staleness counts
+	// from it, not from the last read, which may be followed by a failed
+	// step and no new snapshot.
+	published atomic.Int64
 
 	// failure is the failing step of the loop and its backoff; nil while
 	// the last tick succeeded. Written under mu, read by Run and Health.
@@ -159,6 +164,23 @@ type Manager struct {
 	// observed is the propagation last read (under mu); written
 	// activations are immutable and kept.
 	observed Observed
+}
+
+// ctxMutex is a mutex whose Lock a waiter can give up (make it with
+// capacity 1).
+type ctxMutex chan struct{}
+
+func (c ctxMutex) Lock()   { c <- struct{}{} }
+func (c ctxMutex) Unlock() { <-c }
+
+// LockCtx locks c, or returns ctx's error when ctx ends first.
+func (c ctxMutex) LockCtx(ctx context.Context) error {
+	select {
+	case c <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // heldIntent is an emergency this process requested and has not completed.
@@ -245,7 +267,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = 10 * time.Second
 	}
-	return &Manager{cfg: cfg, kick: make(chan struct{}, 1), kids: map[int]string{}, emitted: map[string]bool{}, unsent: map[string]Event{}}, nil
+	return &Manager{cfg: cfg, mu: make(ctxMutex, 1), kick: make(chan struct{}, 1), kids: map[int]string{}, emitted: map[string]bool{}, unsent: map[string]Event{}}, nil
 }
 
 // Snapshot returns the latest snapshot, or nil before the first.
@@ -300,7 +322,11 @@ func (m *Manager) Kick() {
 // only reads: a sign request never creates, destroys or pins a key, nor
 // records an event; the loop's next tick applies what the keys now show.
 func (m *Manager) Refresh(ctx context.Context, since time.Time) error {
-	m.mu.Lock()
+	// A tick may hold the lock for as long as the backend hangs (a
+	// partition): the sign request waits no longer than its own budget.
+	if err := m.mu.LockCtx(ctx); err != nil {
+		return fmt.Errorf("rotation: read backend: %w", err)
+	}
 	defer m.mu.Unlock()
 	if s := m.snap.Load(); s != nil && s.At.After(since) {
 		return nil
@@ -402,7 +428,6 @@ func (m *Manager) readPlan(ctx context.Context) ([]signer.Key, Plan, time.Time, 
 	}
 	m.backendUp.Store(true)
 	now := m.cfg.Clock.Now()
-	m.lastRead.Store(now.UnixNano())
 	return keys, EvaluateObserved(keys, m.cfg.Rules, now, m.signedTimes(), &m.observed), now, nil
 }
 
@@ -582,6 +607,7 @@ func (m *Manager) store(plan Plan, now time.Time) *Snapshot {
 	if m.cfg.OnChange != nil {
 		m.cfg.OnChange(s)
 	}
+	m.published.Store(now.UnixNano())
 	return s
 }
 
@@ -1049,9 +1075,11 @@ type Health struct {
 	// EmergencyPending is an emergency rotation not yet complete: the keys
 	// up to its version do not sign meanwhile.
 	EmergencyPending *EmergencyStatus `json:"emergency_pending,omitempty"`
-	// LastRefresh is when the keys were last read successfully; Stale
-	// says it is longer ago than Config.StaleAfter: the snapshot may miss a
-	// key other replicas sign with (/readyz answers 503).
+	// LastRefresh is when the keys of the snapshot last published (the
+	// JWKS served) were read; a read followed by a failed step publishes
+	// nothing and does not count. Stale says it is longer ago than
+	// Config.StaleAfter: the snapshot may miss a key other replicas sign
+	// with (/readyz answers 503).
 	LastRefresh string `json:"last_refresh,omitempty"`
 	Stale       bool   `json:"stale"`
 }
@@ -1063,7 +1091,7 @@ func (m *Manager) Health() Health {
 		h.LastError = *e
 	}
 	now := m.cfg.Clock.Now()
-	if n := m.lastRead.Load(); n != 0 {
+	if n := m.published.Load(); n != 0 {
 		last := time.Unix(0, n).UTC()
 		h.LastRefresh = last.Format(time.RFC3339Nano)
 		h.Stale = m.cfg.StaleAfter > 0 && now.Sub(last) > m.cfg.StaleAfter

@@ -77,3 +77,27 @@ func TestRefreshOnlyReads(t *testing.T) {
 		t.Error("the tick after Refresh applied nothing")
 	}
 }
+
+// The sign path's Refresh waits for a tick in progress (one that hangs on a
+// partitioned backend) no longer than the sign request's own budget.
+func TestRefreshGivesUpWithItsContext(t *testing.T) {
+	clk := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	m := newManager(t, newLocal(t), clk, &recorder{})
+	if err := m.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock() // a tick in progress, stuck on the backend
+	defer m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Refresh(ctx, m.Snapshot().At) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Refresh succeeded while a tick held the lifecycle lock")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Refresh still waits for the tick after its context ended")
+	}
+}

@@ -68,3 +68,68 @@ func TestHealthStaleAfterTheLastRefresh(t *testing.T) {
 		t.Error("stale without StaleAfter")
 	}
 }
+
+// hungCreate reads the keys but hangs in Create until released (a write
+// whose packets a partition drops, while reads still went through).
+type hungCreate struct {
+	Backend
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h *hungCreate) Create(ctx context.Context, rec signer.Record) (signer.Key, error) {
+	if h.release != nil {
+		h.entered <- struct{}{}
+		<-h.release
+		return signer.Key{}, signer.ErrUnavailable
+	}
+	return h.Backend.Create(ctx, rec)
+}
+
+// Issue 20 item 8: staleness counts from the last published snapshot (the
+// JWKS served), not from the last read. A tick whose read succeeds and
+// whose next step hangs or fails publishes nothing; before, /readyz said
+// 200 (a fresh read) while the JWKS was as old as the last publication and
+// could lack the key another replica signs with.
+func TestHealthStaleAfterTheLastPublication(t *testing.T) {
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(t0)
+	b := &hungCreate{Backend: newLocal(t)}
+	m, err := New(Config{Backend: b, Rules: hourly(t), Algorithm: signer.ES256, Clock: clk, Events: &recorder{},
+		Refresh: time.Minute, Logger: quiet, StaleAfter: 5 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := m.Tick(ctx); err != nil { // publishes version 1
+		t.Fatal(err)
+	}
+	// An hour later (no tick meanwhile: the loop was stuck) a rotation is
+	// due; the tick reads the keys, then its creation hangs.
+	b.entered, b.release = make(chan struct{}), make(chan struct{})
+	clk.Set(t0.Add(time.Hour))
+	done := make(chan error, 1)
+	go func() { done <- m.Tick(ctx) }()
+	<-b.entered
+	clk.Advance(time.Second)
+	if h := m.Health(); !h.Stale || !h.BackendUp || h.LastRefresh != t0.Format(time.RFC3339Nano) {
+		t.Errorf("a tick hangs after a fresh read, the JWKS is an hour old: stale %v, backend_up %v, last_refresh %s; want stale since %s",
+			h.Stale, h.BackendUp, h.LastRefresh, t0.Format(time.RFC3339Nano))
+	}
+	close(b.release)
+	if err := <-done; err == nil {
+		t.Fatal("the tick succeeded although the creation failed")
+	}
+	if h := m.Health(); !h.Stale {
+		t.Error("the tick failed after its read, publishing nothing: not stale")
+	}
+	// Once a snapshot is published again, it is fresh.
+	b.release = nil
+	clk.Advance(10 * time.Minute) // past the action's backoff
+	if err := m.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h := m.Health(); h.Stale || h.LastRefresh != clk.Now().Format(time.RFC3339Nano) {
+		t.Errorf("after a publication: stale %v, last_refresh %s", h.Stale, h.LastRefresh)
+	}
+}

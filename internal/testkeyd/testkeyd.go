@@ -74,8 +74,36 @@ func (k *Keyd) Logs() string { return k.logs.String() }
 // environment, waits until /readyz answers 200, and stops it at cleanup.
 func Start(t testing.TB, bin string, env []string, args ...string) *Keyd {
 	t.Helper()
-	addr := FreeAddr(t)
-	cmd := exec.Command(bin, append([]string{"serve", "--listen", addr}, args...)...)
+	return StartWith(t, Options{}, bin, env, args...)
+}
+
+// Options places a keyd process.
+type Options struct {
+	// Listen is the address keyd listens on (default: a free loopback port).
+	Listen string
+	// Wrap, when set, returns the command line that runs argv (e.g. in a
+	// network namespace); it must exec argv, so that the process is keyd's.
+	Wrap func(argv []string) []string
+	// Client reaches keyd (default http.DefaultClient).
+	Client *http.Client
+}
+
+// StartWith is Start with keyd placed as opts says.
+func StartWith(t testing.TB, opts Options, bin string, env []string, args ...string) *Keyd {
+	t.Helper()
+	addr := opts.Listen
+	if addr == "" {
+		addr = FreeAddr(t)
+	}
+	client := opts.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	argv := append([]string{bin, "serve", "--listen", addr}, args...)
+	if opts.Wrap != nil {
+		argv = opts.Wrap(argv)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	k := &Keyd{URL: "http://" + addr, Cmd: cmd, logs: &logBuffer{}}
 	cmd.Stdout, cmd.Stderr = k.logs, k.logs
@@ -90,7 +118,7 @@ func Start(t testing.TB, bin string, env []string, args ...string) *Keyd {
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(k.URL + "/readyz")
+		resp, err := client.Get(k.URL + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,8 +28,25 @@ type Cluster struct {
 	// RootToken is the initial root token, UnsealKey the one key share.
 	RootToken, UnsealKey string
 
-	bin string
-	dir string
+	bin  string
+	dir  string
+	opts ClusterOptions
+	// health carries the test's own sys/health checks.
+	health http.RoundTripper
+}
+
+// ClusterOptions places a Cluster's nodes. The zero value is three
+// processes on loopback, each on free ports.
+type ClusterOptions struct {
+	// IPs, when set, gives each node an address of its own (a test host):
+	// the API listens on IP:8200 and the cluster port on IP:8201.
+	IPs []string
+	// Wrap, when set, returns the command line that runs argv as node i
+	// (e.g. in the node's network namespace); it must exec argv, so that
+	// the process is Vault's own.
+	Wrap func(i int, argv []string) []string
+	// Dial, when set, makes the test's own connections to the nodes.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Node is one Vault server of a Cluster.
@@ -48,6 +66,15 @@ type Node struct {
 // when the test ends.
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
+	return StartClusterWith(t, ClusterOptions{})
+}
+
+// StartClusterWith is StartCluster with the nodes placed as opts says.
+func StartClusterWith(t testing.TB, opts ClusterOptions) *Cluster {
+	t.Helper()
+	if len(opts.IPs) != 0 && len(opts.IPs) != 3 {
+		t.Fatalf("vaulttest: %d node addresses, want 3", len(opts.IPs))
+	}
 	bin, err := existingBinary()
 	if err != nil {
 		failOrSkip(t, err)
@@ -56,7 +83,10 @@ func StartCluster(t testing.TB) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cluster{bin: bin, dir: dir}
+	c := &Cluster{bin: bin, dir: dir, opts: opts, health: http.DefaultTransport}
+	if opts.Dial != nil {
+		c.health = &http.Transport{DialContext: opts.Dial}
+	}
 	t.Cleanup(func() { c.cleanup(t) })
 	if err := c.configure(); err != nil {
 		t.Fatal(err)
@@ -85,23 +115,30 @@ func (c *Cluster) cleanup(t testing.TB) {
 	os.RemoveAll(c.dir)
 }
 
-// configure picks three free port pairs and writes each node's
-// configuration, every node joining the three.
+// configure picks each node's address (three free port pairs on
+// loopback, or port 8200 on each of ClusterOptions.IPs) and writes each
+// node's configuration, every node joining the three.
 func (c *Cluster) configure() error {
+	hosts := make([]string, 3)
 	ports := make([]int, 3)
 	for i := range ports {
+		if len(c.opts.IPs) != 0 {
+			hosts[i], ports[i] = c.opts.IPs[i], 8200
+			continue
+		}
 		var err error
+		hosts[i] = "127.0.0.1"
 		if ports[i], err = freePortPair(); err != nil {
 			return err
 		}
 	}
 	var joins strings.Builder
-	for _, p := range ports {
-		fmt.Fprintf(&joins, "  retry_join {\n    leader_api_addr = \"http://127.0.0.1:%d\"\n  }\n", p)
+	for i, p := range ports {
+		fmt.Fprintf(&joins, "  retry_join {\n    leader_api_addr = \"http://%s:%d\"\n  }\n", hosts[i], p)
 	}
 	for i, p := range ports {
-		n := &Node{ID: "node" + strconv.Itoa(i+1), Addr: "http://127.0.0.1:" + strconv.Itoa(p), c: c}
-		if err := n.writeConfig(filepath.Join(c.dir, n.ID), p, joins.String()); err != nil {
+		n := &Node{ID: "node" + strconv.Itoa(i+1), Addr: "http://" + net.JoinHostPort(hosts[i], strconv.Itoa(p)), c: c}
+		if err := n.writeConfig(filepath.Join(c.dir, n.ID), hosts[i], p, joins.String()); err != nil {
 			return err
 		}
 		c.Nodes = append(c.Nodes, n)
@@ -109,9 +146,9 @@ func (c *Cluster) configure() error {
 	return nil
 }
 
-// writeConfig writes the node's vault.hcl in nd (its API on port, its
-// cluster address on port+1), with its data directory beside it.
-func (n *Node) writeConfig(nd string, port int, joins string) error {
+// writeConfig writes the node's vault.hcl in nd (its API on host:port, its
+// cluster address on host:port+1), with its data directory beside it.
+func (n *Node) writeConfig(nd, host string, port int, joins string) error {
 	if err := os.MkdirAll(filepath.Join(nd, "data"), 0o700); err != nil {
 		return err
 	}
@@ -123,15 +160,15 @@ func (n *Node) writeConfig(nd string, port int, joins string) error {
   performance_multiplier = 1
 %s}
 listener "tcp" {
-  address = "127.0.0.1:%d"
-  cluster_address = "127.0.0.1:%d"
+  address = "%[4]s:%[5]d"
+  cluster_address = "%[4]s:%[6]d"
   tls_disable = true
 }
-api_addr = "http://127.0.0.1:%d"
-cluster_addr = "https://127.0.0.1:%d"
+api_addr = "http://%[4]s:%[5]d"
+cluster_addr = "https://%[4]s:%[6]d"
 disable_mlock = true
 ui = false
-`, filepath.Join(nd, "data"), n.ID, joins, port, port+1, port, port+1)
+`, filepath.Join(nd, "data"), n.ID, joins, host, port, port+1)
 	return os.WriteFile(n.config, []byte(hcl), 0o600)
 }
 
@@ -218,7 +255,11 @@ func (n *Node) start() error {
 		return fmt.Errorf("vaulttest: %w", err)
 	}
 	defer out.Close()
-	n.cmd = exec.Command(n.c.bin, "server", "-config", n.config)
+	argv := []string{n.c.bin, "server", "-config", n.config}
+	if w := n.c.opts.Wrap; w != nil {
+		argv = w(n.index(), argv)
+	}
+	n.cmd = exec.Command(argv[0], argv[1:]...)
 	n.cmd.Env = cleanEnv()
 	n.cmd.Dir = filepath.Dir(n.config)
 	n.cmd.Stdout, n.cmd.Stderr = out, out
@@ -262,9 +303,22 @@ func (n *Node) Restart(t testing.TB) {
 	}
 }
 
+// index is the node's place in the cluster (0 for node1).
+func (n *Node) index() int {
+	for i, o := range n.c.Nodes {
+		if o == n {
+			return i
+		}
+	}
+	return -1
+}
+
 // rawClient is a client of this node alone, without a token.
 func (n *Node) rawClient() *api.Client {
 	cfg := api.DefaultConfig()
+	if d := n.c.opts.Dial; d != nil {
+		cfg.HttpClient.Transport.(*http.Transport).DialContext = d
+	}
 	cfg.Address = n.Addr
 	cfg.MaxRetries = 0
 	cfg.Timeout = 5 * time.Second
@@ -283,7 +337,7 @@ func (n *Node) Client(token string) *api.Client {
 // Health is the node's sys/health answer status: 200 active, 429 standby,
 // 503 sealed, 501 not initialized, 0 no answer.
 func (n *Node) Health() int {
-	resp, err := (&http.Client{Timeout: time.Second}).Get(n.Addr + "/v1/sys/health")
+	resp, err := (&http.Client{Timeout: time.Second, Transport: n.c.health}).Get(n.Addr + "/v1/sys/health")
 	if err != nil {
 		return 0
 	}

@@ -10,9 +10,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -28,10 +30,16 @@ import (
 // election. It never changes a request's token.
 //
 // What is retried:
-//   - a refused connection or a sealed node: at once on the next healthy
-//     address (Vault did not see the request); so is a connection reset
-//     under a request that changes nothing. When every address refuses,
-//     the error is returned at once: Vault is down, not electing.
+//   - an attempt Vault never saw (the connection could not be made:
+//     refused, or a connect that outlived the attempt, as to a node cut off
+//     by a network partition) or a sealed node: at once on the next healthy
+//     address, for every request. When every address fails so, the error is
+//     returned at once: Vault is down or unreachable, not electing.
+//   - an attempt that was sent and then reset or timed out, under a request
+//     that changes nothing: at once on the next healthy address (the node
+//     died or hangs with it in flight). Under a write it is not re-sent (it
+//     may have been applied): it fails, and the next request goes to the
+//     next healthy address.
 //   - "no active node" answers (a standby that knows no leader, a node that
 //     is not active): with backoff, for every request (Vault did not apply it).
 //     Each retry goes to the next address of the list (the preferred one
@@ -43,8 +51,7 @@ import (
 //     case may have been applied, so it is never re-sent: the caller gets a
 //     503 and the lifecycle retries on its next tick, from what Vault then
 //     holds.
-//   - nothing else: an attempt that timed out, or a reset under a write, is
-//     a node going down (and a write may have been applied): it fails at once.
+//   - nothing once the request's own context has ended.
 //
 // A redirect is never followed: keyd talks only to the nodes it was given.
 type Router struct {
@@ -55,8 +62,9 @@ type Router struct {
 	probe   *http.Client
 	clock   clock.Clock
 
-	mu  sync.Mutex
-	cur int // index into addrs
+	mu     sync.Mutex
+	cur    int  // index into addrs
+	moving bool // a failover is probing the other addresses
 
 	// onDenied, when set, is told the token of every request Vault answered
 	// 403 (the login session checks whether it is keyd's own, revoked).
@@ -150,21 +158,24 @@ func (r *Router) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ctx := req.Context()
 	safe := mayResend(req)
-	refused := map[int]bool{}
+	failed := map[int]bool{} // addresses whose attempt got no answer
 	wait := backoffMin
 	spread := 0 // election retries go round the other nodes too
 	for attempt := 1; ; attempt++ {
 		idx, target := r.pickAt(spread)
-		resp, err := r.try(req, body, target)
-		retry, failover := classify(resp, err, safe)
+		resp, sent, err := r.try(req, body, target)
+		if err != nil && ctx.Err() != nil {
+			return nil, err // the request's own budget is spent
+		}
+		retry, failover := classify(resp, err, sent, safe)
 		if failover {
-			spread = r.moveOn(idx, spread)
+			spread = r.moveOn(ctx, idx, spread)
 			if err != nil {
-				refused[idx] = true
-				if len(refused) < len(r.addrs) && attempt < maxAttempts {
+				failed[idx] = true
+				if retry && len(failed) < len(r.addrs) && attempt < maxAttempts {
 					continue // try the next address at once
 				}
-				return nil, err // every address refuses: Vault is down
+				return nil, err // every address failed, or a write's fate is unknown
 			}
 		}
 		if !retry || !backOff(ctx, wait, attempt) {
@@ -198,19 +209,21 @@ func mayResend(req *http.Request) bool {
 	return req.Context().Value(idempotentKey{}) != nil
 }
 
-// classify tells what to do after one attempt: retry it with backoff,
-// and/or fail over to the next address.
-func classify(resp *http.Response, err error, safe bool) (retry, failover bool) {
+// classify tells what to do after one attempt (sent: a connection was made
+// for it, so Vault may have seen it): retry it, and/or fail over to the
+// next address. A failed attempt that is retried goes at once to the next
+// address; an answer that is retried, with backoff.
+func classify(resp *http.Response, err error, sent, safe bool) (retry, failover bool) {
 	switch {
-	case err != nil && (isRefused(err) || (safe && !isTimeout(err))):
-		// Refused, or reset under a request that may be re-sent (the
-		// node died with it in flight): the next address.
-		return false, true
+	case err != nil && (!sent || isRefused(err)):
+		// No connection (refused, or a connect that hung past the
+		// attempt: a partition): Vault never saw the request.
+		return true, true
 	case err != nil:
-		// Reset or timed out: a node going down, not an election, and
-		// a write may have been applied. Fail fast; the next request
-		// finds the node refusing and moves on.
-		return false, false
+		// Reset or timed out in flight: the node died or hangs. Move on;
+		// re-send only what changes nothing (a write may have been
+		// applied, and the lifecycle completes it from what Vault holds).
+		return safe, true
 	case sealed(resp):
 		return true, true
 	case noActive(resp):
@@ -224,8 +237,8 @@ func classify(resp *http.Response, err error, safe bool) (retry, failover bool) 
 // moveOn fails over from addrs[idx] and returns the spread of the next
 // attempt: 0 on the new current address, or one address further when idx
 // was a retry's address (or the only one).
-func (r *Router) moveOn(idx, spread int) int {
-	if r.failover(idx) {
+func (r *Router) moveOn(ctx context.Context, idx, spread int) int {
+	if r.failover(ctx, idx) {
 		return 0
 	}
 	return spread + 1
@@ -260,9 +273,13 @@ func answer(resp *http.Response, err error) (*http.Response, error) {
 
 // try sends one attempt to target, bounded by the attempt timeout, and
 // returns the answer with its body read (so the attempt's context can end).
-func (r *Router) try(req *http.Request, body []byte, target *url.URL) (*http.Response, error) {
+// sent reports whether a connection was made for it: when it was not, Vault
+// never saw the request.
+func (r *Router) try(req *http.Request, body []byte, target *url.URL) (resp *http.Response, sent bool, err error) {
 	ctx, cancel := context.WithTimeout(req.Context(), r.attempt)
 	defer cancel()
+	var conn atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conn.Store(true) }})
 	out := req.Clone(ctx)
 	u := *req.URL
 	u.Scheme, u.Host = target.Scheme, target.Host
@@ -272,24 +289,22 @@ func (r *Router) try(req *http.Request, body []byte, target *url.URL) (*http.Res
 		out.ContentLength = int64(len(body))
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
-	resp, err := r.base.RoundTrip(out)
+	resp, err = r.base.RoundTrip(out)
 	if err != nil {
-		return nil, err
+		return nil, conn.Load(), err
 	}
 	raw, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(raw))
 	resp.Request = req
 	if resp.StatusCode == http.StatusForbidden && r.onDenied != nil {
 		r.onDenied(req.Header.Get(api.AuthHeaderName))
 	}
-	return resp, nil
+	return resp, true, nil
 }
-
-func (r *Router) pick() (int, *url.URL) { return r.pickAt(0) }
 
 // pickAt is the address offset places after the current one. A standby
 // learns of a new leader only at its next leader check (up to a few
@@ -304,58 +319,100 @@ func (r *Router) pickAt(offset int) (int, *url.URL) {
 }
 
 // failover moves away from addrs[from] (unless another request already
-// did) to the first address, in order, whose sys/health says it is
-// initialized and unsealed; when none is, to the next one in the list. It
-// reports whether it moved.
-func (r *Router) failover(from int) bool {
+// did, or is doing so) to the first address, in order, whose sys/health
+// says it is initialized and unsealed; when none is, to the next one in
+// the list. It reports whether it moved. The other nodes are asked at once,
+// outside the lock, within ctx and the probe timeout: a node cut off by a
+// partition costs one probe timeout, and no request waits on another's
+// probes.
+func (r *Router) failover(ctx context.Context, from int) bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cur != from || len(r.addrs) == 1 {
+	if r.cur != from || r.moving || len(r.addrs) == 1 {
+		r.mu.Unlock()
 		return false
 	}
+	r.moving = true
+	r.mu.Unlock()
+	up := r.probeAll(ctx, from)
 	next := (from + 1) % len(r.addrs)
-	for i, u := range r.addrs {
-		if i != from && r.healthy(u) {
+	for i, ok := range up {
+		if ok {
 			next = i
 			break
 		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.moving = false
+	if r.cur != from {
+		return false
 	}
 	r.log.Warn("vault address unavailable; moving on", "from", r.addrs[from].String(), "to", r.addrs[next].String())
 	r.cur = next
 	return true
 }
 
-// Watch moves back to a more preferred address once it is healthy again,
-// checking every interval until ctx ends.
+// probeAll asks every address but skip (-1: none) for its health at once
+// and reports, by index, which answered healthy.
+func (r *Router) probeAll(ctx context.Context, skip int) []bool {
+	up := make([]bool, len(r.addrs))
+	var wg sync.WaitGroup
+	for i, u := range r.addrs {
+		if i == skip {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			up[i] = r.healthy(ctx, u)
+		}()
+	}
+	wg.Wait()
+	return up
+}
+
+// Watch keeps requests on the most preferred healthy address, checking
+// every interval until ctx ends: it moves back to a more preferred address
+// once it is healthy again, and away from the current one when it no
+// longer answers healthy (a node cut off while keyd sends nothing).
 func (r *Router) Watch(ctx context.Context, interval time.Duration) {
 	if len(r.addrs) == 1 {
 		return
 	}
-	clock.Every(ctx, r.clock, interval, r.preferHealthy)
+	clock.Every(ctx, r.clock, interval, func() { r.preferHealthy(ctx) })
 }
 
-// preferHealthy moves to the most preferred address ahead of the current
-// one that answers healthy, if any.
-func (r *Router) preferHealthy() {
-	_, cur := r.pick()
-	for i, u := range r.addrs {
-		if u == cur {
-			return
+// preferHealthy moves to the most preferred address that answers healthy,
+// if it is not the current one; when none does, it stays.
+func (r *Router) preferHealthy(ctx context.Context) {
+	up := r.probeAll(ctx, -1)
+	for i, ok := range up {
+		if !ok {
+			continue
 		}
-		if r.healthy(u) {
-			r.mu.Lock()
-			r.log.Info("vault address healthy again; moving back", "from", cur.String(), "to", u.String())
+		r.mu.Lock()
+		if i != r.cur && !r.moving {
+			if i < r.cur {
+				r.log.Info("vault address healthy again; moving back", "from", r.addrs[r.cur].String(), "to", r.addrs[i].String())
+			} else {
+				r.log.Warn("vault address unavailable; moving on", "from", r.addrs[r.cur].String(), "to", r.addrs[i].String())
+			}
 			r.cur = i
-			r.mu.Unlock()
-			return
 		}
+		r.mu.Unlock()
+		return
 	}
 }
 
 // healthy asks u's sys/health whether the node is initialized and
-// unsealed, standby or active (200 with standbyok).
-func (r *Router) healthy(u *url.URL) bool {
-	resp, err := r.probe.Get(u.String() + "/v1/sys/health?standbyok=true&perfstandbyok=true")
+// unsealed, standby or active (200 with standbyok), within ctx and the
+// probe timeout.
+func (r *Router) healthy(ctx context.Context, u *url.URL) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String()+"/v1/sys/health?standbyok=true&perfstandbyok=true", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := r.probe.Do(req)
 	if err != nil {
 		return false
 	}
@@ -369,11 +426,6 @@ func (r *Router) healthy(u *url.URL) bool {
 func isRefused(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 func bodyHas(resp *http.Response, s string) bool {

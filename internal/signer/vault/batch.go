@@ -51,6 +51,7 @@ type lane struct {
 }
 
 type pending struct {
+	ctx   context.Context // the caller's: once it ends, nobody waits for the result
 	input []byte
 	done  chan signResult // buffered: the sender never blocks
 }
@@ -70,7 +71,7 @@ func newBatcher() *batcher { return &batcher{lanes: map[laneKey]*lane{}} }
 // which sends batches until the lane's queue is empty; every request waits
 // for its own result or its context, whichever comes first.
 func (bt *batcher) do(ctx context.Context, k laneKey, input []byte, send sendFunc) ([]byte, error) {
-	p := &pending{input: input, done: make(chan signResult, 1)}
+	p := &pending{ctx: ctx, input: input, done: make(chan signResult, 1)}
 	bt.mu.Lock()
 	l := bt.lanes[k]
 	if l == nil {
@@ -98,7 +99,10 @@ func (bt *batcher) do(ctx context.Context, k laneKey, input []byte, send sendFun
 	}
 }
 
-// drain sends the lane's queue in batches of at most maxBatch until it is empty.
+// drain sends the lane's queue in batches of at most maxBatch until it is
+// empty. A request whose caller stopped waiting while queued (its budget
+// ended behind slow calls) is dropped, not signed: after a partition heals,
+// Vault gets the requests someone still waits for, not a backlog.
 func (bt *batcher) drain(k laneKey, l *lane, send sendFunc) {
 	for {
 		bt.mu.Lock()
@@ -110,10 +114,18 @@ func (bt *batcher) drain(k laneKey, l *lane, send sendFunc) {
 			bt.mu.Unlock()
 			return
 		}
-		n := min(len(l.queue), maxBatch)
-		batch := l.queue[:n:n]
-		l.queue = l.queue[n:]
+		batch := make([]*pending, 0, min(len(l.queue), maxBatch))
+		for len(l.queue) > 0 && len(batch) < maxBatch {
+			p := l.queue[0]
+			l.queue = l.queue[1:]
+			if p.ctx.Err() == nil { // its caller has not given up waiting
+				batch = append(batch, p)
+			}
+		}
 		bt.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
 
 		inputs := make([][]byte, len(batch))
 		for i, p := range batch {

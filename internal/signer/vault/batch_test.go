@@ -113,3 +113,41 @@ func TestBatcherCallerLeavesOnItsDeadline(t *testing.T) {
 	}
 	close(release)
 }
+
+// Requests whose callers gave up while queued behind stuck calls (a
+// partition) are not sent once the calls return: after a heal, Vault gets
+// the requests someone still waits for, not a backlog.
+func TestBatcherDropsRequestsNobodyWaitsFor(t *testing.T) {
+	bt := newBatcher()
+	k := laneKey{token: [32]byte{4}, v: 1, alg: signer.ES256}
+	release := make(chan struct{})
+	var held, sent atomic.Int32
+	send := func(inputs [][]byte) []signResult {
+		held.Add(int32(len(inputs)))
+		<-release
+		sent.Add(int32(len(inputs)))
+		return make([]signResult, len(inputs))
+	}
+	// Fill the lane's senders with stuck calls (one at a time, so each is
+	// its own call), then queue requests whose budget ends while they wait.
+	var wg sync.WaitGroup
+	for i := range senders(k.alg) {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, _ = bt.do(context.Background(), k, []byte("stuck"), send) }()
+		waitUntil(t, 2*time.Second, func() string { return "a stuck call did not start" }, func() bool { return held.Load() == int32(i+1) })
+	}
+	for range 10 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		_, err := bt.do(ctx, k, []byte("late"), send)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("queued request: %v, want its deadline", err)
+		}
+	}
+	close(release)
+	wg.Wait()
+	// The stuck calls' own inputs only.
+	if got := sent.Load(); got != int32(senders(k.alg)) {
+		t.Errorf("%d inputs sent; want %d (the given-up requests dropped)", got, senders(k.alg))
+	}
+}

@@ -3,6 +3,7 @@ package vault
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -57,7 +58,7 @@ func (b *Backend) Sign(ctx context.Context, cred signer.Credential, v int, alg s
 		return nil, err
 	}
 	k := laneKey{token: hashKey("lane", cred.Token), v: v, alg: alg}
-	return b.batches.do(ctx, k, input, func(inputs [][]byte) []signResult {
+	sig, err := b.batches.do(ctx, k, input, func(inputs [][]byte) []signResult {
 		// The call serves several requests: it must not die with the first
 		// one's context, only with the sign timeout, within which a Router
 		// retries what Vault answers during a leader election.
@@ -65,6 +66,11 @@ func (b *Backend) Sign(ctx context.Context, cred signer.Credential, v int, alg s
 		defer cancel()
 		return b.signCall(ctx, c, v, params, inputs)
 	})
+	if err != nil && ctx.Err() != nil && !errors.Is(err, signer.ErrUnavailable) {
+		// The request's budget ended before Vault answered.
+		return nil, fmt.Errorf("%w: no answer from vault within the request's budget: %w", signer.ErrUnavailable, err)
+	}
+	return sig, err
 }
 
 // signCall signs inputs with version v in one transit call (batch_input when
