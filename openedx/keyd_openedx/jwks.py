@@ -4,13 +4,11 @@ import base64
 import json
 import os
 import re
-import threading
 from typing import Any, Dict, List, Optional
 
 import jwt
-import requests
 
-from . import USER_AGENT
+from .transport import Client, Response
 
 # Members of a private or symmetric JWK: never part of a public set.
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
@@ -20,13 +18,21 @@ class JwksError(ValueError):
     """A JWKS document that must not be installed (unparseable, private material, no RSA key)."""
 
 
+_B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+
+# The algorithms an RSA key may name (PyJWT's RSA families); anything else ("none", "HS256", an EC
+# algorithm, a number) makes the document malformed.
+RSA_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+
+# Registered JWK members (RFC 7517 section 4) and the JSON type each must have when present.
+_MEMBER_TYPES = {"kty": str, "use": str, "kid": str, "alg": str, "key_ops": list, "x5u": str, "x5c": list,
+                 "x5t": str, "x5t#S256": str}
+
+
 def _b64_int(value: Any, what: str) -> int:
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not _B64URL.match(value) or len(value) % 4 == 1:
         raise JwksError("{} is not a base64url string".format(what))
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (ValueError, TypeError):
-        raise JwksError("{} is not valid base64url".format(what)) from None
+    raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     n = int.from_bytes(raw, "big")
     if n == 0:
         raise JwksError("{} is zero".format(what))
@@ -38,54 +44,84 @@ def _b64_uint(n: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+def _check_members(key: Dict[str, Any], name: str) -> None:
+    """Raises JwksError when a registered member has the wrong JSON type, or a list member holds
+    anything but strings."""
+    for member, kind in _MEMBER_TYPES.items():
+        if member not in key:
+            continue
+        value = key[member]
+        if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+            raise JwksError("key {}: {!r} must be a JSON {}".format(name, member, "string" if kind is str
+                                                                   else "list of strings"))
+
+
 def edx_key(key: Dict[str, Any]) -> Dict[str, Any]:
     """Returns one public RSA JWK with the members, order and encoding go-jose gives it
-    (use, kty, kid, alg, n, e; minimal big-endian integers), as `keyd jwks --format edx` prints."""
-    n = _b64_int(key.get("n"), "key {!r}: n".format(key.get("kid")))
-    e = _b64_int(key.get("e"), "key {!r}: e".format(key.get("kid")))
+    (use, kty, kid, alg, n, e; minimal big-endian integers), as `keyd jwks --format edx` prints.
+    Raises JwksError for a malformed member (a non-string kid or alg, an alg an RSA key cannot have,
+    n or e not a base64url integer, an even or tiny exponent)."""
+    name = repr(key.get("kid")) if isinstance(key.get("kid"), str) else "#?"
+    _check_members(key, name)
+    alg = key.get("alg")
+    if alg is not None and alg not in RSA_ALGS:
+        raise JwksError("key {}: alg {!r} is not an RSA signature algorithm ({})".format(name, alg, ", ".join(RSA_ALGS)))
+    n = _b64_int(key.get("n"), "key {}: n".format(name))
+    e = _b64_int(key.get("e"), "key {}: e".format(name))
+    if e < 3 or e % 2 == 0 or e.bit_length() > 64:
+        raise JwksError("key {}: e is not a usable RSA public exponent".format(name))
+    if n.bit_length() < 1024 or n % 2 == 0:
+        raise JwksError("key {}: n is not a usable RSA modulus (odd, 1024 bits or more)".format(name))
     out: Dict[str, Any] = {}
     if key.get("use"):
         out["use"] = key["use"]
     out["kty"] = "RSA"
     if key.get("kid"):
         out["kid"] = key["kid"]
-    if key.get("alg"):
-        out["alg"] = key["alg"]
+    if alg:
+        out["alg"] = alg
     out["n"] = _b64_uint(n)
     out["e"] = _b64_uint(e)
     return out
 
 
+def _loads(document: Any) -> Any:
+    try:
+        return json.loads(document)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise JwksError("not JSON ({})".format(str(exc)[:120])) from None
+
+
 def rsa_keys(document: Any) -> List[Dict[str, Any]]:
     """Returns the RSA keys of a JWKS (a JSON string, bytes or an already decoded dict) in edx form.
 
-    Raises JwksError for anything that must not be installed: not a JWKS, a key without kty, private
-    or symmetric key material, an RSA key PyJWT cannot use, or no RSA key at all. Other key types
-    (EC, OKP) are valid in keyd's JWKS but Open edX IDAs cannot use them: they are left out.
+    Raises JwksError, and only JwksError, for anything that must not be installed: not a JWKS, a key
+    without kty, a malformed member (see edx_key), private or symmetric key material, an RSA key
+    PyJWT cannot use, or no RSA key at all. Other key types (EC, OKP) are valid in keyd's JWKS but
+    Open edX IDAs cannot use them: they are left out, as are keys whose use is not "sig".
     """
-    if isinstance(document, (bytes, str)):
-        try:
-            document = json.loads(document)
-        except ValueError as exc:
-            raise JwksError("not JSON ({})".format(exc)) from None
+    if isinstance(document, (bytes, bytearray, str)):
+        document = _loads(document)
         if isinstance(document, str):  # the JSON string a settings file may hold
-            return rsa_keys(document)
+            document = _loads(document)
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise JwksError('not a JWKS (no "keys" list)')
     out = []
     for i, key in enumerate(document["keys"]):
         if not isinstance(key, dict) or not isinstance(key.get("kty"), str):
             raise JwksError("key {} has no kty".format(i))
+        name = repr(key["kid"]) if isinstance(key.get("kid"), str) else "#{}".format(i)
         private = [m for m in _PRIVATE_MEMBERS if m in key]
         if private:
-            raise JwksError("key {!r} holds private or symmetric key material".format(key.get("kid", i)))
-        if key["kty"] != "RSA":
+            raise JwksError("key {} holds private or symmetric key material".format(name))
+        _check_members(key, name)
+        if key["kty"] != "RSA" or key.get("use", "sig") != "sig":
             continue
         k = edx_key(key)
         try:
             jwt.PyJWK(k)
-        except jwt.PyJWTError as exc:
-            raise JwksError("key {!r} is not a usable RSA key ({})".format(key.get("kid", i), exc)) from None
+        except Exception as exc:  # PyJWT and cryptography raise several types; none may escape
+            raise JwksError("key {} is not a usable RSA key ({}: {})".format(name, type(exc).__name__, exc)) from None
         out.append(k)
     if not out:
         raise JwksError("no RSA key (Open edX IDAs accept only RSA keys)")
@@ -137,55 +173,17 @@ def instance_id() -> str:
     return "{}:{}".format(host, pid)
 
 
-class ProcessSession:
-    """One requests.Session per process: a forked child never shares its parent's connections."""
-
-    def __init__(self, verify: Any = True) -> None:
-        self.verify = verify
-        self._pid = -1
-        self._session: Optional[requests.Session] = None
-
-    def get(self) -> requests.Session:
-        if self._pid != os.getpid() or self._session is None:
-            s = requests.Session()
-            s.verify = self.verify
-            s.headers["User-Agent"] = USER_AGENT
-            self._session, self._pid = s, os.getpid()
-        return self._session
-
-    def request(self, method: str, url: str, timeout: float, **kwargs: Any) -> requests.Response:
-        """session.request with timeout bounding the whole request. requests' own timeout bounds each
-        connect and each socket read only, so a peer dripping a byte at a time could hold a call for
-        ever; here the call runs in a daemon thread and is given up (ReadTimeout) after timeout."""
-        session = self.get()
-        done = threading.Event()
-        box: Dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                box["response"] = session.request(method, url, timeout=timeout, **kwargs)
-            except BaseException as exc:  # handed to the caller
-                box["error"] = exc
-            done.set()
-
-        threading.Thread(target=run, name="keyd-openedx-http", daemon=True).start()
-        if not done.wait(timeout):
-            raise requests.ReadTimeout("{} {} gave no complete answer within {:g}s".format(method, url, timeout))
-        if "error" in box:
-            raise box["error"]
-        return box["response"]
-
-
-def fetch(session: ProcessSession, url: str, timeout: float, client: Optional[str] = None,
-          instance: bool = False, etag: Optional[str] = None) -> requests.Response:
-    """GET keyd's JWKS with this package's headers (Keyd-Instance only when instance is true)."""
-    headers = {"User-Agent": USER_AGENT}
+def fetch(http: Client, url: str, timeout: float, client: Optional[str] = None,
+          instance: bool = False, etag: Optional[str] = None) -> Response:
+    """GET keyd's JWKS with this package's headers (Keyd-Instance only when instance is true).
+    Raises transport.TransportError when no complete answer came within timeout."""
+    headers = {}
     if client:
         headers["Keyd-Client"] = client
     if instance:
         headers["Keyd-Instance"] = instance_id()
     if etag:
         headers["If-None-Match"] = etag
-    return session.request("GET", url, timeout, headers=headers)
+    return http.request("GET", url, timeout, headers=headers)
 
 

@@ -279,17 +279,21 @@ class Blackhole:
     """A TCP server that accepts connections and never answers (a hung keyd). Counts connections.
 
     With drip, it answers a never-ending header one byte every 0.1 s (a peer that is slow but never
-    idle long enough for a per-read timeout)."""
+    idle long enough for a per-read timeout), for 3 s, or until the client closes with forever.
+    closed() counts the connections the client has closed. Its threads are named "test-blackhole"."""
 
-    def __init__(self, drip: bool = False) -> None:
+    def __init__(self, drip: bool = False, forever: bool = False) -> None:
         self.drip = drip
+        self.forever = forever
+        self.client_closed = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.url = "http://127.0.0.1:{}".format(self.sock.getsockname()[1])
         self.accepted: List[socket.socket] = []
         self._stop = False
-        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self._cond = threading.Condition()
+        self.thread = threading.Thread(target=self._accept, name="test-blackhole", daemon=True)
         self.thread.start()
 
     def _accept(self) -> None:
@@ -300,26 +304,100 @@ class Blackhole:
                 return
             self.accepted.append(c)
             if self.drip:
-                threading.Thread(target=self._drip, args=(c,), daemon=True).start()
+                threading.Thread(target=self._drip, args=(c,), name="test-blackhole", daemon=True).start()
 
     def _drip(self, c: socket.socket) -> None:
         try:
             c.recv(65536)
             c.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
-            for _ in range(30):  # 3 s, then the connection closes
+            n = 0
+            while self.forever or n < 30:  # 3 s, then the connection closes (unless forever)
                 if self._stop:
                     return
                 c.sendall(b"a")
+                n += 1
                 time.sleep(0.1)
             c.close()
-        except OSError:
-            return
+        except OSError:  # the client closed its end: sending fails
+            with self._cond:
+                self.client_closed += 1
+                self._cond.notify_all()
+
+    def wait_closed(self, n: int, timeout: float) -> None:
+        """Waits until the client has closed n dripped connections."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.client_closed < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("the client closed {} of {} dripped connections".format(self.client_closed, n))
+                self._cond.wait(left)
 
     def stop(self) -> None:
         self._stop = True
         self.sock.close()
         for c in self.accepted:
             c.close()
+
+
+class FakeClock:
+    """The IDA key set's clock (keyd_openedx.ida.keyset.Clock) under a test's control: time moves only
+    when the test advances it, and the refresher's waits end when fake time reaches them.
+
+    waits records (start, seconds) of every wait the refresher began, so a test can see the pacing
+    it chose; next_wait() blocks (real time, bounded) until the refresher waits again."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._epoch = 1.8e9 - start
+        self._cond = threading.Condition()
+        self.waits: List[Tuple[float, float]] = []
+        self._waiting = 0
+
+    def monotonic(self) -> float:
+        with self._cond:
+            return self._now
+
+    def time(self) -> float:
+        with self._cond:
+            return self._epoch + self._now
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        with self._cond:
+            deadline = self._now + timeout
+            self.waits.append((self._now, timeout))
+            self._waiting += 1
+            self._cond.notify_all()
+            try:
+                while not event.is_set() and self._now < deadline:
+                    self._cond.wait(0.05)  # stop() sets the event without telling this clock
+            finally:
+                self._waiting -= 1
+            return event.is_set()
+
+    def advance(self, seconds: float) -> None:
+        with self._cond:
+            self._now += seconds
+            self._cond.notify_all()
+
+    def next_wait(self, after: int, timeout: float = 10) -> Tuple[float, float]:
+        """Blocks until the refresher has begun more than `after` waits; returns the newest (start, seconds)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.waits) <= after:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("the refresher began no wait number {} within {}s".format(after + 1, timeout))
+                self._cond.wait(left)
+            return self.waits[after]
+
+    def run_out(self, index: int, timeout: float = 10) -> Tuple[float, float]:
+        """Waits for wait number index and moves fake time to its end; returns it."""
+        start, seconds = self.next_wait(index, timeout)
+        with self._cond:
+            self._now = max(self._now, start + seconds)
+            self._cond.notify_all()
+        return start, seconds
 
 
 class User:

@@ -10,13 +10,25 @@ import jwt as pyjwt
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from helpers import canned, decode_as_ida, django_apps, held_set, start_request, wait_until
+from helpers import FakeClock, canned, decode_as_ida, django_apps, held_set, start_request, wait_until
 
 from keyd_openedx import USER_AGENT
 from keyd_openedx.ida import keyset
 from keyd_openedx.jwks import EMPTY_SET
 
 IDA = ["keyd_openedx.ida.apps.KeydJwksConfig"]
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The key set's clock for this test: install() (the app's ready()) gives it to the follower."""
+    fake = FakeClock()
+    monkeypatch.setattr(keyset, "CLOCK", fake)
+    return fake
+
+
+def instance_fetches(proxy):
+    return [r for r in proxy.matching("/.well-known/jwks.json") if "Keyd-Instance" in r["headers"]]
 
 
 def ida_settings(url, static=None, **jwks):
@@ -65,7 +77,7 @@ def test_static_keys_at_startup_are_kept(start_keyd, lms_key, jwt_auth, installe
             decode_as_ida(old)
 
 
-def test_headers_instance_only_from_the_refresher(start_keyd, proxy_to, installed):
+def test_headers_instance_only_from_the_refresher(start_keyd, proxy_to, installed, clock):
     keyd = start_keyd("--jwks-max-age", "1s", "--propagation-delay", "2s")
     proxy = proxy_to(keyd.url)
     with django_apps(apps=IDA, **ida_settings(proxy.url + "/.well-known/jwks.json")):
@@ -80,11 +92,13 @@ def test_headers_instance_only_from_the_refresher(start_keyd, proxy_to, installe
         r = proxy.wait_for(lambda r: r["headers"].get("Keyd-Instance") == me, 5, "a fetch with Keyd-Instance")
         assert r["headers"]["Keyd-Client"] == "ecommerce" and r["headers"]["User-Agent"] == USER_AGENT
         # ETag/If-None-Match: keyd answers 304 and the refresher keeps pacing by max-age (1 s ± 10%).
-        proxy.wait_for(lambda r: len(proxy.matching("/.well-known/jwks.json")) >= 5, 10, "five fetches")
-        fetches = [r for r in proxy.matching("/.well-known/jwks.json") if "Keyd-Instance" in r["headers"]]
+        for i in range(5):
+            clock.run_out(i)
+            proxy.wait_for(lambda r: len(instance_fetches(proxy)) >= i + 1, 5, "fetch {}".format(i + 1))
+        fetches = instance_fetches(proxy)
         assert all(r["headers"].get("If-None-Match") == keyset.current().etag for r in fetches)
-        gaps = [b["time"] - a["time"] for a, b in zip(fetches, fetches[1:])]
-        assert gaps and all(0.85 <= g <= 1.6 for g in gaps), gaps  # 0.9-1.1 s plus the fetch itself
+        waits = [seconds for _, seconds in clock.waits[:5]]
+        assert waits[0] == 0 and all(0.9 <= w <= 1.1 for w in waits[1:]), waits  # at once, then max-age ± 10%
         for _ in range(10):
             start_request()  # more requests never start a second refresher
         assert sum(1 for t in __import__("threading").enumerate() if t.name == "keyd-jwks-refresher") == 1
@@ -123,22 +137,41 @@ def test_first_fetch_failing_keeps_the_static_value(lms_key, proxy_to, keyd, ins
         wait_until(lambda: keyd.active_kid() in held_set(), 5, "keyd's key after keyd answers")
 
 
-def test_failed_fetches_back_off_doubling_up_to_max_age(start_keyd, proxy_to, installed):
+def test_failed_fetches_back_off_doubling_up_to_max_age(start_keyd, proxy_to, installed, clock):
     keyd = start_keyd("--jwks-max-age", "3s")
     proxy = proxy_to(keyd.url)
     with django_apps(apps=IDA, **ida_settings(proxy.url + "/.well-known/jwks.json")):
         proxy.override = lambda m, p, h: canned(503, {"error": "backend_unavailable", "message": "x"}) \
             if "Keyd-Instance" in h else None
         start_request()
-        fetches = lambda: [r for r in proxy.matching("/.well-known/jwks.json") if "Keyd-Instance" in r["headers"]]  # noqa: E731
-        wait_until(lambda: len(fetches()) >= 5, 20, "five failed fetches")
-        f = fetches()
-        gaps = [round(b["time"] - a["time"], 2) for a, b in zip(f, f[1:5])]
-        want = [1, 2, 3, 3]  # 1 s, doubling, capped at max-age (3 s); plus the failed fetch itself
-        assert all(w - 0.05 <= g <= w + 0.5 for g, w in zip(gaps, want)), gaps
+        waits = [clock.run_out(i)[1] for i in range(6)]
+        # At once, then 1 s after the first failure, doubling, capped at max-age (3 s).
+        assert waits == [0, 1, 2, 3, 3, 3], waits
+        proxy.wait_for(lambda r: len(instance_fetches(proxy)) >= 6, 5, "six failed fetches")
+        assert keyset.current().failures >= 5
 
 
-def test_staleness_empties_the_set_and_recovery_refills_it(keyd, proxy_to, installed, caplog):
+def test_backoff_survives_thousands_of_failures(installed, clock, caplog):
+    """2.0 ** (failures - 1) overflowed after 1,024 failures in a row (3.5 days down at max-age 300 s)
+    and killed the refresher; the exponent is capped first, so the 1,100th failure waits max-age."""
+    from helpers import free_port
+
+    caplog.set_level(logging.ERROR)  # 1,100 warnings are not worth keeping
+    url = "http://127.0.0.1:{}/.well-known/jwks.json".format(free_port())  # refused: fails fast
+    with django_apps(apps=IDA, **ida_settings(url, MAX_STALENESS=10 ** 9)):
+        follower = keyset.current()
+        start_request()  # never fetched: the first request tries at once (fails), then the refresher
+        for i in range(1100):
+            clock.run_out(i)
+        clock.next_wait(1100)
+        assert follower.failures >= 1100 and follower.refresher_running
+        assert clock.waits[-1][1] == keyset.DEFAULT_MAX_AGE
+        assert not [r for r in caplog.records if "refresher error" in r.getMessage()]
+        follower.failures = 10 ** 6
+        assert follower.backoff() == keyset.DEFAULT_MAX_AGE
+
+
+def test_staleness_empties_the_set_and_recovery_refills_it(keyd, proxy_to, installed, caplog, clock):
     proxy = proxy_to(keyd.url)
     caplog.set_level(logging.INFO)
     token = keyd_token(keyd)
@@ -146,7 +179,12 @@ def test_staleness_empties_the_set_and_recovery_refills_it(keyd, proxy_to, insta
         assert decode_as_ida(token)
         proxy.override = lambda m, p, h: canned(503, {"error": "backend_unavailable", "message": "x"})
         start_request()
-        wait_until(lambda: held_set() == EMPTY_SET, 5, "the set to be emptied")
+        i = 0
+        while held_set() != EMPTY_SET:
+            assert clock.monotonic() < 1010, "the set was not emptied after MAX_STALENESS"
+            clock.run_out(i)
+            i += 1
+            clock.next_wait(i)  # the refresher has acted on the time that passed
         assert keyset.current().emptied
         with pytest.raises(pyjwt.PyJWTError):
             decode_as_ida(token)
@@ -154,7 +192,11 @@ def test_staleness_empties_the_set_and_recovery_refills_it(keyd, proxy_to, insta
         with pytest.raises(CommandError):
             call_command("keyd_jwks_status")
         proxy.override = None
-        wait_until(lambda: held_set() != EMPTY_SET, 10, "the set to come back")
+        while held_set() == EMPTY_SET:
+            assert clock.monotonic() < 1030, "the set did not come back"
+            clock.run_out(i)
+            i += 1
+            clock.next_wait(i)
         assert decode_as_ida(token)
 
 

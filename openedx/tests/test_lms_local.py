@@ -290,3 +290,16 @@ def test_error_reports_hide_the_token_in_frame_locals(keyd, jwt_auth, installed)
               if "keyd_openedx" in f["filename"]]
     assert "sign_response" in [f["function"] for f in frames]
     assert "wrong-token-frame-locals" not in repr([f["vars"] for f in frames])
+
+
+def test_token_with_a_line_break_fails_closed_without_naming_it(keyd, jwt_auth, installed, caplog):
+    """A token that cannot be sent as a header (a line break from a file) is one KeydSigningError,
+    never retried, and its value appears nowhere."""
+    caplog.set_level(logging.DEBUG)
+    bad = keyd.signer_token + "\nX-Injected: 1"
+    with django_apps(**lms_settings(keyd, jwt_auth, token=bad)):
+        with pytest.raises(KeydSigningError) as err:
+            lms_jwt._create_jwt(User(), use_asymmetric_key=True, grant_type="password")
+    assert err.value.code == "keyd_unreachable" and "InvalidRequest" in err.value.message
+    assert keyd.signer_token not in str(err.value) + repr(err.value) + caplog.text
+    assert "retrying" not in caplog.text

@@ -23,7 +23,7 @@ def test_pyproject_entry_points_and_dependencies():
     }
     assert project["entry-points"]["cms.djangoapp"] == {"keyd_jwks": "keyd_openedx.ida.apps:KeydJwksConfig"}
     names = sorted(d.split(">")[0].split("=")[0].split("[")[0].strip().lower() for d in project["dependencies"])
-    assert names == ["django", "pyjwt", "requests"]
+    assert names == ["django", "pyjwt"]  # HTTP is http.client (keyd_openedx/transport.py)
 
 
 @pytest.mark.parametrize("config,project,setting", [

@@ -3,8 +3,11 @@
 edx-drf-extensions reads that setting at every decode, so replacing its value is all an IDA needs.
 The first fetch happens in ready(); a refresher thread then runs in each process that decodes
 (started by its first request, so it also starts in every worker a forking server creates), paced
-by keyd's Cache-Control max-age and using If-None-Match. After MAX_STALENESS without a successful
-fetch the set is emptied: no token verifies until keyd is reachable again.
+by keyd's Cache-Control max-age and using If-None-Match. A process never verifies with a set older
+than it could have refreshed itself: when its first request finds the set older than max-age (a
+worker forked from a preloaded master long after the master's fetch), that request fetches first,
+bounded by TIMEOUT. After MAX_STALENESS without a successful fetch the set is emptied: no token
+verifies until keyd is reachable again.
 """
 
 import logging
@@ -15,18 +18,37 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-import requests
 from django.conf import settings
 from django.core.signals import request_started
 
 from ..conf import JwksConfig, validate_jwks
-from ..jwks import EMPTY_SET, JwksError, ProcessSession, edx_setting, fetch, instance_id, rsa_keys
+from ..jwks import EMPTY_SET, JwksError, edx_setting, fetch, instance_id, rsa_keys
+from ..transport import Client, TransportError
 
 log = logging.getLogger(__name__)
 
 SETTING = "JWT_PUBLIC_SIGNING_JWK_SET"
 DEFAULT_MAX_AGE = 300.0  # when keyd's answer has no max-age (keyd's own default)
+MAX_MAX_AGE = 86400.0  # a larger max-age is read as this (keyd's own limit is far below)
+MAX_BACKOFF_EXPONENT = 32  # 2**32 s: above any max-age, so the cap applies before any overflow
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
+
+
+class Clock:
+    """Time as the key set sees it. Tests pass a fake one that they advance instead of waiting."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        """Waits until event is set (True) or timeout seconds have passed (False)."""
+        return event.wait(timeout)
+
+
+CLOCK = Clock()  # what install() gives the follower
 
 
 def _jwt_auth() -> Dict[str, Any]:
@@ -40,11 +62,13 @@ def _jwt_auth() -> Dict[str, Any]:
 class KeySetFollower:
     """The key set of one IDA process (see the module doc)."""
 
-    def __init__(self, cfg: JwksConfig) -> None:
+    def __init__(self, cfg: JwksConfig, clock: Optional[Clock] = None) -> None:
         self.cfg = cfg
-        self.session = ProcessSession(cfg.verify)
+        self.clock = clock or CLOCK
+        self.http = Client(cfg.verify)
         self._lock = threading.Lock()
-        self._started = time.monotonic()
+        self._start_lock = threading.Lock()
+        self._started = self.clock.monotonic()
         self.static_keys: List[Dict[str, Any]] = []
         self.keyd_keys: List[Dict[str, Any]] = []
         self.etag: Optional[str] = None
@@ -94,7 +118,7 @@ class KeySetFollower:
         """Empties the set when the last successful fetch is older than MAX_STALENESS; True if stale."""
         with self._lock:
             since = self.last_success if self.last_success is not None else self._started
-            stale = time.monotonic() - since >= self.cfg.max_staleness
+            stale = self.clock.monotonic() - since >= self.cfg.max_staleness
             if stale and not self.emptied:
                 self._empty()
             return stale
@@ -105,9 +129,9 @@ class KeySetFollower:
         """Fetches keyd's JWKS once and installs it when it is usable; True on success (200 or 304)."""
         self.fetches += 1
         try:
-            resp = fetch(self.session, self.cfg.url, self.cfg.timeout, client=self.cfg.client,
+            resp = fetch(self.http, self.cfg.url, self.cfg.timeout, client=self.cfg.client,
                          instance=instance, etag=self.etag)
-        except requests.RequestException as exc:
+        except TransportError as exc:
             return self._failed("cannot fetch {} ({})".format(self.cfg.url, type(exc).__name__))
         max_age = _max_age(resp.headers.get("Cache-Control", ""))
         if resp.status_code == 304 and self.keyd_keys:
@@ -139,7 +163,7 @@ class KeySetFollower:
         return True
 
     def _succeeded(self, max_age: Optional[float]) -> None:
-        self.last_success, self.last_success_wall = time.monotonic(), time.time()
+        self.last_success, self.last_success_wall = self.clock.monotonic(), self.clock.time()
         self.last_error, self.failures = None, 0
         if max_age is not None:
             self.max_age = max_age
@@ -154,48 +178,81 @@ class KeySetFollower:
         return max(1.0, self.max_age * random.uniform(0.9, 1.1))
 
     def backoff(self) -> float:
-        """1 s after the first failure, doubling, at most max-age (and at least 1 s)."""
-        return max(1.0, min(2.0 ** (self.failures - 1), self.max_age))
+        """1 s after the first failure, doubling, at most max-age (and at least 1 s). The exponent is
+        capped first, so any number of failures in a row gives max-age, never an OverflowError."""
+        exponent = min(max(self.failures - 1, 0), MAX_BACKOFF_EXPONENT)
+        return max(1.0, min(2.0 ** exponent, self.max_age))
+
+    def age(self) -> Optional[float]:
+        """Seconds since the last successful fetch (None: never)."""
+        return None if self.last_success is None else self.clock.monotonic() - self.last_success
 
     # -- the per-process refresher ----------------------------------------------------------
 
     def ensure_refresher(self) -> None:
-        """Starts this process's refresher unless it runs; called by every request (cheap)."""
-        pid = os.getpid()
-        if self._refresher_pid == pid and self._refresher is not None and self._refresher.is_alive():
+        """Starts this process's refresher unless it runs; called by every request (cheap once it runs).
+
+        The request that starts it first makes sure this process does not verify with a set older
+        than max-age (one inherited from a preloaded master, or fetched in ready() long ago): it
+        fetches synchronously, bounded by TIMEOUT, before any staleness check, so a worker forked
+        after MAX_STALENESS does not empty a set that keyd can refresh at once. Other requests of the
+        process wait for that fetch (the same bound)."""
+        if self.refresher_running:
             self.check_staleness()
             return
-        # A forked child got a fresh lock from the os.register_at_fork hook (see install()).
-        with self._lock:
-            if self._refresher_pid == pid and self._refresher is not None and self._refresher.is_alive():
-                return
-            self._stop = threading.Event()
-            t = threading.Thread(target=self._run, args=(self._stop,), name="keyd-jwks-refresher", daemon=True)
-            self._refresher, self._refresher_pid = t, pid
-            t.start()
-        log.info("keyd jwks: refresher started in process %s", instance_id())
+        # A forked child got fresh locks from the os.register_at_fork hook (see install()).
+        with self._start_lock:
+            if not self.refresher_running:
+                fetched = self._refresh_if_old()
+                self._stop = threading.Event()
+                t = threading.Thread(target=self._run, args=(self._stop, fetched), name="keyd-jwks-refresher",
+                                     daemon=True)
+                with self._lock:
+                    self._refresher, self._refresher_pid = t, os.getpid()
+                t.start()
+                log.info("keyd jwks: refresher started in process %s", instance_id())
         self.check_staleness()
 
+    def _refresh_if_old(self) -> Optional[bool]:
+        """Fetches now when the set is older than max-age or MAX_STALENESS (or was never fetched).
+        None: no fetch was needed; else whether the fetch succeeded."""
+        age = self.age()
+        if age is not None and age < min(self.max_age, self.cfg.max_staleness):
+            return None
+        log.info("keyd jwks: process %s starts with a set %s; fetching before the first verification",
+                 instance_id(), "never fetched" if age is None else "fetched {:.0f}s ago (max-age {:g}s)".format(
+                     age, self.max_age))
+        try:
+            return self.fetch_once(instance=True)
+        except Exception:  # never fail the request: the refresher retries
+            log.exception("keyd jwks: fetch before the first verification failed")
+            return False
+
     def _after_fork(self) -> None:
-        """In a forked child: no refresher thread survived the fork, and the lock may be held."""
+        """In a forked child: no refresher thread survived the fork, and the locks may be held."""
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._refresher, self._refresher_pid = None, None
 
-    def _run(self, stop: threading.Event) -> None:
-        next_fetch = time.monotonic()  # at once: this process counts as an instance from its start
+    def _run(self, stop: threading.Event, fetched: Optional[bool]) -> None:
+        clock = self.clock
+        # At once, so this process counts as an instance from its start; when the request that
+        # started it has just fetched, after max-age (or the backoff, when that fetch failed).
+        first = 0.0 if fetched is None else self.next_interval() if fetched else self.backoff()
+        next_fetch = clock.monotonic() + first
         while True:
             since = self.last_success if self.last_success is not None else self._started
             deadline = next_fetch if self.emptied else min(next_fetch, since + self.cfg.max_staleness)
-            if stop.wait(max(0.0, deadline - time.monotonic())):
+            if clock.wait(stop, max(0.0, deadline - clock.monotonic())):
                 return
             try:
                 self.check_staleness()
-                if time.monotonic() >= next_fetch:
+                if clock.monotonic() >= next_fetch:
                     ok = self.fetch_once(instance=True)
-                    next_fetch = time.monotonic() + (self.next_interval() if ok else self.backoff())
+                    next_fetch = clock.monotonic() + (self.next_interval() if ok else self.backoff())
             except Exception:  # the refresher must outlive any surprise
                 log.exception("keyd jwks: refresher error")
-                next_fetch = time.monotonic() + self.backoff()
+                next_fetch = clock.monotonic() + self.backoff()
 
     def stop(self) -> None:
         """Stops this process's refresher (tests, shutdown)."""
@@ -220,7 +277,7 @@ class KeySetFollower:
             "url": self.cfg.url,
             "client": self.cfg.client,
             "kids": [(k.get("kid", "?"), "keyd" if k.get("kid") in keyd_kids else "static") for k in held_keys],
-            "last_fetch_age": None if self.last_success is None else time.monotonic() - self.last_success,
+            "last_fetch_age": self.age(),
             "last_fetch_time": self.last_success_wall,
             "etag": self.etag,
             "max_age": self.max_age,
@@ -233,7 +290,7 @@ class KeySetFollower:
 
 def _max_age(cache_control: str) -> Optional[float]:
     m = _MAX_AGE.search(cache_control or "")
-    return float(m.group(1)) if m else None
+    return min(float(m.group(1)), MAX_MAX_AGE) if m else None
 
 
 _follower: Optional[KeySetFollower] = None
@@ -257,7 +314,7 @@ def _after_fork_in_child() -> None:
         f._after_fork()
 
 
-def install() -> Optional[KeySetFollower]:
+def install(clock: Optional[Clock] = None) -> Optional[KeySetFollower]:
     """Wires the key set when KEYD_JWKS is set: static keys kept, first fetch, refresher on requests."""
     global _follower, _fork_hook_registered
     value = getattr(settings, "KEYD_JWKS", None)
@@ -266,7 +323,7 @@ def install() -> Optional[KeySetFollower]:
         return None
     cfg = validate_jwks(value)
     uninstall()
-    follower = KeySetFollower(cfg)
+    follower = KeySetFollower(cfg, clock or CLOCK)
     follower.load_static()
     if not follower.fetch_once(instance=False):
         log.warning("keyd jwks: first fetch failed; %s keeps its configured value until keyd answers", SETTING)

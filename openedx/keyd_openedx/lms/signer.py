@@ -6,13 +6,13 @@ import logging
 import time
 from typing import Any, Dict, Optional
 
-import requests
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
 from .. import KeydSigningError
 from ..conf import SigningConfig, validate_signing
-from ..jwks import JwksError, ProcessSession, fetch, rsa_keys
+from ..jwks import JwksError, fetch, rsa_keys
+from ..transport import Client, Response, TransportError
 from .vault import AppRoleToken
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,8 @@ class KeydSigner:
 
     def __init__(self, cfg: SigningConfig) -> None:
         self.cfg = cfg
-        self.session = ProcessSession(cfg.verify)
-        self.approle = AppRoleToken(cfg, self.session) if cfg.auth == "approle" else None
+        self.http = Client(cfg.verify)
+        self.approle = AppRoleToken(cfg, self.http) if cfg.auth == "approle" else None
         self.sign_url = cfg.url + "/v1/sign"
         self.jwks_url = cfg.url + "/.well-known/jwks.json"
 
@@ -50,28 +50,27 @@ class KeydSigner:
     def sign_response(self, payload: Dict[str, Any]) -> Dict[str, Any]:
         """Posts {"claims": payload} to keyd and returns its answer {"token", "kid", "alg", "expires_at"}."""
         try:
-            request_body = json.dumps({"claims": payload}, separators=(",", ":"))
+            request_body = json.dumps({"claims": payload}, separators=(",", ":")).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise KeydSigningError("invalid_claims", "the LMS's claims are not JSON ({})".format(exc)) from None
         relogged = retried = False
         while True:
             token = self._credential()
             try:
-                resp = self.session.request(
-                    "POST", self.sign_url, self.cfg.timeout,
-                    data=request_body.encode("utf-8"),
+                resp = self.http.request(
+                    "POST", self.sign_url, self.cfg.timeout, data=request_body,
                     headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except TransportError as exc:
+                if not exc.retriable:
+                    raise KeydSigningError("keyd_unreachable", "request to {} failed ({})".format(
+                        self.sign_url, type(exc).__name__)) from None
                 if not retried:
                     retried = True
                     log.warning("keyd signer: %s from %s; retrying once", type(exc).__name__, self.sign_url)
                     time.sleep(RETRY_PAUSE)
                     continue
                 raise KeydSigningError("keyd_unreachable", "keyd at {} did not answer twice ({})".format(
-                    self.sign_url, type(exc).__name__)) from None
-            except requests.RequestException as exc:
-                raise KeydSigningError("keyd_unreachable", "request to {} failed ({})".format(
                     self.sign_url, type(exc).__name__)) from None
             if resp.status_code == 503 and not retried:
                 retried = True
@@ -100,8 +99,8 @@ class KeydSigner:
         """None when keyd's JWKS holds an RSA key, else a sentence saying why IDAs could verify nothing
         (or why the JWKS could not be read)."""
         try:
-            resp = fetch(self.session, self.jwks_url, self.cfg.timeout)
-        except requests.RequestException as exc:
+            resp = fetch(self.http, self.jwks_url, self.cfg.timeout)
+        except TransportError as exc:
             return "cannot fetch {} ({})".format(self.jwks_url, type(exc).__name__)
         if resp.status_code != 200:
             return "cannot fetch {}: HTTP {}".format(self.jwks_url, resp.status_code)
@@ -112,11 +111,11 @@ class KeydSigner:
         return None
 
 
-def _error_code(resp: requests.Response) -> str:
+def _error_code(resp: Response) -> str:
     return _error(resp)[0]
 
 
-def _error(resp: requests.Response):
+def _error(resp: Response):
     try:
         body = resp.json()
         if isinstance(body, dict) and isinstance(body.get("error"), str):

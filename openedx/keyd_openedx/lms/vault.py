@@ -6,12 +6,11 @@ import threading
 import time
 from typing import Callable, Optional
 
-import requests
 from django.views.decorators.debug import sensitive_variables
 
 from .. import KeydSigningError
 from ..conf import SigningConfig
-from ..jwks import ProcessSession
+from ..transport import Client, Response, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +21,13 @@ class AppRoleToken:
     The token is renewed (auth/token/renew-self) once two thirds of its lease have passed, and a
     new one is obtained by logging in when it is not renewable, when renewal fails or when Vault
     caps the renewal (the token's max TTL is near). Thread-safe; a forked child starts with its
-    own lock and session and keeps the inherited token until it needs renewal.
+    own lock and connections and keeps the inherited token until it needs renewal.
     """
 
-    def __init__(self, cfg: SigningConfig, session: Optional[ProcessSession] = None,
+    def __init__(self, cfg: SigningConfig, http: Optional[Client] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._cfg = cfg
-        self._session = session or ProcessSession(cfg.verify)
+        self._http = http or Client(cfg.verify)
         self._clock = clock
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -104,9 +103,9 @@ class AppRoleToken:
                     cfg.secret_id_file, exc.strerror)) from None
         url = "{}/v1/auth/{}/login".format(cfg.vault_addr, cfg.approle_mount)
         try:
-            resp = self._session.request("POST", url, cfg.timeout,
-                                         json={"role_id": cfg.role_id, "secret_id": secret_id})
-        except requests.RequestException as exc:
+            resp = self._http.request("POST", url, cfg.timeout,
+                                      json={"role_id": cfg.role_id, "secret_id": secret_id})
+        except TransportError as exc:
             raise KeydSigningError("vault_login_failed", "AppRole login at {} failed: {}".format(
                 url, type(exc).__name__)) from None
         if resp.status_code != 200:
@@ -127,9 +126,9 @@ class AppRoleToken:
         cfg = self._cfg
         url = "{}/v1/auth/token/renew-self".format(cfg.vault_addr)
         try:
-            resp = self._session.request("POST", url, cfg.timeout, headers={"X-Vault-Token": self._token},
-                                         json={"increment": "{}s".format(int(self._lease))})
-        except requests.RequestException as exc:
+            resp = self._http.request("POST", url, cfg.timeout, headers={"X-Vault-Token": self._token},
+                                      json={"increment": "{}s".format(int(self._lease))})
+        except TransportError as exc:
             log.warning("keyd signer: Vault token renewal failed (%s); logging in again", type(exc).__name__)
             return False
         if resp.status_code != 200:
@@ -154,7 +153,7 @@ class AppRoleToken:
         return True
 
 
-def _vault_errors(resp: requests.Response) -> str:
+def _vault_errors(resp: Response) -> str:
     """Vault's `errors` list, shortened; any other body (a proxy's, a list) is "no error text"."""
     try:
         body = resp.json()
