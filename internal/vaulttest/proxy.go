@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -19,6 +20,8 @@ type Proxy struct {
 	state proxyState
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
+
+	accepted atomic.Int64 // connections accepted since the start
 }
 
 type proxyState int
@@ -51,6 +54,10 @@ func NewProxy(t testing.TB, target string) *Proxy {
 // Addr is the proxy's address, in the form target was given in: a URL
 // (http://127.0.0.1:port) or 127.0.0.1:port.
 func (p *Proxy) Addr() string { return p.scheme + p.ln.Addr().String() }
+
+// Accepted is how many connections the proxy has accepted since it
+// started: a client that reuses its connections stops adding to it.
+func (p *Proxy) Accepted() int64 { return p.accepted.Load() }
 
 // Cut closes every open connection and closes each new one at once, as a
 // server that went away would: clients fail immediately.
@@ -86,6 +93,7 @@ func (p *Proxy) accept() {
 		if err != nil {
 			return // listener closed
 		}
+		p.accepted.Add(1)
 		p.mu.Lock()
 		state := p.state
 		if state == cut {

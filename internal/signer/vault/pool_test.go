@@ -1,0 +1,93 @@
+package vault
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openedx-keyd/keyd/internal/auth"
+	"github.com/openedx-keyd/keyd/internal/clock"
+	"github.com/openedx-keyd/keyd/internal/signer"
+	"github.com/openedx-keyd/keyd/internal/vaulttest"
+	"github.com/openedx-keyd/keyd/policies"
+)
+
+// TestVaultConnectionsReusedUnderConcurrency: keyd's Vault clients (its own
+// and each caller's clone, all on the Router of NewRoutedClient) keep their
+// connections to Vault. Through a loopback proxy that counts the
+// connections it accepts, n concurrent signers authorize and sign; after a
+// warm-up, further rounds (one of them with every caller's cached
+// authorization expired at once) open no new connection, for n = 8, 16 and
+// 64. On the client library's default pool (3 idle connections) the same
+// load opened new connections in every round.
+func TestVaultConnectionsReusedUnderConcurrency(t *testing.T) {
+	e := setup(t, signer.ES256)
+	keys := e.create(t, 1)
+	lms := e.srv.Token(t, policies.LMSSigner)
+	for _, n := range []int{8, 16, 64} {
+		t.Run(fmt.Sprintf("signers=%d", n), func(t *testing.T) {
+			proxy := vaulttest.NewProxy(t, e.srv.Addr)
+			client, _, err := NewRoutedClient([]string{proxy.Addr()}, 5*time.Second, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			client.SetToken(e.serverToken)
+			clk := clock.NewFake(time.Now())
+			b := e.newBackend(t, client, clk)
+			load := func(per int) {
+				t.Helper()
+				signers(t, b, lms, keys[0], n, per)
+			}
+			// Warm-up: the first authorizations, then the signs, then every
+			// authorization renewed at once.
+			load(10)
+			clk.Advance(authTTL + time.Second)
+			load(10)
+			warm := proxy.Accepted()
+			for round := range 3 {
+				if round == 1 {
+					clk.Advance(authTTL + time.Second) // every caller re-authorizes at once
+				}
+				load(20)
+			}
+			if got := proxy.Accepted() - warm; got != 0 {
+				t.Errorf("%d concurrent signers: %d new Vault connections after the warm-up (%d during it), want 0", n, got, warm)
+			}
+			t.Logf("%d concurrent signers: %d connections in the warm-up, none after", n, warm)
+		})
+	}
+}
+
+// signers runs n goroutines that each authorize token as a signer and sign
+// per times with key k, as concurrent sign requests do; any error fails t.
+func signers(t *testing.T, b *Backend, token string, k signer.Key, n, per int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range per {
+				if _, err := b.Authorize(ctx, token, auth.RoleSigner); err != nil {
+					errs <- fmt.Errorf("authorize: %w", err)
+					return
+				}
+				in := []byte(fmt.Sprintf("signer %d, sign %d", i, j))
+				if _, err := b.Sign(ctx, signer.Credential{Token: token}, k.Version, k.Algorithm, in); err != nil {
+					errs <- fmt.Errorf("sign: %w", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
