@@ -13,7 +13,7 @@ import (
 // without restarting it (a -dev Vault loses everything on restart).
 type Proxy struct {
 	target string // host:port
-	scheme string // "http://" when target was given as a URL, else ""
+	scheme string // "http://" or "https://" when target was given as a URL, else ""
 	ln     net.Listener
 
 	mu    sync.Mutex
@@ -33,12 +33,15 @@ const (
 )
 
 // NewProxy starts a proxy to target, given as host:port or as a URL
-// (http://host:port). It is closed when the test ends.
+// (http://host:port, or https://host:port: the proxy forwards the bytes,
+// TLS passes through). It is closed when the test ends.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
 	p := &Proxy{target: target, conns: make(map[net.Conn]struct{})}
-	if rest, ok := strings.CutPrefix(target, "http://"); ok {
-		p.scheme, p.target = "http://", strings.TrimSuffix(rest, "/")
+	for _, scheme := range []string{"http://", "https://"} {
+		if rest, ok := strings.CutPrefix(target, scheme); ok {
+			p.scheme, p.target = scheme, strings.TrimSuffix(rest, "/")
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -52,7 +55,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 }
 
 // Addr is the proxy's address, in the form target was given in: a URL
-// (http://127.0.0.1:port) or 127.0.0.1:port.
+// (http(s)://127.0.0.1:port) or 127.0.0.1:port.
 func (p *Proxy) Addr() string { return p.scheme + p.ln.Addr().String() }
 
 // Accepted is how many connections the proxy has accepted since it

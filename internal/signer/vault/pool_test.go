@@ -91,3 +91,50 @@ func signers(t *testing.T, b *Backend, token string, k signer.Key, n, per int) {
 		t.Fatal(err)
 	}
 }
+
+// TestVaultHTTP2OnTLS: where Vault listens with TLS it offers HTTP/2, and
+// keyd's clients use it: one connection carries every call in flight, so 64
+// concurrent signers (and their authorizations) go over at most two
+// connections, and none is opened after the warm-up.
+func TestVaultHTTP2OnTLS(t *testing.T) {
+	srv := vaulttest.StartTLS(t)
+	e := &env{srv: srv, root: srv.Client(t, srv.RootToken), alg: signer.ES256,
+		mount: vaulttest.UniqueName("transit"), key: vaulttest.UniqueName("jwt"), kv: vaulttest.UniqueName("kv")}
+	if _, err := Bootstrap(context.Background(), e.root, e.bootstrapOptions()); err != nil {
+		t.Fatalf("bootstrap: %v", err)
+	}
+	e.serverToken = srv.Token(t, policies.Server)
+	lms := srv.Token(t, policies.LMSSigner)
+
+	proxy := vaulttest.NewProxy(t, srv.Addr)
+	t.Setenv("VAULT_CACERT", srv.CACert) // how an operator gives keyd Vault's CA
+	client, _, err := NewRoutedClient([]string{proxy.Addr()}, 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.SetToken(e.serverToken)
+	clk := clock.NewFake(time.Now())
+	e.backend = e.newBackend(t, client, clk)
+	k := e.create(t, 1)[0]
+
+	resp, err := client.RawRequestWithContext(context.Background(), client.NewRequest("GET", "/v1/sys/health"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("keyd talks %s to a Vault that offers HTTP/2 on TLS", resp.Proto)
+	}
+	signers(t, e.backend, lms, k, 64, 10)
+	clk.Advance(authTTL + time.Second)
+	signers(t, e.backend, lms, k, 64, 10)
+	warm := proxy.Accepted()
+	if warm > 2 {
+		t.Errorf("%d connections for 64 signers over HTTP/2, want at most 2", warm)
+	}
+	clk.Advance(authTTL + time.Second)
+	signers(t, e.backend, lms, k, 64, 20)
+	if got := proxy.Accepted() - warm; got != 0 {
+		t.Errorf("%d new connections after the warm-up, want 0", got)
+	}
+}
