@@ -28,6 +28,10 @@ func senders(alg signer.Algorithm) int {
 	return 2
 }
 
+// spillAt is the queue length at which a lane with a call in flight starts
+// another (up to senders).
+func spillAt(signer.Algorithm) int { return 1 }
+
 // batcher coalesces concurrent sign requests that carry the same caller
 // token, version and algorithm into transit calls with batch_input. It adds
 // no wait of its own: a request is sent at once when fewer than maxSenders
@@ -40,6 +44,9 @@ type batcher struct {
 	// limit is how many calls of a lane may be in flight (senders; a
 	// benchmark compares others).
 	limit func(signer.Algorithm) int
+	// spill is how many requests must be queued on a lane before a call
+	// beyond its first starts (1: as soon as one is).
+	spill func(signer.Algorithm) int
 }
 
 type laneKey struct {
@@ -67,7 +74,9 @@ type signResult struct {
 // sendFunc signs inputs in one call and returns one result per input.
 type sendFunc func(inputs [][]byte) []signResult
 
-func newBatcher() *batcher { return &batcher{lanes: map[laneKey]*lane{}, limit: senders} }
+func newBatcher() *batcher {
+	return &batcher{lanes: map[laneKey]*lane{}, limit: senders, spill: spillAt}
+}
 
 // do signs input, in a batch with other requests of the same lane. A
 // request that finds fewer than maxSenders senders on its lane starts one,
@@ -82,7 +91,7 @@ func (bt *batcher) do(ctx context.Context, k laneKey, input []byte, send sendFun
 		bt.lanes[k] = l
 	}
 	l.queue = append(l.queue, p)
-	sender := l.senders < bt.limit(k.alg)
+	sender := l.senders == 0 || (l.senders < bt.limit(k.alg) && len(l.queue) >= bt.spill(k.alg))
 	if sender {
 		l.senders++
 	}
