@@ -26,9 +26,8 @@ import (
 //	KEYD_BENCH_SIGN=1 go test -run TestBenchSignConcurrency -v ./internal/signer/vault/
 //
 // Settings: KEYD_BENCH_ALG (ES256), KEYD_BENCH_ROUNDS (3),
-// KEYD_BENCH_DURATION (2s), KEYD_BENCH_SENDERS (the variants, "1,2,4,4/16":
-// calls in flight per lane, and the queue length that starts a call beyond
-// the first, default 1).
+// KEYD_BENCH_DURATION (2s), KEYD_BENCH_SENDERS (the variants: calls in
+// flight per lane, "1,2,4").
 func TestBenchSignConcurrency(t *testing.T) {
 	if os.Getenv("KEYD_BENCH_SIGN") == "" {
 		t.Skip("a benchmark: set KEYD_BENCH_SIGN=1")
@@ -61,23 +60,18 @@ func TestBenchSignConcurrency(t *testing.T) {
 	type variant struct {
 		name  string
 		limit int // calls in flight per lane; 0: not through keyd
-		spill int // queued requests that start a call beyond the first
 		sign  func(ctx context.Context) error
 	}
 	var variants []variant
-	for _, s := range strings.Split(envOr("KEYD_BENCH_SENDERS", "1,2,4,4/16"), ",") {
-		n, spill := 0, 1
-		fmt.Sscanf(s, "%d/%d", &n, &spill)
-		name := fmt.Sprintf("keyd, %d in flight", n)
-		if spill > 1 {
-			name = fmt.Sprintf("keyd, 1 in flight, up to %d from %d queued", n, spill)
-		}
-		variants = append(variants, variant{name, n, spill, func(ctx context.Context) error {
+	for _, s := range strings.Split(envOr("KEYD_BENCH_SENDERS", "1,2,4"), ",") {
+		var n int
+		fmt.Sscan(s, &n)
+		variants = append(variants, variant{fmt.Sprintf("keyd, %d in flight", n), n, func(ctx context.Context) error {
 			_, err := b.Sign(ctx, signer.Credential{Token: lms}, k.Version, alg, input)
 			return err
 		}})
 	}
-	variants = append(variants, variant{"direct Vault", 0, 0, func(ctx context.Context) error {
+	variants = append(variants, variant{"direct Vault", 0, func(ctx context.Context) error {
 		body := map[string]any{"input": base64.StdEncoding.EncodeToString(input), "key_version": k.Version, "marshaling_algorithm": "jws"}
 		for p, v := range params {
 			body[p] = v
@@ -105,7 +99,6 @@ func TestBenchSignConcurrency(t *testing.T) {
 				v := variants[i]
 				// No sign is in flight now.
 				b.batches.limit = func(signer.Algorithm) int { return v.limit }
-				b.batches.spill = func(signer.Algorithm) int { return v.spill }
 				if err := v.sign(context.Background()); err != nil { // warms the variant
 					t.Fatal(err)
 				}
