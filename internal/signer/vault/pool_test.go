@@ -117,7 +117,7 @@ func TestVaultHTTP2OnTLS(t *testing.T) {
 	e.backend = e.newBackend(t, client, clk)
 	k := e.create(t, 1)[0]
 
-	resp, err := client.RawRequestWithContext(context.Background(), client.NewRequest("GET", "/v1/sys/health"))
+	resp, err := client.Logical().ReadRawWithContext(context.Background(), "sys/health")
 	if err != nil {
 		t.Fatal(err)
 	}
