@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -12,13 +13,15 @@ import (
 // without restarting it (a -dev Vault loses everything on restart).
 type Proxy struct {
 	target string // host:port
-	scheme string // "http://" when target was given as a URL, else ""
+	scheme string // "http://" or "https://" when target was given as a URL, else ""
 	ln     net.Listener
 
 	mu    sync.Mutex
 	state proxyState
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
+
+	accepted atomic.Int64 // connections accepted since the start
 }
 
 type proxyState int
@@ -30,12 +33,15 @@ const (
 )
 
 // NewProxy starts a proxy to target, given as host:port or as a URL
-// (http://host:port). It is closed when the test ends.
+// (http://host:port, or https://host:port: the proxy forwards the bytes,
+// TLS passes through). It is closed when the test ends.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
 	p := &Proxy{target: target, conns: make(map[net.Conn]struct{})}
-	if rest, ok := strings.CutPrefix(target, "http://"); ok {
-		p.scheme, p.target = "http://", strings.TrimSuffix(rest, "/")
+	for _, scheme := range []string{"http://", "https://"} {
+		if rest, ok := strings.CutPrefix(target, scheme); ok {
+			p.scheme, p.target = scheme, strings.TrimSuffix(rest, "/")
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -49,8 +55,12 @@ func NewProxy(t testing.TB, target string) *Proxy {
 }
 
 // Addr is the proxy's address, in the form target was given in: a URL
-// (http://127.0.0.1:port) or 127.0.0.1:port.
+// (http(s)://127.0.0.1:port) or 127.0.0.1:port.
 func (p *Proxy) Addr() string { return p.scheme + p.ln.Addr().String() }
+
+// Accepted is how many connections the proxy has accepted since it
+// started: a client that reuses its connections stops adding to it.
+func (p *Proxy) Accepted() int64 { return p.accepted.Load() }
 
 // Cut closes every open connection and closes each new one at once, as a
 // server that went away would: clients fail immediately.
@@ -86,6 +96,7 @@ func (p *Proxy) accept() {
 		if err != nil {
 			return // listener closed
 		}
+		p.accepted.Add(1)
 		p.mu.Lock()
 		state := p.state
 		if state == cut {

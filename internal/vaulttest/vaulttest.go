@@ -13,6 +13,8 @@ package vaulttest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -38,6 +40,9 @@ type Server struct {
 	Addr string
 	// RootToken is the dev server's root token (random per server).
 	RootToken string
+	// CACert is, for a server started with StartTLS, the file holding the
+	// CA of its certificate ("" for plain HTTP).
+	CACert string
 
 	cmd     *exec.Cmd
 	done    chan struct{} // closed once the process has exited
@@ -60,6 +65,28 @@ func Start(t testing.TB) *Server {
 	s, err := start()
 	if err != nil {
 		failOrSkip(t, err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// StartTLS starts, for this test alone, a Vault dev server that listens
+// with TLS (-dev-tls: a certificate for 127.0.0.1 from a CA in CACert),
+// where Vault offers HTTP/2. Addr is https://127.0.0.1:<port>.
+func StartTLS(t testing.TB) *Server {
+	t.Helper()
+	bin, err := existingBinary()
+	if err != nil {
+		failOrSkip(t, err)
+	}
+	var s *Server
+	for range 4 { // a port can be taken between choosing it and starting Vault
+		if s, err = startOnce(bin, true); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(s.Stop)
 	return s
@@ -157,7 +184,7 @@ func start() (*Server, error) {
 	// can be taken between choosing it and starting Vault: try a few.
 	var lastErr error
 	for range 4 {
-		s, err := startOnce(bin)
+		s, err := startOnce(bin, false)
 		if err == nil {
 			return s, nil
 		}
@@ -166,7 +193,7 @@ func start() (*Server, error) {
 	return nil, lastErr
 }
 
-func startOnce(bin string) (*Server, error) {
+func startOnce(bin string, withTLS bool) (*Server, error) {
 	port, err := freePortPair()
 	if err != nil {
 		return nil, err
@@ -191,10 +218,14 @@ func startOnce(bin string) (*Server, error) {
 		logDir:    logDir,
 		logFile:   logFile,
 	}
-	s.cmd = exec.Command(bin, "server", "-dev",
-		"-dev-root-token-id="+s.RootToken,
-		"-dev-listen-address="+listen,
-		"-dev-no-store-token")
+	args := []string{"server", "-dev", "-dev-root-token-id=" + s.RootToken,
+		"-dev-listen-address=" + listen, "-dev-no-store-token"}
+	if withTLS {
+		s.Addr = "https://" + listen
+		s.CACert = filepath.Join(logDir, "vault-ca.pem")
+		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+logDir)
+	}
+	s.cmd = exec.Command(bin, args...)
 	s.cmd.Env = cleanEnv()
 	s.cmd.Dir = logDir
 	s.cmd.Stdout = out
@@ -220,6 +251,19 @@ func (s *Server) waitHealthy(timeout time.Duration) error {
 		case <-s.done:
 			return fmt.Errorf("vaulttest: vault exited during start:\n%s", s.logTail())
 		default:
+		}
+		if s.CACert != "" && client.Transport == nil {
+			pem, err := os.ReadFile(s.CACert) // written by Vault as it starts
+			if err != nil {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) { // not all written yet
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 		}
 		resp, err := client.Get(s.Addr + "/v1/sys/health")
 		if err == nil {
@@ -290,6 +334,11 @@ func (s *Server) Client(t testing.TB, token string) *api.Client {
 	t.Helper()
 	cfg := api.DefaultConfig()
 	cfg.Address = s.Addr
+	if s.CACert != "" {
+		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: s.CACert}); err != nil {
+			t.Fatalf("vaulttest: client TLS: %v", err)
+		}
+	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		t.Fatalf("vaulttest: client: %v", err)

@@ -78,8 +78,9 @@ type RouterConfig struct {
 	// Attempt bounds one attempt (default DefaultCallerTimeout): a node
 	// that accepts and never answers fails the attempt, not the budget.
 	Attempt time.Duration
-	// Base is the transport that makes the connections (default: a clone of
-	// the Vault client library's default transport, TLS settings included).
+	// Base is the transport that makes the connections (default: the Vault
+	// client library's default transport, TLS settings included, with keyd's
+	// idle pool: see pooled).
 	Base   http.RoundTripper
 	Logger *slog.Logger
 	// Clock paces Watch (default clock.Real).
@@ -104,7 +105,7 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 		r.addrs = append(r.addrs, u)
 	}
 	if r.base == nil {
-		r.base = api.DefaultConfig().HttpClient.Transport
+		r.base = pooled(api.DefaultConfig().HttpClient.Transport, len(r.addrs))
 	}
 	if r.attempt <= 0 {
 		r.attempt = DefaultCallerTimeout
@@ -477,7 +478,10 @@ func NewRoutedClient(addrs []string, timeout time.Duration, log *slog.Logger) (*
 	if cfg.Error != nil {
 		return nil, nil, fmt.Errorf("vault config: %w", cfg.Error)
 	}
-	r, err := NewRouter(RouterConfig{Addrs: addrs, Base: cfg.HttpClient.Transport, Logger: log})
+	// One transport under every client: keyd's own and every caller's
+	// clone share the Router, so its pool serves them all.
+	base := pooled(cfg.HttpClient.Transport, len(addrs))
+	r, err := NewRouter(RouterConfig{Addrs: addrs, Base: base, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}

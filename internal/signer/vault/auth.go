@@ -55,6 +55,32 @@ func (b *Backend) Authorize(ctx context.Context, token string, role auth.Role) (
 		p.Credential = cred // the cache holds no token
 		return p, nil
 	}
+	// Concurrent requests of one caller share one check: when the cached
+	// answer expires under load, Vault gets one lookup, not one per request
+	// in flight (each of which would also need a connection of its own).
+	// The check runs within the sign timeout whatever happens to the
+	// request that started it; each request waits for it within its own.
+	ch := b.authFlights.DoChan(string(k[:]), func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.signTimeout)
+		defer cancel()
+		return b.authorize(ctx, token, role, path, capability, k)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return auth.Principal{}, r.Err
+		}
+		p := r.Val.(auth.Principal)
+		p.Credential = cred
+		return p, nil
+	case <-ctx.Done():
+		return auth.Principal{}, fmt.Errorf("%w: no answer from vault within the request's budget: %w", signer.ErrUnavailable, ctx.Err())
+	}
+}
+
+// authorize asks Vault whether token holds role (capability on path) and
+// caches a positive answer under k. The principal it returns holds no token.
+func (b *Backend) authorize(ctx context.Context, token string, role auth.Role, path, capability string, k [32]byte) (auth.Principal, error) {
 	c, err := b.callerClient(token)
 	if err != nil {
 		return auth.Principal{}, err
@@ -84,7 +110,6 @@ func (b *Backend) Authorize(ctx context.Context, token string, role auth.Role) (
 		until = now.Add(ttl)
 	}
 	b.principals.put(k, p, until, now)
-	p.Credential = cred
 	return p, nil
 }
 

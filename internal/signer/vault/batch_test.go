@@ -151,3 +151,61 @@ func TestBatcherDropsRequestsNobodyWaitsFor(t *testing.T) {
 		t.Errorf("%d inputs sent; want %d (the given-up requests dropped)", got, senders(k.alg))
 	}
 }
+
+// TestBatcherECDSAOneCallInFlight: an ES256 request that arrives while a
+// call of its lane is in flight does not start another call: it waits for
+// that one to return and goes, with every request that arrived meanwhile,
+// in the next call (batches at login rates, where a second call in flight
+// would carry one signature). An idle lane sends at once.
+func TestBatcherECDSAOneCallInFlight(t *testing.T) {
+	bt := newBatcher()
+	k := laneKey{token: [32]byte{5}, v: 1, alg: signer.ES256}
+	var mu sync.Mutex
+	var sizes []int
+	release := make(chan struct{})
+	send := func(inputs [][]byte) []signResult {
+		mu.Lock()
+		sizes = append(sizes, len(inputs))
+		first := len(sizes) == 1
+		mu.Unlock()
+		if first {
+			<-release // hold the first call while the others arrive
+		}
+		return make([]signResult, len(inputs))
+	}
+	calls := func() int { mu.Lock(); defer mu.Unlock(); return len(sizes) }
+	var wg sync.WaitGroup
+	do := func() {
+		defer wg.Done()
+		if _, err := bt.do(context.Background(), k, []byte("x"), send); err != nil {
+			t.Error(err)
+		}
+	}
+	wg.Add(1)
+	go do()
+	waitUntil(t, 2*time.Second, func() string { return "the idle lane did not send at once" }, func() bool { return calls() == 1 })
+	for range 7 {
+		wg.Add(1)
+		go do()
+	}
+	queued := func() int {
+		bt.mu.Lock()
+		defer bt.mu.Unlock()
+		if l := bt.lanes[k]; l != nil {
+			return len(l.queue)
+		}
+		return 0
+	}
+	waitUntil(t, 2*time.Second, func() string { return fmt.Sprintf("%d of 7 queued, %d calls", queued(), calls()) },
+		func() bool { return queued() == 7 })
+	if n := calls(); n != 1 {
+		t.Fatalf("%d calls in flight for one ES256 lane, want 1", n)
+	}
+	close(release)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sizes) != 2 || sizes[1] != 7 {
+		t.Errorf("calls carried %v signatures, want [1 7]", sizes)
+	}
+}

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/clock"
@@ -78,9 +79,10 @@ type Backend struct {
 	mu      sync.Mutex
 	records map[int]signer.Record // lifecycle records are immutable: cached for good
 
-	clients    *cache[*api.Client]    // caller clients by token hash
-	principals *cache[auth.Principal] // positive Authorize results by role and token hash
-	batches    *batcher               // coalesces concurrent signs of one caller
+	clients     *cache[*api.Client]    // caller clients by token hash
+	principals  *cache[auth.Principal] // positive Authorize results by role and token hash
+	authFlights singleflight.Group     // one Vault check at a time per role and token hash
+	batches     *batcher               // coalesces concurrent signs of one caller
 
 	kvProblems sync.Map // malformed propagation entry path -> problem (Problems)
 }
