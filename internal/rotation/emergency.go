@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
@@ -92,7 +93,7 @@ func (m *Manager) emergency(ctx context.Context, in signer.Intent) (int, error) 
 		m.setHeld(h, err)
 		m.cfg.Metrics.Rotation("failed")
 		_ = m.failed(ctx, "emergency", err, true, false)
-		audited := m.reportFailure(ctx, Event{Type: EventRotationFailed, Version: in.After + 1, Actor: in.Actor,
+		audited := m.reportFailure(ctx, Event{Type: audit.RotationFailed, Version: in.After + 1, Actor: in.Actor,
 			Reason: "emergency (" + in.Reason + "): " + err.Error()})
 		m.cfg.Logger.Error("emergency rotation incomplete; the compromised keys do not sign until it completes",
 			"step", step, "intent_stored", h.stored, "audited", audited, "err", err)

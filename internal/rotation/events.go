@@ -6,98 +6,100 @@ package rotation
 import (
 	"cmp"
 	"context"
-	"fmt"
+	"log/slog"
+
+	"github.com/openedx-keyd/keyd/internal/audit"
 )
 
-// EventType is the kind of a lifecycle transition. The values are the
-// audit trail's event types (the contract's "type" of GET /v1/audit).
-type EventType string
-
-// The lifecycle events: each transition is one.
-const (
-	EventBootstrap      EventType = "bootstrap"       // the first key, active at once
-	EventCreated        EventType = "created"         // a key created by a normal rotation
-	EventActivated      EventType = "activated"       // a key started signing
-	EventRetired        EventType = "retired"         // a key stopped signing (verify-only)
-	EventDestroyed      EventType = "destroyed"       // a key's private material is gone
-	EventEmergency      EventType = "emergency"       // a key created by an emergency rotation
-	EventRotationFailed EventType = "rotation_failed" // a create, destroy, pin or emergency step failed
-	// EventPropagationConfirmed: a client holds a version (reason: the client, fetch or admin).
-	EventPropagationConfirmed EventType = "propagation_confirmed"
-	// EventActivationUnconfirmed: a gated key activated at its max wait (reason: the clients not confirmed).
-	EventActivationUnconfirmed EventType = "activation_unconfirmed"
-)
-
-// EventTypes lists every lifecycle event type.
-var EventTypes = []EventType{EventBootstrap, EventCreated, EventActivated, EventRetired, EventDestroyed, EventEmergency, EventRotationFailed,
-	EventPropagationConfirmed, EventActivationUnconfirmed}
-
-// Event is one lifecycle transition for the audit trail.
+// Event is one lifecycle transition for the audit trail. Its Type is one of
+// the trail's event types (audit.Types, the contract's "type" of GET
+// /v1/audit): audit.Bootstrap, Created, Activated, Retired, Destroyed,
+// Emergency, RotationFailed, PropagationConfirmed or ActivationUnconfirmed.
 type Event struct {
-	Type    EventType
+	Type    audit.Type
 	Version int
 	KID     string
 	Actor   string
 	Reason  string
 }
 
+// key is e's identity under the trail's one deduplication rule (audit.KeyOf).
+func (e Event) key() audit.Key { return audit.KeyOf(e.Type, e.Version, e.Reason) }
+
 // Events receives every transition; the audit trail deduplicates them on
-// (type, version), so sending one twice is harmless.
+// their audit.KeyOf, so sending one twice is harmless.
 type Events interface {
 	Emit(ctx context.Context, e Event) error
 }
 
 // creationEvent is the event that records a key's creation.
 func creationEvent(p Published) Event {
-	e := Event{Type: EventCreated, Version: p.Version, KID: p.KID, Actor: p.Actor, Reason: p.Reason}
+	e := Event{Type: audit.Created, Version: p.Version, KID: p.KID, Actor: p.Actor, Reason: p.Reason}
 	switch {
 	case p.Emergency:
-		e.Type = EventEmergency
+		e.Type = audit.Emergency
 	case p.Version == 1:
-		e.Type = EventBootstrap
+		e.Type = audit.Bootstrap
 	}
 	e.Actor = cmp.Or(e.Actor, "scheduler")
 	return e
 }
 
-func (e Event) id() string {
-	if e.Type == EventPropagationConfirmed { // one per client and version
-		return fmt.Sprintf("%s/%d/%s", e.Type, e.Version, e.Reason)
-	}
-	return fmt.Sprintf("%s/%d", e.Type, e.Version)
+// outbox sends events to the trail once per process (by audit.KeyOf; the
+// trail dedupes across replicas) and keeps those the trail refused for the
+// next flush. Not safe for concurrent use: the manager calls it under mu.
+type outbox struct {
+	events Events
+	logger *slog.Logger
+	sent   map[audit.Key]bool
+	unsent map[audit.Key]Event // events the trail could not take yet
 }
 
-// emit sends an event once per process; the trail dedupes across replicas.
-func (m *Manager) emit(ctx context.Context, e Event) {
-	id := e.id()
-	if m.emitted[id] {
+func newOutbox(events Events, logger *slog.Logger) *outbox {
+	return &outbox{events: events, logger: logger, sent: map[audit.Key]bool{}, unsent: map[audit.Key]Event{}}
+}
+
+// send sends e unless it was sent; one the trail refuses is queued.
+func (o *outbox) send(ctx context.Context, e Event) {
+	k := e.key()
+	if o.sent[k] {
 		return
 	}
-	if err := m.cfg.Events.Emit(ctx, e); err != nil {
-		m.cfg.Logger.Error("audit event not recorded; retrying next tick", "type", e.Type, "version", e.Version, "err", err)
-		if _, queued := m.unsent[id]; !queued {
-			m.unsent[id] = e
+	if err := o.events.Emit(ctx, e); err != nil {
+		o.logger.Error("audit event not recorded; retrying next tick", "type", e.Type, "version", e.Version, "err", err)
+		if _, queued := o.unsent[k]; !queued {
+			o.unsent[k] = e
 		}
 		return
 	}
-	m.emitted[id] = true
-	delete(m.unsent, id)
+	o.sent[k] = true
+	delete(o.unsent, k)
 }
 
-// flushUnsent retries the events the trail could not take: a destruction is
-// not observable again once it has happened, so its event must not be lost.
-func (m *Manager) flushUnsent(ctx context.Context) {
-	for _, e := range m.unsent {
-		m.emit(ctx, e)
+// recorded reports whether the trail took e.
+func (o *outbox) recorded(e Event) bool { return o.sent[e.key()] }
+
+// flush retries the events the trail could not take: a destruction is not
+// observable again once it has happened, so its event must not be lost.
+func (o *outbox) flush(ctx context.Context) {
+	for _, e := range o.unsent {
+		o.send(ctx, e)
 	}
 }
 
-// reportFailure sends a rotation_failed event and reports whether the trail
-// took it; one it cannot take is queued and retried by the next ticks.
-func (m *Manager) reportFailure(ctx context.Context, e Event) bool {
-	id := e.id()
-	m.emit(ctx, e)
-	ok := m.emitted[id]
-	delete(m.emitted, id) // each new failure of this version is reported again
+// sendOnce sends e and reports whether the trail took it, then forgets it
+// was sent, so that the next failure with the same key is sent again (a
+// rotation_failed event: the trail keeps one per version and reason).
+func (o *outbox) sendOnce(ctx context.Context, e Event) bool {
+	o.send(ctx, e)
+	ok := o.sent[e.key()]
+	delete(o.sent, e.key())
 	return ok
 }
+
+// emit sends e through the outbox.
+func (m *Manager) emit(ctx context.Context, e Event) { m.out.send(ctx, e) }
+
+// reportFailure sends a rotation_failed event and reports whether the trail
+// took it; one it cannot take is queued and retried by the next ticks.
+func (m *Manager) reportFailure(ctx context.Context, e Event) bool { return m.out.sendOnce(ctx, e) }

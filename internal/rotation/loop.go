@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/openedx-keyd/keyd/internal/audit"
 )
 
 // Failure is the failing step of the lifecycle loop.
@@ -126,7 +128,7 @@ func (m *Manager) actionFailed(ctx context.Context, op string, version int, err 
 	m.cfg.Metrics.Rotation("failed")
 	m.cfg.Metrics.BackendError(op)
 	if m.failed(ctx, op, err, true, op != "settle") {
-		m.reportFailure(ctx, Event{Type: EventRotationFailed, Version: version, Actor: "scheduler", Reason: op + ": " + err.Error()})
+		m.reportFailure(ctx, Event{Type: audit.RotationFailed, Version: version, Actor: "scheduler", Reason: op + ": " + err.Error()})
 	}
 	return fmt.Errorf("rotation: %s: %w", op, err)
 }

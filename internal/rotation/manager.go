@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/signer"
@@ -65,8 +66,7 @@ type Manager struct {
 
 	mu        ctxMutex // serialises Tick and Rotate in this process
 	kids      map[int]string
-	emitted   map[string]bool
-	unsent    map[string]Event // events the trail could not take yet, by id
+	out       *outbox // events on their way to the audit trail
 	pinned    int
 	lastErr   atomic.Pointer[string]
 	backendUp atomic.Bool
@@ -150,7 +150,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = 10 * time.Second
 	}
-	return &Manager{cfg: cfg, mu: make(ctxMutex, 1), kick: make(chan struct{}, 1), kids: map[int]string{}, emitted: map[string]bool{}, unsent: map[string]Event{}}, nil
+	return &Manager{cfg: cfg, mu: make(ctxMutex, 1), kick: make(chan struct{}, 1), kids: map[int]string{}, out: newOutbox(cfg.Events, cfg.Logger)}, nil
 }
 
 // Tick reads the backend, applies every transition now due and publishes a
@@ -180,7 +180,7 @@ func (m *Manager) tickLocked(ctx context.Context, actor string) error {
 		}
 		m.emergencyDone(in.After)
 	}
-	m.flushUnsent(ctx)
+	m.out.flush(ctx)
 	return m.settle(ctx, actor, allowed)
 }
 
@@ -325,7 +325,7 @@ func (m *Manager) destroy(ctx context.Context, keys []signer.Key, below int, act
 	var gone []int
 	for _, k := range keys {
 		if k.Version < below {
-			m.emit(ctx, Event{Type: EventDestroyed, Version: k.Version, KID: m.kid(k), Actor: actor, Reason: reason})
+			m.emit(ctx, Event{Type: audit.Destroyed, Version: k.Version, KID: m.kid(k), Actor: actor, Reason: reason})
 			gone = append(gone, k.Version)
 		}
 	}
@@ -378,14 +378,14 @@ func (m *Manager) reportTransitions(ctx context.Context, keys []signer.Key, plan
 		p := Published{KeyState: ks, KID: m.kid(k)}
 		m.emit(ctx, creationEvent(p))
 		if ks.State != Pending || (!ks.Waiting && !ks.ActivatesAt.After(now)) {
-			m.emit(ctx, Event{Type: EventActivated, Version: p.Version, KID: p.KID, Actor: "scheduler"})
+			m.emit(ctx, Event{Type: audit.Activated, Version: p.Version, KID: p.KID, Actor: "scheduler"})
 		}
 		if ks.State == Retiring {
 			reason := "verify-only"
 			if !ks.RetiresAt.IsZero() {
 				reason += " until " + ks.RetiresAt.Format(time.RFC3339)
 			}
-			m.emit(ctx, Event{Type: EventRetired, Version: p.Version, KID: p.KID, Actor: "scheduler", Reason: reason})
+			m.emit(ctx, Event{Type: audit.Retired, Version: p.Version, KID: p.KID, Actor: "scheduler", Reason: reason})
 		}
 	}
 }
@@ -451,7 +451,7 @@ func (m *Manager) Rotate(ctx context.Context, req RotateRequest) (Published, err
 			continue
 		}
 		// Reported done only once the trail holds the event.
-		if !m.emitted[creationEvent(p).id()] {
+		if !m.out.recorded(creationEvent(p)) {
 			return Published{}, fmt.Errorf("rotation: version %d created but its audit event is not recorded yet; it is retried on the next tick", v)
 		}
 		return p, nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
@@ -53,7 +54,7 @@ func (r *recorder) setFail(fail bool) {
 	r.fail = fail
 }
 
-func (r *recorder) count(typ EventType) int {
+func (r *recorder) count(typ audit.Type) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
@@ -456,7 +457,7 @@ func TestRetirementReportedAfterDowntime(t *testing.T) {
 	}
 	var order []string
 	for _, e := range ev.events {
-		order = append(order, e.id())
+		order = append(order, fmt.Sprintf("%s/%d", e.Type, e.Version))
 	}
 	want := "bootstrap/1 activated/1 retired/1 created/2 activated/2 destroyed/1"
 	if got := strings.Join(order, " "); !strings.Contains(got, "retired/1") || strings.Index(got, "destroyed/1") < strings.Index(got, "activated/2") {
