@@ -412,33 +412,43 @@ func (m *Manager) kid(k signer.Key) string {
 func (m *Manager) Rotate(ctx context.Context, req RotateRequest) (Published, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	keys, err := m.cfg.Backend.Keys(ctx)
-	if err != nil && !req.Emergency {
-		return Published{}, m.readFailed(ctx, "keys", err)
-	}
-	newest := 0
-	if len(keys) > 0 {
-		newest = keys[len(keys)-1].Version
-	}
-	var v int
-	if req.Emergency {
-		if err != nil { // the keys cannot be read: every key known here is compromised
-			if s := m.snap.Load(); s != nil && len(s.Keys) > 0 {
-				newest = s.Keys[len(s.Keys)-1].Version
-			}
-			_ = m.readFailed(ctx, "keys", err)
-		}
-		v, err = m.emergency(ctx, signer.Intent{After: newest, Reason: req.Reason, Actor: req.Actor, At: m.cfg.Clock.Now()})
-	} else {
-		v, err = m.rotateNormal(ctx, keys, newest, req)
-	}
+	v, err := m.rotate(ctx, req)
 	if err != nil {
 		return Published{}, err
 	}
 	if err := m.tickLocked(ctx, req.Actor); err != nil {
 		return Published{}, err
 	}
-	// The key asked for; after a lost race, the newest key another replica made.
+	return m.rotated(v)
+}
+
+// rotate performs req (under mu) and returns the version to answer with (0:
+// the newest, another replica's).
+func (m *Manager) rotate(ctx context.Context, req RotateRequest) (int, error) {
+	keys, err := m.cfg.Backend.Keys(ctx)
+	if err != nil && !req.Emergency {
+		return 0, m.readFailed(ctx, "keys", err)
+	}
+	newest := 0
+	if len(keys) > 0 {
+		newest = keys[len(keys)-1].Version
+	}
+	if !req.Emergency {
+		return m.rotateNormal(ctx, keys, newest, req)
+	}
+	if err != nil { // the keys cannot be read: every key known here is compromised
+		if s := m.snap.Load(); s != nil && len(s.Keys) > 0 {
+			newest = s.Keys[len(s.Keys)-1].Version
+		}
+		_ = m.readFailed(ctx, "keys", err)
+	}
+	return m.emergency(ctx, signer.Intent{After: newest, Reason: req.Reason, Actor: req.Actor, At: m.cfg.Clock.Now()})
+}
+
+// rotated is the answer to a rotation of version v: the key asked for, once
+// the trail holds its event; after a lost race (v 0), the newest key
+// another replica made.
+func (m *Manager) rotated(v int) (Published, error) {
 	s := m.snap.Load()
 	if s == nil || len(s.Keys) == 0 {
 		return Published{}, ErrNoKey
