@@ -28,8 +28,8 @@ type Health struct {
 
 // Health reports backend, rotation and configuration health.
 func (m *Manager) Health() Health {
-	h := Health{BackendUp: m.backendUp.Load(), Failing: m.failure.Load(), EmergencyPending: m.heldStatus.Load()}
-	if e := m.lastErr.Load(); e != nil {
+	h := Health{BackendUp: m.backendUp.Load(), Failing: m.retry.failure.Load(), EmergencyPending: m.heldStatus.Load()}
+	if e := m.retry.lastErr.Load(); e != nil {
 		h.LastError = *e
 	}
 	now := m.cfg.Clock.Now()
@@ -92,7 +92,7 @@ func (m *Manager) BackendUp() bool { return m.backendUp.Load() }
 
 // Backoff implements metrics.Lifecycle: the backoff of the failing step.
 func (m *Manager) Backoff() time.Duration {
-	if f := m.failure.Load(); f != nil {
+	if f := m.retry.failure.Load(); f != nil {
 		return f.Backoff
 	}
 	return 0

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/openedx-keyd/keyd/internal/audit"
@@ -49,7 +50,7 @@ func (m *Manager) nextWait(now time.Time) time.Duration {
 			wait = max(d, 0)
 		}
 	}
-	if f := m.failure.Load(); f != nil {
+	if f := m.retry.failure.Load(); f != nil {
 		if r := f.RetryAt.Sub(now); wait < r {
 			wait = min(r, m.cfg.Refresh) // an action's backoff still lets reads go on
 		}
@@ -80,7 +81,7 @@ func (m *Manager) Refresh(ctx context.Context, since time.Time) error {
 	if s := m.snap.Load(); s != nil && s.At.After(since) {
 		return nil
 	}
-	if f := m.failure.Load(); f != nil && !f.action && m.cfg.Clock.Now().Before(f.RetryAt) {
+	if f := m.retry.failure.Load(); f != nil && !f.action && m.cfg.Clock.Now().Before(f.RetryAt) {
 		return errors.New("rotation: read backend: " + f.Error) // backing off: no re-read per request
 	}
 	return m.readLocked(ctx)
@@ -102,17 +103,14 @@ func (m *Manager) readLocked(ctx context.Context) error {
 		return err
 	}
 	m.store(plan, now)
-	if f := m.failure.Load(); f != nil && !f.action {
+	if f := m.retry.failure.Load(); f != nil && !f.action {
 		m.recovered() // the read that failed works again
 	}
 	return nil
 }
 
 // actionAllowed: no failed action is waiting out its backoff.
-func (m *Manager) actionAllowed() bool {
-	f := m.failure.Load()
-	return f == nil || !f.action || !m.cfg.Clock.Now().Before(f.RetryAt)
-}
+func (m *Manager) actionAllowed() bool { return m.retry.actionAllowed(m.cfg.Clock.Now()) }
 
 // Backoff bounds: a failed read is retried no less often than the refresh
 // interval (so the snapshot is never staler than configured once the
@@ -145,28 +143,8 @@ func (m *Manager) readFailed(ctx context.Context, op string, err error) error {
 // a log line when the state changes (not on every tick), the metrics. It
 // reports whether the state changed and event asks for an audit event.
 func (m *Manager) failed(ctx context.Context, op string, err error, action, event bool) bool {
-	now := m.cfg.Clock.Now()
-	msg := "rotation: " + op + ": " + err.Error()
-	if !action {
-		msg = "rotation: read backend: " + err.Error()
-	}
-	m.lastErr.Store(&msg)
 	m.cfg.Metrics.LifecycleFailure(op)
-	prev := m.failure.Load()
-	f := &Failure{Op: op, Error: err.Error(), Since: now, Failures: 1, Backoff: min(minBackoff, m.cfg.Refresh), action: action}
-	if prev != nil {
-		f.Since, f.Failures = prev.Since, prev.Failures+1
-		f.Backoff = 2 * prev.Backoff
-		f.action = action || prev.action
-	}
-	limit := m.cfg.Refresh
-	if f.action {
-		limit = max(limit, maxActionBackoff)
-	}
-	f.Backoff = min(max(f.Backoff, min(minBackoff, m.cfg.Refresh)), limit)
-	f.RetryAt = now.Add(f.Backoff)
-	m.failure.Store(f)
-	changed := prev == nil || prev.Op != op || prev.Error != f.Error
+	f, changed := m.retry.fail(m.cfg.Clock.Now(), op, err, action)
 	if changed {
 		m.cfg.Logger.Warn("lifecycle step failing; backing off", "op", op, "err", err, "retry_in", f.Backoff, "consecutive_failures", f.Failures)
 	} else {
@@ -175,10 +153,58 @@ func (m *Manager) failed(ctx context.Context, op string, err error, action, even
 	return changed && event
 }
 
+// backoff is the loop's failure state: the failing step with its bounded
+// exponential backoff (nil while the last tick succeeded) and the error
+// Health shows. Written under the manager's mu, read by anyone.
+type backoff struct {
+	refresh time.Duration // the refresh interval: a failed read's bound
+	failure atomic.Pointer[Failure]
+	lastErr atomic.Pointer[string]
+}
+
+// fail enters or extends the failure state at now with a failed read or
+// action (a create, destroy, pin or emergency step): the backoff doubles
+// from min(minBackoff, refresh) up to the refresh interval, or up to
+// maxActionBackoff once an action failed. It reports whether the state
+// changed (another step or another error).
+func (b *backoff) fail(now time.Time, op string, err error, action bool) (*Failure, bool) {
+	msg := "rotation: " + op + ": " + err.Error()
+	if !action {
+		msg = "rotation: read backend: " + err.Error()
+	}
+	b.lastErr.Store(&msg)
+	prev := b.failure.Load()
+	f := &Failure{Op: op, Error: err.Error(), Since: now, Failures: 1, Backoff: min(minBackoff, b.refresh), action: action}
+	if prev != nil {
+		f.Since, f.Failures = prev.Since, prev.Failures+1
+		f.Backoff = 2 * prev.Backoff
+		f.action = action || prev.action
+	}
+	limit := b.refresh
+	if f.action {
+		limit = max(limit, maxActionBackoff)
+	}
+	f.Backoff = min(max(f.Backoff, min(minBackoff, b.refresh)), limit)
+	f.RetryAt = now.Add(f.Backoff)
+	b.failure.Store(f)
+	return f, prev == nil || prev.Op != op || prev.Error != f.Error
+}
+
+// clear leaves the failure state and returns the one left (nil: none).
+func (b *backoff) clear() *Failure {
+	b.lastErr.Store(nil)
+	return b.failure.Swap(nil)
+}
+
+// actionAllowed: no failed action is waiting out its backoff at now.
+func (b *backoff) actionAllowed(now time.Time) bool {
+	f := b.failure.Load()
+	return f == nil || !f.action || !now.Before(f.RetryAt)
+}
+
 // recovered leaves the failure state after a tick that did all it had to.
 func (m *Manager) recovered() {
-	m.lastErr.Store(nil)
-	if f := m.failure.Swap(nil); f != nil {
+	if f := m.retry.clear(); f != nil {
 		m.cfg.Logger.Info("lifecycle recovered", "op", f.Op, "failed_for", m.cfg.Clock.Now().Sub(f.Since), "consecutive_failures", f.Failures)
 	}
 }

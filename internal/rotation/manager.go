@@ -68,7 +68,6 @@ type Manager struct {
 	kids      map[int]string
 	out       *outbox // events on their way to the audit trail
 	pinned    int
-	lastErr   atomic.Pointer[string]
 	backendUp atomic.Bool
 	// published is when the keys of the snapshot last published (and
 	// handed to OnChange) were read, Unix nanoseconds: staleness counts
@@ -76,9 +75,8 @@ type Manager struct {
 	// step and no new snapshot.
 	published atomic.Int64
 
-	// failure is the failing step of the loop and its backoff; nil while
-	// the last tick succeeded. Written under mu, read by Run and Health.
-	failure atomic.Pointer[Failure]
+	// retry is the failing step of the loop and its backoff.
+	retry backoff
 	// lastSigned holds, by version, when this process last signed with it
 	// (*atomic.Int64, Unix nanoseconds): retirement counts from it.
 	lastSigned sync.Map
@@ -150,7 +148,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = 10 * time.Second
 	}
-	return &Manager{cfg: cfg, mu: make(ctxMutex, 1), kick: make(chan struct{}, 1), kids: map[int]string{}, out: newOutbox(cfg.Events, cfg.Logger)}, nil
+	m := &Manager{cfg: cfg, mu: make(ctxMutex, 1), kick: make(chan struct{}, 1), kids: map[int]string{}, out: newOutbox(cfg.Events, cfg.Logger)}
+	m.retry.refresh = cfg.Refresh
+	return m, nil
 }
 
 // Tick reads the backend, applies every transition now due and publishes a
@@ -219,7 +219,7 @@ func (m *Manager) settle(ctx context.Context, actor string, allowed bool) error 
 		if err := m.publish(ctx, plan, now); err != nil {
 			return m.actionFailed(ctx, "pin", plan.Active.Version, err)
 		}
-		if f := m.failure.Load(); f == nil || !f.action || allowed {
+		if f := m.retry.failure.Load(); f == nil || !f.action || allowed {
 			m.recovered() // a failed action is cleared only by a tick allowed to retry it
 		}
 		return nil
