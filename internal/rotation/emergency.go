@@ -6,6 +6,7 @@ package rotation
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/openedx-keyd/keyd/internal/audit"
@@ -120,20 +121,61 @@ func (m *Manager) emergency(ctx context.Context, in signer.Intent) (int, error) 
 	return v, nil
 }
 
+// compromise is what the sign path reads of pending emergencies: the
+// versions they compromised and the emergency held here, whose keys never
+// sign again. Safe for concurrent use.
+type compromise struct {
+	// below: versions below it belong to a pending emergency (one
+	// requested here, or an intent any replica stored). It only grows.
+	below atomic.Int64
+	// held mirrors the manager's held emergency (nil: none).
+	held atomic.Pointer[EmergencyStatus]
+}
+
+// mark makes every version up to after compromised.
+func (c *compromise) mark(after int) { raise(&c.below, int64(after+1)) }
+
+// refuses: version v of s must not sign. It is compromised by version, or
+// was created before the pending emergency held here was asked for,
+// although its version may be above the intent's (a key the snapshot of a
+// replica that could not read the keys did not show).
+func (c *compromise) refuses(s *Snapshot, v int) bool {
+	if int64(v) < c.below.Load() {
+		return true
+	}
+	h := c.held.Load()
+	if h == nil {
+		return false
+	}
+	for _, p := range s.Keys {
+		if p.Version == v {
+			return predates(p.CreatedAt, h.Since)
+		}
+	}
+	return false
+}
+
+// predates: a key created at created existed before an emergency asked for
+// at asked (records keep whole seconds: a key of the same second counts as
+// made for it).
+func predates(created, asked time.Time) bool {
+	return created.Before(asked.Truncate(time.Second))
+}
+
 // compromised marks every version up to after as no longer signing.
-func (m *Manager) compromised(after int) { raise(&m.compromisedBelow, int64(after+1)) }
+func (m *Manager) compromised(after int) { m.compromise.mark(after) }
 
 // setHeld publishes the state of an emergency held here (nil h: none).
 func (m *Manager) setHeld(h *heldIntent, err error) {
 	if h == nil {
-		m.heldStatus.Store(nil)
+		m.compromise.held.Store(nil)
 		return
 	}
 	st := &EmergencyStatus{After: h.in.After, Reason: h.in.Reason, Actor: h.in.Actor, Since: h.in.At, Stored: h.stored}
 	if err != nil {
 		st.LastError = err.Error()
 	}
-	m.heldStatus.Store(st)
+	m.compromise.held.Store(st)
 }
 
 // emergencyDone forgets a completed emergency (and any older one held here).

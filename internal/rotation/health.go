@@ -28,7 +28,7 @@ type Health struct {
 
 // Health reports backend, rotation and configuration health.
 func (m *Manager) Health() Health {
-	h := Health{BackendUp: m.backendUp.Load(), Failing: m.retry.failure.Load(), EmergencyPending: m.heldStatus.Load()}
+	h := Health{BackendUp: m.backendUp.Load(), Failing: m.retry.failure.Load(), EmergencyPending: m.compromise.held.Load()}
 	if e := m.retry.lastErr.Load(); e != nil {
 		h.LastError = *e
 	}
@@ -100,7 +100,7 @@ func (m *Manager) Backoff() time.Duration {
 
 // EmergencyPending implements metrics.Lifecycle.
 func (m *Manager) EmergencyPending() (pending, stored bool) {
-	if st := m.heldStatus.Load(); st != nil {
+	if st := m.compromise.held.Load(); st != nil {
 		return true, st.Stored
 	}
 	return false, false

@@ -80,14 +80,11 @@ type Manager struct {
 	// lastSigned holds, by version, when this process last signed with it
 	// (*atomic.Int64, Unix nanoseconds): retirement counts from it.
 	lastSigned sync.Map
-	// held is an emergency requested here that has not completed (under
-	// mu); heldStatus mirrors it for Health and the metrics.
+	// held is an emergency requested or adopted here that has not
+	// completed (under mu); compromise mirrors it for the sign path,
+	// Health and the metrics.
 	held       *heldIntent
-	heldStatus atomic.Pointer[EmergencyStatus]
-	// compromisedBelow: versions below it belong to a pending emergency
-	// (one requested here, or an intent any replica stored) and never sign
-	// again. It only grows.
-	compromisedBelow atomic.Int64
+	compromise compromise
 	// observed is the propagation last read (under mu); written
 	// activations are immutable and kept.
 	observed Observed

@@ -90,34 +90,10 @@ func (m *Manager) SigningKey(now time.Time) (*Snapshot, signer.SigningKey, error
 	switch {
 	case !ok:
 		return s, k, ErrNoKey
-	case int64(k.Version) < m.compromisedBelow.Load(), m.predatesEmergency(s, k.Version):
+	case m.compromise.refuses(s, k.Version):
 		return s, k, ErrEmergencyPending
 	}
 	return s, k, nil
-}
-
-// predatesEmergency: version v of s was created before the pending
-// emergency held here was asked for, so it is compromised although its
-// version may be above the intent's (a key the snapshot of a replica that
-// could not read the keys did not show).
-func (m *Manager) predatesEmergency(s *Snapshot, v int) bool {
-	h := m.heldStatus.Load()
-	if h == nil {
-		return false
-	}
-	for _, p := range s.Keys {
-		if p.Version == v {
-			return predates(p.CreatedAt, h.Since)
-		}
-	}
-	return false
-}
-
-// predates: a key created at created existed before an emergency asked for
-// at asked (records keep whole seconds: a key of the same second counts as
-// made for it).
-func predates(created, asked time.Time) bool {
-	return created.Before(asked.Truncate(time.Second))
 }
 
 // Signed records that version v made a signature at t (after the backend
