@@ -392,24 +392,17 @@ func TestRotateAfterLosingTheRaceReturnsTheNewKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Replica 1 decides on version 2 from its own read, but replica 0 creates it first.
-	lost := &racing{Backend: ms[1].cfg.Backend, before: func() { ms[0].Rotate(ctx, RotateRequest{Actor: "role:admin"}) }}
+	lost := &signertest.Faulty{Backend: ms[1].cfg.Backend.(signer.Backend)}
+	var once sync.Once
+	lost.Around(signertest.Create, func(_ context.Context, create func() error) error {
+		once.Do(func() { ms[0].Rotate(ctx, RotateRequest{Actor: "role:admin"}) })
+		return create()
+	})
 	ms[1].cfg.Backend = lost
 	p, err := ms[1].Rotate(ctx, RotateRequest{Actor: "role:admin"})
 	if err != nil || p.Version != 2 || p.State != Pending {
 		t.Fatalf("rotate after a lost race = version %d %s, %v; want the pending version 2", p.Version, p.State, err)
 	}
-}
-
-// racing runs before once, just before the first Create.
-type racing struct {
-	Backend
-	before func()
-	once   sync.Once
-}
-
-func (r *racing) Create(ctx context.Context, rec signer.Record) (signer.Key, error) {
-	r.once.Do(r.before)
-	return r.Backend.Create(ctx, rec)
 }
 
 func TestDestroyedEventIsRetriedUntilRecorded(t *testing.T) {
