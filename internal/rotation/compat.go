@@ -1,18 +1,15 @@
-// Compatibility names for the event vocabulary, which internal/audit owns.
+// Compatibility names for the event vocabulary, which internal/audit owns:
+// internal/api's tests still name these; delete the file once they say
+// audit.Type, audit.Activated and so on.
 
 package rotation
 
 import "github.com/openedx-keyd/keyd/internal/audit"
 
-// EventType is audit.Type.
-//
-// Deprecated: use audit.Type; kept only while internal/api's tests name it.
+// EventType is audit.Type (a compatibility name).
 type EventType = audit.Type
 
-// The lifecycle event types still named through this package.
-//
-// Deprecated: use audit.Activated, audit.PropagationConfirmed and
-// audit.ActivationUnconfirmed; kept only while internal/api's tests name them.
+// Compatibility names of audit's event types.
 const (
 	EventActivated             = audit.Activated
 	EventPropagationConfirmed  = audit.PropagationConfirmed
