@@ -61,33 +61,36 @@ type Config struct {
 // the snapshot that the sign path and the JWKS read.
 type Manager struct {
 	cfg  Config
-	snap atomic.Pointer[Snapshot]
+	mu   ctxMutex // serialises Tick, Rotate, Confirm and Refresh in this process
 	kick chan struct{}
 
-	mu        ctxMutex // serialises Tick and Rotate in this process
-	kids      map[int]string
-	out       *outbox // events on their way to the audit trail
-	pinned    int
+	// The writer's state, under mu.
+	kids   map[int]string
+	pinned int
+	// observed is the propagation last read; written activations are
+	// immutable and kept.
+	observed Observed
+	// held is an emergency requested or adopted here that has not
+	// completed (emergency.go); compromise mirrors it for the sign path,
+	// Health and the metrics.
+	held *heldIntent
+	out  *outbox // events on their way to the audit trail (events.go)
+
+	// The read side (snapshot.go), read by anyone.
+	snap atomic.Pointer[Snapshot]
+	// lastSigned holds, by version, when this process last signed with it
+	// (*atomic.Int64, Unix nanoseconds): retirement counts from it.
+	lastSigned sync.Map
+	compromise compromise // the keys pending emergencies stop (emergency.go)
+
+	// Health (loop.go, health.go), read by anyone.
+	retry     backoff // the failing step of the loop and its backoff
 	backendUp atomic.Bool
 	// published is when the keys of the snapshot last published (and
 	// handed to OnChange) were read, Unix nanoseconds: staleness counts
 	// from it, not from the last read, which may be followed by a failed
 	// step and no new snapshot.
 	published atomic.Int64
-
-	// retry is the failing step of the loop and its backoff.
-	retry backoff
-	// lastSigned holds, by version, when this process last signed with it
-	// (*atomic.Int64, Unix nanoseconds): retirement counts from it.
-	lastSigned sync.Map
-	// held is an emergency requested or adopted here that has not
-	// completed (under mu); compromise mirrors it for the sign path,
-	// Health and the metrics.
-	held       *heldIntent
-	compromise compromise
-	// observed is the propagation last read (under mu); written
-	// activations are immutable and kept.
-	observed Observed
 }
 
 // ctxMutex is a mutex whose Lock a waiter can give up (make it with
