@@ -27,14 +27,10 @@ type auditEvents struct{ log *audit.Log }
 
 func (a auditEvents) Emit(ctx context.Context, e rotation.Event) error {
 	_, err := a.log.Record(ctx, audit.Event{
-		Type: auditType(e.Type), KID: e.KID, Version: e.Version, Actor: e.Actor, Reason: e.Reason,
+		Type: e.Type, KID: e.KID, Version: e.Version, Actor: e.Actor, Reason: e.Reason,
 	})
 	return err
 }
-
-// auditType is the audit event type of a lifecycle event: the same name
-// (TestEventTypesAreAuditTypes keeps the two lists in step).
-func auditType(t rotation.EventType) audit.Type { return audit.Type(t) }
 
 // auditTrail serves GET /v1/audit: a page of events, and whether the whole
 // chain verifies and accounts for every key the backend holds and every

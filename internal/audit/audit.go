@@ -45,6 +45,31 @@ var Types = []Type{Bootstrap, Created, Activated, Retired, Destroyed, Emergency,
 
 func (t Type) valid() bool { return slices.Contains(Types, t) }
 
+// Key identifies an event for deduplication: the one rule by which the
+// chain (Log), the lifecycle's outbox (rotation) and the check of stored
+// decisions (ReconcileDecisions) tell two events of a transition apart.
+// Make it with KeyOf.
+type Key struct {
+	Type    Type
+	Version int
+	Reason  string // empty unless the type is keyed by its reason
+}
+
+// KeyOf is the key of an event of type t for version with reason. A
+// transition happens once per version, so its key is (type, version), and
+// every replica that observes it reports the same event. Three types are
+// keyed by their reason too: rotation_failed (each distinct failure is
+// recorded once per attempted version; repeats of the same one are not,
+// their count belongs in metrics), torn_record (one per side file) and
+// propagation_confirmed (one per client, named in the reason, and version).
+func KeyOf(t Type, version int, reason string) Key {
+	k := Key{Type: t, Version: version}
+	if t == RotationFailed || t == TornRecord || t == PropagationConfirmed {
+		k.Reason = reason
+	}
+	return k
+}
+
 // ZeroHash is the prev_hash of the first event.
 const ZeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
 

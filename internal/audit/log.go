@@ -17,43 +17,23 @@ import (
 const maxAttempts = 1000
 
 // Log is the chain: it fills in seq, time, prev_hash and hash, deduplicates
-// transitions and extends the one chain in its Store, also when other Logs
-// (other replicas) append to the same store at the same time.
-//
-// Deduplication: an event is a duplicate when the chain already holds one
-// with the same type and version, so every replica can report a transition
-// it observes and the chain holds it once. rotation_failed and torn_record
-// events are deduplicated on (type, version, reason) instead: each distinct
-// failure is recorded once per attempted version, repeats of the same one
-// are not (their count belongs in metrics). So are propagation_confirmed
-// events: one per client (named in the reason) and version.
+// events on their Key (see KeyOf) and extends the one chain in its Store,
+// also when other Logs (other replicas) append to the same store at the
+// same time: every replica can report a transition it observes and the
+// chain holds it once.
 type Log struct {
 	store Store
 	clock clock.Clock
 
 	mu   sync.Mutex
 	tail Event // last event read or written; Seq 0 when the chain is empty
-	seen map[dedupKey]Event
-}
-
-type dedupKey struct {
-	typ     Type
-	version int
-	reason  string
-}
-
-func keyOf(e Event) dedupKey {
-	k := dedupKey{typ: e.Type, version: e.Version}
-	if e.Type == RotationFailed || e.Type == TornRecord || e.Type == PropagationConfirmed {
-		k.reason = e.Reason
-	}
-	return k
+	seen map[Key]Event
 }
 
 // NewLog returns a Log over store. clk is the clock for event times (nil
 // means clock.Real).
 func NewLog(store Store, clk clock.Clock) *Log {
-	return &Log{store: store, clock: cmp.Or[clock.Clock](clk, clock.Real{}), seen: make(map[dedupKey]Event)}
+	return &Log{store: store, clock: cmp.Or[clock.Clock](clk, clock.Real{}), seen: make(map[Key]Event)}
 }
 
 // Record appends e to the chain and returns the stored event once it is
@@ -78,7 +58,7 @@ func (l *Log) Record(ctx context.Context, e Event) (Event, error) {
 		if err := l.catchUp(ctx); err != nil {
 			return Event{}, err
 		}
-		if old, ok := l.seen[keyOf(e)]; ok {
+		if old, ok := l.seen[KeyOf(e.Type, e.Version, e.Reason)]; ok {
 			return old, nil
 		}
 		ev := Event{
@@ -148,7 +128,8 @@ func (l *Log) add(ev Event) {
 		return
 	}
 	l.tail = ev
-	if _, ok := l.seen[keyOf(ev)]; !ok {
-		l.seen[keyOf(ev)] = ev
+	k := KeyOf(ev.Type, ev.Version, ev.Reason)
+	if _, ok := l.seen[k]; !ok {
+		l.seen[k] = ev
 	}
 }

@@ -496,9 +496,8 @@ func (e *DecisionError) Error() string {
 func ReconcileDecisions(events []Event, decisions []Decision) error {
 	var missing []Decision
 	for _, d := range decisions {
-		if !slices.ContainsFunc(events, func(ev Event) bool {
-			return ev.Type == d.Type && ev.Version == d.Version && (d.Type != PropagationConfirmed || ev.Reason == d.Reason)
-		}) {
+		key := KeyOf(d.Type, d.Version, d.Reason)
+		if !slices.ContainsFunc(events, func(ev Event) bool { return KeyOf(ev.Type, ev.Version, ev.Reason) == key }) {
 			missing = append(missing, d)
 		}
 	}

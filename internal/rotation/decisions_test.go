@@ -3,11 +3,11 @@ package rotation_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
@@ -15,15 +15,15 @@ import (
 	"github.com/openedx-keyd/keyd/internal/signer/local"
 )
 
-// trail is an audit trail that deduplicates as the real one does (on type
-// and version; propagation_confirmed also on its reason), and that can
+// trail is an audit trail that deduplicates as the real one does (on
+// audit.KeyOf), and that can
 // "crash": while down, every event is refused, as if the process died
 // right after storing a decision and before its event was written (the
 // retry queue of a dead process is gone with it).
 type trail struct {
 	mu     sync.Mutex
 	down   bool
-	seen   map[string]int
+	seen   map[audit.Key]int
 	events []rotation.Event
 }
 
@@ -35,12 +35,9 @@ func (tr *trail) Emit(_ context.Context, e rotation.Event) error {
 	if tr.down {
 		return errCrashed
 	}
-	id := fmt.Sprintf("%s/%d", e.Type, e.Version)
-	if e.Type == rotation.EventPropagationConfirmed {
-		id += "/" + e.Reason
-	}
+	id := audit.KeyOf(e.Type, e.Version, e.Reason)
 	if tr.seen == nil {
-		tr.seen = map[string]int{}
+		tr.seen = map[audit.Key]int{}
 	}
 	if tr.seen[id]++; tr.seen[id] == 1 {
 		tr.events = append(tr.events, e)
@@ -50,7 +47,7 @@ func (tr *trail) Emit(_ context.Context, e rotation.Event) error {
 
 func (tr *trail) setDown(down bool) { tr.mu.Lock(); tr.down = down; tr.mu.Unlock() }
 
-func (tr *trail) count(typ rotation.EventType, v int, reason string) int {
+func (tr *trail) count(typ audit.Type, v int, reason string) int {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	n := 0
@@ -146,7 +143,7 @@ func testDecisionEventsSurviveACrash(t *testing.T, b rotation.Backend, st decisi
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := tr.count(rotation.EventPropagationConfirmed, v, conf); n != 1 {
+	if n := tr.count(audit.PropagationConfirmed, v, conf); n != 1 {
 		t.Fatalf("after the restart: %d propagation_confirmed events for ecommerce, want 1 (%+v)", n, tr.events)
 	}
 
@@ -166,7 +163,7 @@ func testDecisionEventsSurviveACrash(t *testing.T, b rotation.Backend, st decisi
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := tr.count(rotation.EventActivationUnconfirmed, v, ""); n != 1 {
+	if n := tr.count(audit.ActivationUnconfirmed, v, ""); n != 1 {
 		t.Fatalf("after the restart: %d activation_unconfirmed events, want 1 (%+v)", n, tr.events)
 	}
 	if s := m.Snapshot(); s.Signing.Version != v {
@@ -177,7 +174,7 @@ func testDecisionEventsSurviveACrash(t *testing.T, b rotation.Backend, st decisi
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if tr.count(rotation.EventPropagationConfirmed, v, conf) != 1 || tr.count(rotation.EventActivationUnconfirmed, v, "") != 1 {
+	if tr.count(audit.PropagationConfirmed, v, conf) != 1 || tr.count(audit.ActivationUnconfirmed, v, "") != 1 {
 		t.Fatalf("events after another restart: %+v", tr.events)
 	}
 }

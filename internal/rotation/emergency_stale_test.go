@@ -8,6 +8,7 @@ import (
 
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
+	"github.com/openedx-keyd/keyd/internal/signer/signertest"
 )
 
 // TestEmergencyWithAStaleSnapshot: an emergency asked for on a replica
@@ -24,7 +25,7 @@ func TestEmergencyWithAStaleSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &unreadable{Backend: lb}
+	u := &signertest.Faulty{Backend: lb}
 	a := newManager(t, u, clk, &recorder{})
 	if err := a.Tick(ctx); err != nil { // v1, bootstrap
 		t.Fatal(err)
@@ -42,11 +43,11 @@ func TestEmergencyWithAStaleSnapshot(t *testing.T) {
 	// Replica a, whose snapshot still shows v1 only, cannot read the keys
 	// when a new leak (of v2) is reported to it.
 	clk.Advance(time.Minute)
-	u.broken.Store(true)
+	u.Break(signertest.Keys, errInjected)
 	if _, err := a.Rotate(ctx, RotateRequest{Emergency: true, Reason: "second leak", Actor: "ops"}); err == nil {
 		t.Fatal("emergency with unreadable keys reported complete")
 	}
-	u.broken.Store(false)
+	u.Break(signertest.Keys, nil)
 
 	// The keys are readable again; the sign path re-reads them.
 	if err := a.Refresh(ctx, clk.Now()); err != nil {

@@ -11,20 +11,10 @@ import (
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
+	"github.com/openedx-keyd/keyd/internal/signer/signertest"
 )
 
 var errCrash = errors.New("simulated crash")
-
-// crashAfterDestroy deletes the keys and then "crashes": the process that
-// called it is thrown away, so whatever it held only in memory is lost.
-type crashAfterDestroy struct{ Backend }
-
-func (c crashAfterDestroy) DestroyBelow(ctx context.Context, v int) error {
-	if err := c.Backend.DestroyBelow(ctx, v); err != nil {
-		return err
-	}
-	return errCrash
-}
 
 // TestDestroyedEventSurvivesACrashAfterTheDeletion: keyd dies right after
 // deleting a retired key; the restarted keyd cannot see the key any more,
@@ -37,7 +27,16 @@ func TestDestroyedEventSurvivesACrashAfterTheDeletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := &recorder{} // the durable trail: it outlives the process
-	m := newManager(t, crashAfterDestroy{lb}, clk, ev)
+	// The backend deletes the keys and then "crashes": the process that
+	// called it is thrown away, so whatever it held only in memory is lost.
+	crashing := &signertest.Faulty{Backend: lb}
+	crashing.Around(signertest.Destroy, func(_ context.Context, destroy func() error) error {
+		if err := destroy(); err != nil {
+			return err
+		}
+		return errCrash
+	})
+	m := newManager(t, crashing, clk, ev)
 	ctx := context.Background()
 	for _, step := range []time.Duration{0, time.Hour, 11 * time.Minute} { // bootstrap, rotate, activate
 		clk.Advance(step)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -66,47 +65,7 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return sum
 }
 
-// unreadable fails Keys while broken is set (a corrupt key file, a revoked
-// Vault token) and counts every read.
-type unreadable struct {
-	Backend
-	broken atomic.Bool
-	reads  atomic.Int64
-}
-
-func (u *unreadable) Keys(ctx context.Context) ([]signer.Key, error) {
-	u.reads.Add(1)
-	if u.broken.Load() {
-		return nil, errInjected
-	}
-	return u.Backend.Keys(ctx)
-}
-
-// diskFull refuses every write while full is set, as a data dir with no
-// space left (an injected ENOSPC: portable, and root cannot bypass it).
-type diskFull struct {
-	Backend
-	full   atomic.Bool
-	saves  atomic.Int64
-	create atomic.Bool // Create fails too while set (key creation down)
-}
-
-var errNoSpace = fmt.Errorf("write: %w", syscall.ENOSPC)
-
-func (d *diskFull) SaveIntent(ctx context.Context, in signer.Intent) error {
-	d.saves.Add(1)
-	if d.full.Load() {
-		return errNoSpace
-	}
-	return d.Backend.SaveIntent(ctx, in)
-}
-
-func (d *diskFull) Create(ctx context.Context, rec signer.Record) (signer.Key, error) {
-	if d.full.Load() || d.create.Load() {
-		return signer.Key{}, errNoSpace
-	}
-	return d.Backend.Create(ctx, rec)
-}
+var errNoSpace = fmt.Errorf("write: %w", syscall.ENOSPC) // an injected ENOSPC: portable, and root cannot bypass it
 
 // Item 2: a backend that cannot be read once the next transition is in the
 // past made Run spin (no timer between ticks). Now every failed tick backs
@@ -114,7 +73,7 @@ func (d *diskFull) Create(ctx context.Context, rec signer.Record) (signer.Key, e
 // metrics; recovery is logged once too.
 func TestRunBacksOffWhileTheBackendCannotBeRead(t *testing.T) {
 	clk := clock.NewFake(t0)
-	ub := &unreadable{Backend: newLocal(t)}
+	ub := &signertest.Faulty{Backend: newLocal(t)} // its keys become unreadable (a corrupt key file, a revoked Vault token)
 	logs := &logCount{}
 	reg := prometheus.NewRegistry()
 	mx := metrics.New(reg)
@@ -131,16 +90,16 @@ func TestRunBacksOffWhileTheBackendCannotBeRead(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	asleep(t, clk)
 
-	ub.broken.Store(true)
+	ub.Break(signertest.Keys, errInjected)
 	clk.Advance(11 * time.Minute) // the snapshot's next transition is now in the past
 	// Before the fix the loop never slept again: this condition never held.
 	asleep(t, clk)
-	before := ub.reads.Load()
+	before := ub.Calls(signertest.Keys)
 	for range 10 * 60 { // ten minutes in one-second steps
 		clk.Advance(time.Second)
 		asleep(t, clk)
 	}
-	reads := ub.reads.Load() - before
+	reads := ub.Calls(signertest.Keys) - before
 	// 1+2+4+8+16+32 s, then once a minute: about 14 reads in ten minutes.
 	if reads < 5 || reads > 20 {
 		t.Fatalf("%d reads of a broken backend in ten minutes; want a bounded backoff (5 to 20)", reads)
@@ -162,7 +121,7 @@ func TestRunBacksOffWhileTheBackendCannotBeRead(t *testing.T) {
 		t.Errorf("%d warnings for one failing state, want 1", n)
 	}
 
-	ub.broken.Store(false)
+	ub.Break(signertest.Keys, nil)
 	clk.Advance(time.Minute)
 	asleep(t, clk) // after the tick that read the backend again
 	if f := m.Health().Failing; f != nil {
@@ -268,14 +227,15 @@ func TestKeyIsKeptRetireAfterItsLastSignature(t *testing.T) {
 // the loop stores and completes it once the disk has room.
 func TestEmergencyWhoseIntentCannotBeStored(t *testing.T) {
 	clk := clock.NewFake(t0)
-	db := &diskFull{Backend: newLocal(t)}
+	db := &signertest.Faulty{Backend: newLocal(t)} // its data dir fills up
 	ev := &recorder{}
 	m := newManager(t, db, clk, ev)
 	ctx := context.Background()
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	db.full.Store(true)
+	db.Break(signertest.SaveIntent, errNoSpace)
+	db.Break(signertest.Create, errNoSpace)
 	ev.setFail(true)
 	_, err := m.Rotate(ctx, RotateRequest{Emergency: true, Reason: "key leaked", Actor: "role:admin"})
 	var ee *EmergencyError
@@ -293,17 +253,18 @@ func TestEmergencyWhoseIntentCannotBeStored(t *testing.T) {
 		t.Fatalf("EmergencyPending = %v, %v", pending, stored)
 	}
 	// The loop retries storing it (after the backoff), still failing.
-	saves := db.saves.Load()
+	saves := db.Calls(signertest.SaveIntent)
 	clk.Advance(2 * time.Second)
 	_ = m.Tick(ctx)
-	if db.saves.Load() == saves {
+	if db.Calls(signertest.SaveIntent) == saves {
 		t.Fatal("the loop did not retry storing the intent")
 	}
 	if _, _, err := m.SigningKey(clk.Now()); !errors.Is(err, ErrEmergencyPending) {
 		t.Fatalf("the compromised key signs again: %v", err)
 	}
 	// Room again: the next tick stores and completes it.
-	db.full.Store(false)
+	db.Break(signertest.SaveIntent, nil)
+	db.Break(signertest.Create, nil)
 	ev.setFail(false)
 	clk.Advance(5 * time.Second)
 	if err := m.Tick(ctx); err != nil {
@@ -333,14 +294,14 @@ func TestEmergencyWhoseIntentCannotBeStored(t *testing.T) {
 func TestStoredEmergencyStopsSigningOnEveryReplica(t *testing.T) {
 	clk := clock.NewFake(t0)
 	dir := t.TempDir()
-	var bs []*diskFull
+	var bs []*signertest.Faulty
 	var ms []*Manager
 	for range 2 {
 		lb, err := local.New(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b := &diskFull{Backend: lb}
+		b := &signertest.Faulty{Backend: lb}
 		bs = append(bs, b)
 		ms = append(ms, newManager(t, b, clk, &recorder{}))
 	}
@@ -350,8 +311,8 @@ func TestStoredEmergencyStopsSigningOnEveryReplica(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bs[0].create.Store(true)
-	bs[1].create.Store(true)
+	bs[0].Break(signertest.Create, errNoSpace) // key creation down
+	bs[1].Break(signertest.Create, errNoSpace)
 	_, err := ms[0].Rotate(ctx, RotateRequest{Emergency: true, Reason: "key leaked", Actor: "role:admin"})
 	var ee *EmergencyError
 	if !errors.As(err, &ee) || !ee.Stored {
@@ -370,7 +331,7 @@ func TestStoredEmergencyStopsSigningOnEveryReplica(t *testing.T) {
 	if e := ms[1].Health().EmergencyPending; e == nil || !e.Stored {
 		t.Fatalf("replica 1 health: %+v", ms[1].Health())
 	}
-	bs[1].create.Store(false)
+	bs[1].Break(signertest.Create, nil)
 	clk.Advance(5 * time.Second)
 	if err := ms[1].Tick(ctx); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
 )
@@ -58,7 +59,7 @@ func TestUnreadableActivationIsNoActivation(t *testing.T) {
 	if _, k, err := m.SigningKey(clk.Now()); err != nil || k.Version != 2 {
 		t.Fatalf("at the max wait: v%d signs (%v), want v2", k.Version, err)
 	}
-	if ev.count(EventActivationUnconfirmed) != 1 {
-		t.Errorf("%d activation_unconfirmed events, want 1", ev.count(EventActivationUnconfirmed))
+	if ev.count(audit.ActivationUnconfirmed) != 1 {
+		t.Errorf("%d activation_unconfirmed events, want 1", ev.count(audit.ActivationUnconfirmed))
 	}
 }

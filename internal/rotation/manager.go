@@ -1,7 +1,11 @@
+// The manager: the lifecycle's one writer in this process. It reads the
+// backend, applies the rules' next step (create, record, destroy, pin) and
+// publishes the snapshot; the loop (loop.go), the emergency coordinator
+// (emergency.go) and the event outbox (events.go) are its parts.
+
 package rotation
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/signer"
@@ -24,81 +29,6 @@ type Backend interface {
 	SaveIntent(ctx context.Context, in signer.Intent) error
 	LoadIntent(ctx context.Context) (*signer.Intent, error)
 	ClearIntent(ctx context.Context) error
-}
-
-// EventType is the kind of a lifecycle transition. The values are the
-// audit trail's event types (the contract's "type" of GET /v1/audit).
-type EventType string
-
-// The lifecycle events: each transition is one.
-const (
-	EventBootstrap      EventType = "bootstrap"       // the first key, active at once
-	EventCreated        EventType = "created"         // a key created by a normal rotation
-	EventActivated      EventType = "activated"       // a key started signing
-	EventRetired        EventType = "retired"         // a key stopped signing (verify-only)
-	EventDestroyed      EventType = "destroyed"       // a key's private material is gone
-	EventEmergency      EventType = "emergency"       // a key created by an emergency rotation
-	EventRotationFailed EventType = "rotation_failed" // a create, destroy, pin or emergency step failed
-	// EventPropagationConfirmed: a client holds a version (reason: the client, fetch or admin).
-	EventPropagationConfirmed EventType = "propagation_confirmed"
-	// EventActivationUnconfirmed: a gated key activated at its max wait (reason: the clients not confirmed).
-	EventActivationUnconfirmed EventType = "activation_unconfirmed"
-)
-
-// EventTypes lists every lifecycle event type.
-var EventTypes = []EventType{EventBootstrap, EventCreated, EventActivated, EventRetired, EventDestroyed, EventEmergency, EventRotationFailed,
-	EventPropagationConfirmed, EventActivationUnconfirmed}
-
-// Event is one lifecycle transition for the audit trail.
-type Event struct {
-	Type    EventType
-	Version int
-	KID     string
-	Actor   string
-	Reason  string
-}
-
-// Events receives every transition; the audit trail deduplicates them on
-// (type, version), so sending one twice is harmless.
-type Events interface {
-	Emit(ctx context.Context, e Event) error
-}
-
-// Published is a key in the JWKS, with its kid.
-type Published struct {
-	KeyState
-	KID string
-}
-
-// Snapshot is the lifecycle as of one evaluation: what to publish and which
-// key signs. It is immutable once made.
-type Snapshot struct {
-	At        time.Time
-	Plan      Plan
-	Keys      []Published // pending, active, retiring
-	Signing   signer.SigningKey
-	HasActive bool
-	signers   []signer.SigningKey // one per Keys entry
-}
-
-// SigningAt is the key a signature made at now must use under the rules:
-// the newest published key that is active or has reached its activates_at.
-// The sign path asks this at request time, so a snapshot made before a
-// pending key's activation (a lifecycle loop stalled by a slow disk or
-// Vault) never lets the older key sign past it. Both backends allow it: a
-// pin only ever refuses versions below the pinned one.
-func (s *Snapshot) SigningAt(now time.Time) (signer.SigningKey, bool) {
-	for i := len(s.Keys) - 1; i >= 0; i-- {
-		k := s.Keys[i]
-		if k.State != Active && (k.State != Pending || k.Waiting || k.ActivatesAt.After(now)) {
-			continue // a waiting gated key signs only once its activation is written
-		}
-		if i < len(s.signers) {
-			return s.signers[i], true
-		}
-		return signer.NewSigningKey(k.Version, k.Algorithm, k.KID), true
-	}
-	return signer.SigningKey{}, false
 }
 
 // Config wires a Manager.
@@ -131,46 +61,44 @@ type Config struct {
 // the snapshot that the sign path and the JWKS read.
 type Manager struct {
 	cfg  Config
-	snap atomic.Pointer[Snapshot]
+	mu   ctxMutex // serialises Tick, Rotate, Confirm and Refresh in this process
 	kick chan struct{}
 
-	mu        ctxMutex // serialises Tick and Rotate in this process
-	kids      map[int]string
-	emitted   map[string]bool
-	unsent    map[string]Event // events the trail could not take yet, by id
-	pinned    int
-	lastErr   atomic.Pointer[string]
+	// The writer's state, under mu.
+	kids   map[int]string
+	pinned int
+	// observed is the propagation last read; written activations are
+	// immutable and kept.
+	observed Observed
+	// held is an emergency requested or adopted here that has not
+	// completed (emergency.go); compromise mirrors it for the sign path,
+	// Health and the metrics.
+	held *heldIntent
+	out  *outbox // events on their way to the audit trail (events.go)
+
+	// The read side (snapshot.go), read by anyone.
+	snap atomic.Pointer[Snapshot]
+	// lastSigned holds, by version, when this process last signed with it
+	// (*atomic.Int64, Unix nanoseconds): retirement counts from it.
+	lastSigned sync.Map
+	compromise compromise // the keys pending emergencies stop (emergency.go)
+
+	// Health (loop.go, health.go), read by anyone.
+	retry     backoff // the failing step of the loop and its backoff
 	backendUp atomic.Bool
 	// published is when the keys of the snapshot last published (and
 	// handed to OnChange) were read, Unix nanoseconds: staleness counts
 	// from it, not from the last read, which may be followed by a failed
 	// step and no new snapshot.
 	published atomic.Int64
-
-	// failure is the failing step of the loop and its backoff; nil while
-	// the last tick succeeded. Written under mu, read by Run and Health.
-	failure atomic.Pointer[Failure]
-	// lastSigned holds, by version, when this process last signed with it
-	// (*atomic.Int64, Unix nanoseconds): retirement counts from it.
-	lastSigned sync.Map
-	// held is an emergency requested here that has not completed (under
-	// mu); heldStatus mirrors it for Health and the metrics.
-	held       *heldIntent
-	heldStatus atomic.Pointer[EmergencyStatus]
-	// compromisedBelow: versions below it belong to a pending emergency
-	// (one requested here, or an intent any replica stored) and never sign
-	// again. It only grows.
-	compromisedBelow atomic.Int64
-	// observed is the propagation last read (under mu); written
-	// activations are immutable and kept.
-	observed Observed
 }
 
 // ctxMutex is a mutex whose Lock a waiter can give up (make it with
 // capacity 1).
 type ctxMutex chan struct{}
 
-func (c ctxMutex) Lock()   { c <- struct{}{} }
+func (c ctxMutex) Lock() { c <- struct{}{} }
+
 func (c ctxMutex) Unlock() { <-c }
 
 // LockCtx locks c, or returns ctx's error when ctx ends first.
@@ -181,35 +109,6 @@ func (c ctxMutex) LockCtx(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// heldIntent is an emergency this process requested and has not completed.
-type heldIntent struct {
-	in     signer.Intent
-	stored bool // SaveIntent succeeded: every replica sees and completes it
-}
-
-// Failure is the failing step of the lifecycle loop.
-type Failure struct {
-	Op       string        `json:"op"`
-	Error    string        `json:"error"`
-	Since    time.Time     `json:"since"`
-	Failures int           `json:"consecutive_failures"`
-	Backoff  time.Duration `json:"-"`
-	RetryAt  time.Time     `json:"retry_at"`
-	action   bool          // a create, destroy, pin or emergency step (else a read)
-}
-
-// EmergencyStatus is an emergency rotation that has not completed.
-type EmergencyStatus struct {
-	After  int       `json:"compromised_up_to_version"`
-	Reason string    `json:"reason"`
-	Actor  string    `json:"actor"`
-	Since  time.Time `json:"since"`
-	// Stored is false while the intent is held only in this process's
-	// memory: other replicas do not know of it and a restart forgets it.
-	Stored    bool   `json:"intent_stored"`
-	LastError string `json:"last_error,omitempty"`
 }
 
 // Errors callers branch on.
@@ -223,24 +122,6 @@ var (
 	// emergency rotation replaces: it is known compromised.
 	ErrEmergencyPending = errors.New("rotation: an emergency rotation is pending; the compromised key no longer signs")
 )
-
-// EmergencyError is an emergency rotation that did not complete, with what
-// was kept of it, so that the answer can say exactly that.
-type EmergencyError struct {
-	// Stored: the intent is in the backend, so every replica refuses the
-	// compromised keys and completes the emergency. Otherwise it is held
-	// in this process's memory only (and retried by its loop).
-	Stored bool
-	// Audited: a rotation_failed event is in the audit trail.
-	Audited bool
-	Err     error
-}
-
-func (e *EmergencyError) Error() string {
-	return "rotation: emergency rotation incomplete: " + e.Err.Error()
-}
-
-func (e *EmergencyError) Unwrap() error { return e.Err }
 
 // RotateRequest is an on-demand rotation.
 type RotateRequest struct {
@@ -267,96 +148,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = 10 * time.Second
 	}
-	return &Manager{cfg: cfg, mu: make(ctxMutex, 1), kick: make(chan struct{}, 1), kids: map[int]string{}, emitted: map[string]bool{}, unsent: map[string]Event{}}, nil
-}
-
-// Snapshot returns the latest snapshot, or nil before the first.
-func (m *Manager) Snapshot() *Snapshot { return m.snap.Load() }
-
-// Run ticks until ctx ends: at every refresh interval, at the next due
-// transition, and when kicked. After a failed tick it waits out the backoff
-// (failures are logged once per change of state, in failed).
-func (m *Manager) Run(ctx context.Context) {
-	for {
-		_ = m.Tick(ctx)
-		wait := m.nextWait(m.cfg.Clock.Now())
-		select {
-		case <-ctx.Done():
-			return
-		case <-m.cfg.Clock.After(wait):
-		case <-m.kick:
-		}
-	}
-}
-
-// nextWait is how long Run sleeps: until the refresh interval, the next
-// transition, or, while a step fails, the end of its backoff. A transition
-// already in the past (the tick that should have made it failed) never
-// makes the loop spin: the backoff decides.
-func (m *Manager) nextWait(now time.Time) time.Duration {
-	wait := m.cfg.Refresh
-	if s := m.snap.Load(); s != nil && !s.Plan.NextTransition.IsZero() {
-		if d := s.Plan.NextTransition.Sub(now); d < wait {
-			wait = max(d, 0)
-		}
-	}
-	if f := m.failure.Load(); f != nil {
-		if r := f.RetryAt.Sub(now); wait < r {
-			wait = min(r, m.cfg.Refresh) // an action's backoff still lets reads go on
-		}
-	}
-	return wait
-}
-
-// Kick asks Run for an immediate tick.
-func (m *Manager) Kick() {
-	select {
-	case m.kick <- struct{}{}:
-	default:
-	}
-}
-
-// Refresh re-reads the backend unless a snapshot newer than since exists:
-// the sign path calls it when the backend refuses a version that another
-// replica has just retired, so concurrent callers share one re-read. It
-// only reads: a sign request never creates, destroys or pins a key, nor
-// records an event; the loop's next tick applies what the keys now show.
-func (m *Manager) Refresh(ctx context.Context, since time.Time) error {
-	// A tick may hold the lock for as long as the backend hangs (a
-	// partition): the sign request waits no longer than its own budget.
-	if err := m.mu.LockCtx(ctx); err != nil {
-		return fmt.Errorf("rotation: read backend: %w", err)
-	}
-	defer m.mu.Unlock()
-	if s := m.snap.Load(); s != nil && s.At.After(since) {
-		return nil
-	}
-	if f := m.failure.Load(); f != nil && !f.action && m.cfg.Clock.Now().Before(f.RetryAt) {
-		return errors.New("rotation: read backend: " + f.Error) // backing off: no re-read per request
-	}
-	return m.readLocked(ctx)
-}
-
-// readLocked reads the emergency intent and the keys and stores the
-// snapshot they show, changing nothing in the backend or the trail. A
-// stored intent stops its compromised keys signing here at once.
-func (m *Manager) readLocked(ctx context.Context) error {
-	in, err := m.cfg.Backend.LoadIntent(ctx)
-	if err != nil {
-		return m.readFailed(ctx, "load_intent", err)
-	}
-	if in != nil {
-		m.compromised(in.After)
-	}
-	_, plan, now, err := m.readPlan(ctx)
-	if err != nil {
-		return err
-	}
-	m.store(plan, now)
-	if f := m.failure.Load(); f != nil && !f.action {
-		m.recovered() // the read that failed works again
-	}
-	return nil
+	m := &Manager{cfg: cfg, mu: make(ctxMutex, 1), kick: make(chan struct{}, 1), kids: map[int]string{}, out: newOutbox(cfg.Events, cfg.Logger)}
+	m.retry.refresh = cfg.Refresh
+	return m, nil
 }
 
 // Tick reads the backend, applies every transition now due and publishes a
@@ -386,35 +180,8 @@ func (m *Manager) tickLocked(ctx context.Context, actor string) error {
 		}
 		m.emergencyDone(in.After)
 	}
-	m.flushUnsent(ctx)
+	m.out.flush(ctx)
 	return m.settle(ctx, actor, allowed)
-}
-
-// followIntent reconciles the stored emergency intent in with the one held
-// here and returns the emergency to complete, if any: a held one another
-// replica completed is forgotten, one that could not be stored is stored
-// now (when actions are allowed), one another replica stored is adopted.
-func (m *Manager) followIntent(ctx context.Context, in *signer.Intent, allowed bool) *signer.Intent {
-	switch h := m.held; {
-	case in == nil && h != nil && h.stored:
-		m.emergencyDone(h.in.After) // another replica completed it
-	case in == nil && h != nil && allowed:
-		// An emergency whose intent could not be stored: store it now, so
-		// every replica sees it; complete it from memory meanwhile.
-		if err := m.cfg.Backend.SaveIntent(ctx, h.in); err != nil {
-			m.setHeld(h, fmt.Errorf("store intent: %w", err))
-		} else {
-			h.stored = true
-			m.setHeld(h, nil)
-			m.cfg.Logger.Warn("emergency intent stored", "compromised_up_to_version", h.in.After)
-		}
-		in = &h.in
-	case in != nil && (h == nil || h.in.After < in.After):
-		// Stored by another replica, or before a restart.
-		m.held = &heldIntent{in: *in, stored: true}
-		m.setHeld(m.held, nil)
-	}
-	return in
 }
 
 // readPlan reads the keys and evaluates the rules on them now.
@@ -452,7 +219,7 @@ func (m *Manager) settle(ctx context.Context, actor string, allowed bool) error 
 		if err := m.publish(ctx, plan, now); err != nil {
 			return m.actionFailed(ctx, "pin", plan.Active.Version, err)
 		}
-		if f := m.failure.Load(); f == nil || !f.action || allowed {
+		if f := m.retry.failure.Load(); f == nil || !f.action || allowed {
 			m.recovered() // a failed action is cleared only by a tick allowed to retry it
 		}
 		return nil
@@ -558,7 +325,7 @@ func (m *Manager) destroy(ctx context.Context, keys []signer.Key, below int, act
 	var gone []int
 	for _, k := range keys {
 		if k.Version < below {
-			m.emit(ctx, Event{Type: EventDestroyed, Version: k.Version, KID: m.kid(k), Actor: actor, Reason: reason})
+			m.emit(ctx, Event{Type: audit.Destroyed, Version: k.Version, KID: m.kid(k), Actor: actor, Reason: reason})
 			gone = append(gone, k.Version)
 		}
 	}
@@ -582,54 +349,6 @@ func (m *Manager) publish(ctx context.Context, plan Plan, now time.Time) error {
 		m.pinned = s.Signing.Version
 	}
 	return nil
-}
-
-// store makes the snapshot of plan, stores it and hands it to OnChange.
-func (m *Manager) store(plan Plan, now time.Time) *Snapshot {
-	s := &Snapshot{At: now, Plan: plan}
-	for _, ks := range plan.Published {
-		p := Published{KeyState: ks, KID: m.kid(ks.Key)}
-		s.Keys = append(s.Keys, p)
-		s.signers = append(s.signers, signer.NewSigningKey(p.Version, p.Algorithm, p.KID))
-	}
-	for i, p := range s.Keys {
-		if p.State == Active {
-			s.Signing = s.signers[i]
-			s.HasActive = true
-		}
-	}
-	m.lastSigned.Range(func(v, _ any) bool { // forget destroyed versions
-		if len(s.Keys) > 0 && v.(int) < s.Keys[0].Version {
-			m.lastSigned.Delete(v)
-		}
-		return true
-	})
-	m.snap.Store(s)
-	if m.cfg.OnChange != nil {
-		m.cfg.OnChange(s)
-	}
-	m.published.Store(now.UnixNano())
-	return s
-}
-
-// creationEvent is the event that records a key's creation.
-func creationEvent(p Published) Event {
-	e := Event{Type: EventCreated, Version: p.Version, KID: p.KID, Actor: p.Actor, Reason: p.Reason}
-	switch {
-	case p.Emergency:
-		e.Type = EventEmergency
-	case p.Version == 1:
-		e.Type = EventBootstrap
-	}
-	e.Actor = cmp.Or(e.Actor, "scheduler")
-	return e
-}
-
-func (e Event) id() string {
-	if e.Type == EventPropagationConfirmed { // one per client and version
-		return fmt.Sprintf("%s/%d/%s", e.Type, e.Version, e.Reason)
-	}
-	return fmt.Sprintf("%s/%d", e.Type, e.Version)
 }
 
 // reportTransitions sends the events of every transition the plan shows,
@@ -659,40 +378,15 @@ func (m *Manager) reportTransitions(ctx context.Context, keys []signer.Key, plan
 		p := Published{KeyState: ks, KID: m.kid(k)}
 		m.emit(ctx, creationEvent(p))
 		if ks.State != Pending || (!ks.Waiting && !ks.ActivatesAt.After(now)) {
-			m.emit(ctx, Event{Type: EventActivated, Version: p.Version, KID: p.KID, Actor: "scheduler"})
+			m.emit(ctx, Event{Type: audit.Activated, Version: p.Version, KID: p.KID, Actor: "scheduler"})
 		}
 		if ks.State == Retiring {
 			reason := "verify-only"
 			if !ks.RetiresAt.IsZero() {
 				reason += " until " + ks.RetiresAt.Format(time.RFC3339)
 			}
-			m.emit(ctx, Event{Type: EventRetired, Version: p.Version, KID: p.KID, Actor: "scheduler", Reason: reason})
+			m.emit(ctx, Event{Type: audit.Retired, Version: p.Version, KID: p.KID, Actor: "scheduler", Reason: reason})
 		}
-	}
-}
-
-// emit sends an event once per process; the trail dedupes across replicas.
-func (m *Manager) emit(ctx context.Context, e Event) {
-	id := e.id()
-	if m.emitted[id] {
-		return
-	}
-	if err := m.cfg.Events.Emit(ctx, e); err != nil {
-		m.cfg.Logger.Error("audit event not recorded; retrying next tick", "type", e.Type, "version", e.Version, "err", err)
-		if _, queued := m.unsent[id]; !queued {
-			m.unsent[id] = e
-		}
-		return
-	}
-	m.emitted[id] = true
-	delete(m.unsent, id)
-}
-
-// flushUnsent retries the events the trail could not take: a destruction is
-// not observable again once it has happened, so its event must not be lost.
-func (m *Manager) flushUnsent(ctx context.Context) {
-	for _, e := range m.unsent {
-		m.emit(ctx, e)
 	}
 }
 
@@ -718,33 +412,43 @@ func (m *Manager) kid(k signer.Key) string {
 func (m *Manager) Rotate(ctx context.Context, req RotateRequest) (Published, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	keys, err := m.cfg.Backend.Keys(ctx)
-	if err != nil && !req.Emergency {
-		return Published{}, m.readFailed(ctx, "keys", err)
-	}
-	newest := 0
-	if len(keys) > 0 {
-		newest = keys[len(keys)-1].Version
-	}
-	var v int
-	if req.Emergency {
-		if err != nil { // the keys cannot be read: every key known here is compromised
-			if s := m.snap.Load(); s != nil && len(s.Keys) > 0 {
-				newest = s.Keys[len(s.Keys)-1].Version
-			}
-			_ = m.readFailed(ctx, "keys", err)
-		}
-		v, err = m.emergency(ctx, signer.Intent{After: newest, Reason: req.Reason, Actor: req.Actor, At: m.cfg.Clock.Now()})
-	} else {
-		v, err = m.rotateNormal(ctx, keys, newest, req)
-	}
+	v, err := m.rotate(ctx, req)
 	if err != nil {
 		return Published{}, err
 	}
 	if err := m.tickLocked(ctx, req.Actor); err != nil {
 		return Published{}, err
 	}
-	// The key asked for; after a lost race, the newest key another replica made.
+	return m.rotated(v)
+}
+
+// rotate performs req (under mu) and returns the version to answer with (0:
+// the newest, another replica's).
+func (m *Manager) rotate(ctx context.Context, req RotateRequest) (int, error) {
+	keys, err := m.cfg.Backend.Keys(ctx)
+	if err != nil && !req.Emergency {
+		return 0, m.readFailed(ctx, "keys", err)
+	}
+	newest := 0
+	if len(keys) > 0 {
+		newest = keys[len(keys)-1].Version
+	}
+	if !req.Emergency {
+		return m.rotateNormal(ctx, keys, newest, req)
+	}
+	if err != nil { // the keys cannot be read: every key known here is compromised
+		if s := m.snap.Load(); s != nil && len(s.Keys) > 0 {
+			newest = s.Keys[len(s.Keys)-1].Version
+		}
+		_ = m.readFailed(ctx, "keys", err)
+	}
+	return m.emergency(ctx, signer.Intent{After: newest, Reason: req.Reason, Actor: req.Actor, At: m.cfg.Clock.Now()})
+}
+
+// rotated is the answer to a rotation of version v: the key asked for, once
+// the trail holds its event; after a lost race (v 0), the newest key
+// another replica made.
+func (m *Manager) rotated(v int) (Published, error) {
 	s := m.snap.Load()
 	if s == nil || len(s.Keys) == 0 {
 		return Published{}, ErrNoKey
@@ -757,7 +461,7 @@ func (m *Manager) Rotate(ctx context.Context, req RotateRequest) (Published, err
 			continue
 		}
 		// Reported done only once the trail holds the event.
-		if !m.emitted[creationEvent(p).id()] {
+		if !m.out.recorded(creationEvent(p)) {
 			return Published{}, fmt.Errorf("rotation: version %d created but its audit event is not recorded yet; it is retried on the next tick", v)
 		}
 		return p, nil
@@ -791,378 +495,4 @@ func (m *Manager) rotateNormal(ctx context.Context, keys []signer.Key, newest in
 	// The backend may have given it a higher number than asked for (one
 	// above every version ever used, when the newest are no longer held).
 	return k.Version, nil
-}
-
-// emergency runs an on-demand emergency rotation. From the moment it is
-// asked for, the keys it replaces stop signing in this process (fail
-// closed); the intent is stored so that every replica does the same and a
-// crash completes it. An intent that cannot be stored is held in memory and
-// the loop keeps trying to store and complete it. The key is created even
-// when the intent could not be stored: its own record marks it emergency,
-// so once it exists the rules destroy every older key on every replica.
-func (m *Manager) emergency(ctx context.Context, in signer.Intent) (int, error) {
-	h := &heldIntent{in: in}
-	m.held = h
-	m.compromised(in.After)
-	m.setHeld(h, nil)
-	m.cfg.Logger.Warn("emergency rotation requested: the current keys no longer sign", "compromised_up_to_version", in.After, "reason", in.Reason, "actor", in.Actor)
-	fail := func(step string, err error) (int, error) {
-		err = fmt.Errorf("%s: %w", step, err)
-		m.setHeld(h, err)
-		m.cfg.Metrics.Rotation("failed")
-		_ = m.failed(ctx, "emergency", err, true, false)
-		audited := m.reportFailure(ctx, Event{Type: EventRotationFailed, Version: in.After + 1, Actor: in.Actor,
-			Reason: "emergency (" + in.Reason + "): " + err.Error()})
-		m.cfg.Logger.Error("emergency rotation incomplete; the compromised keys do not sign until it completes",
-			"step", step, "intent_stored", h.stored, "audited", audited, "err", err)
-		return 0, &EmergencyError{Stored: h.stored, Audited: audited, Err: err}
-	}
-	if err := m.cfg.Backend.SaveIntent(ctx, in); err != nil {
-		if v, cerr := m.completeEmergency(ctx, in); cerr == nil {
-			// Done without a stored intent: the key's record holds the emergency.
-			m.cfg.Logger.Warn("emergency intent could not be stored; the emergency completed all the same", "err", err)
-			m.emergencyDone(in.After)
-			m.cfg.Metrics.Rotation("emergency")
-			return v, nil
-		}
-		return fail("store intent", err)
-	}
-	h.stored = true
-	m.setHeld(h, nil)
-	v, err := m.completeEmergency(ctx, in)
-	if err != nil {
-		return fail("complete", err)
-	}
-	m.emergencyDone(in.After)
-	m.cfg.Metrics.Rotation("emergency")
-	return v, nil
-}
-
-// compromised marks every version up to after as no longer signing.
-func (m *Manager) compromised(after int) { raise(&m.compromisedBelow, int64(after+1)) }
-
-// setHeld publishes the state of an emergency held here (nil h: none).
-func (m *Manager) setHeld(h *heldIntent, err error) {
-	if h == nil {
-		m.heldStatus.Store(nil)
-		return
-	}
-	st := &EmergencyStatus{After: h.in.After, Reason: h.in.Reason, Actor: h.in.Actor, Since: h.in.At, Stored: h.stored}
-	if err != nil {
-		st.LastError = err.Error()
-	}
-	m.heldStatus.Store(st)
-}
-
-// emergencyDone forgets a completed emergency (and any older one held here).
-func (m *Manager) emergencyDone(after int) {
-	if m.held != nil && m.held.in.After <= after {
-		m.cfg.Logger.Warn("emergency rotation completed", "compromised_up_to_version", m.held.in.After)
-		m.held = nil
-		m.setHeld(nil, nil)
-	}
-}
-
-// completeEmergency finishes an emergency: the key above in.After, marked
-// emergency and active at once, then every older key destroyed, then the
-// intent cleared. Each step is idempotent, so a crash resumes here.
-func (m *Manager) completeEmergency(ctx context.Context, in signer.Intent) (int, error) {
-	keys, err := m.cfg.Backend.Keys(ctx)
-	if err != nil {
-		return 0, err
-	}
-	em := 0
-	for _, k := range keys {
-		if k.Version > in.After && k.Emergency && !predates(k.CreatedAt, in.At) {
-			em = k.Version // made for this intent (an older emergency key is compromised too)
-		}
-	}
-	if em == 0 {
-		newest := in.After
-		if len(keys) > 0 {
-			newest = max(newest, keys[len(keys)-1].Version)
-		}
-		rec := NewRecord(newest+1, m.cfg.Algorithm, m.cfg.Rules, m.cfg.Clock.Now(), true)
-		rec.Actor, rec.Reason = in.Actor, in.Reason
-		k, err := m.cfg.Backend.Create(ctx, rec)
-		if err != nil {
-			return 0, fmt.Errorf("rotation: create emergency key: %w", err)
-		}
-		em = k.Version
-		m.cfg.Logger.Warn("emergency key created", "version", em, "reason", in.Reason, "actor", in.Actor)
-		m.emit(ctx, creationEvent(Published{KeyState: KeyState{Key: k}, KID: m.kid(k)}))
-	}
-	if err := m.cfg.Backend.PinSigning(ctx, em); err != nil {
-		return 0, fmt.Errorf("rotation: pin emergency key: %w", err)
-	}
-	m.pinned = max(m.pinned, em)
-	if err := m.destroy(ctx, keys, em, in.Actor, "emergency: "+in.Reason); err != nil {
-		return 0, fmt.Errorf("rotation: destroy keys older than emergency key %d: %w", em, err)
-	}
-	if err := m.cfg.Backend.ClearIntent(ctx); err != nil {
-		return 0, fmt.Errorf("rotation: clear emergency intent: %w", err)
-	}
-	return em, nil
-}
-
-// actionAllowed: no failed action is waiting out its backoff.
-func (m *Manager) actionAllowed() bool {
-	f := m.failure.Load()
-	return f == nil || !f.action || !m.cfg.Clock.Now().Before(f.RetryAt)
-}
-
-// Backoff bounds: a failed read is retried no less often than the refresh
-// interval (so the snapshot is never staler than configured once the
-// backend answers); a failed action backs off up to maxActionBackoff.
-const (
-	minBackoff       = time.Second
-	maxActionBackoff = 5 * time.Minute
-)
-
-// actionFailed records a failed create, destroy, pin or emergency step: it
-// backs off, and the first failure of a kind is a rotation_failed event.
-func (m *Manager) actionFailed(ctx context.Context, op string, version int, err error) error {
-	m.cfg.Metrics.Rotation("failed")
-	m.cfg.Metrics.BackendError(op)
-	if m.failed(ctx, op, err, true, op != "settle") {
-		m.reportFailure(ctx, Event{Type: EventRotationFailed, Version: version, Actor: "scheduler", Reason: op + ": " + err.Error()})
-	}
-	return fmt.Errorf("rotation: %s: %w", op, err)
-}
-
-// readFailed records a backend that cannot be read, and backs off.
-func (m *Manager) readFailed(ctx context.Context, op string, err error) error {
-	m.backendUp.Store(false)
-	m.cfg.Metrics.BackendError(op)
-	m.failed(ctx, op, err, false, false)
-	return fmt.Errorf("rotation: read backend: %w", err)
-}
-
-// failed enters or extends the failure state: a bounded exponential backoff,
-// a log line when the state changes (not on every tick), the metrics. It
-// reports whether the state changed and event asks for an audit event.
-func (m *Manager) failed(ctx context.Context, op string, err error, action, event bool) bool {
-	now := m.cfg.Clock.Now()
-	msg := "rotation: " + op + ": " + err.Error()
-	if !action {
-		msg = "rotation: read backend: " + err.Error()
-	}
-	m.lastErr.Store(&msg)
-	m.cfg.Metrics.LifecycleFailure(op)
-	prev := m.failure.Load()
-	f := &Failure{Op: op, Error: err.Error(), Since: now, Failures: 1, Backoff: min(minBackoff, m.cfg.Refresh), action: action}
-	if prev != nil {
-		f.Since, f.Failures = prev.Since, prev.Failures+1
-		f.Backoff = 2 * prev.Backoff
-		f.action = action || prev.action
-	}
-	limit := m.cfg.Refresh
-	if f.action {
-		limit = max(limit, maxActionBackoff)
-	}
-	f.Backoff = min(max(f.Backoff, min(minBackoff, m.cfg.Refresh)), limit)
-	f.RetryAt = now.Add(f.Backoff)
-	m.failure.Store(f)
-	changed := prev == nil || prev.Op != op || prev.Error != f.Error
-	if changed {
-		m.cfg.Logger.Warn("lifecycle step failing; backing off", "op", op, "err", err, "retry_in", f.Backoff, "consecutive_failures", f.Failures)
-	} else {
-		m.cfg.Logger.Debug("lifecycle step still failing", "op", op, "retry_in", f.Backoff, "consecutive_failures", f.Failures)
-	}
-	return changed && event
-}
-
-// recovered leaves the failure state after a tick that did all it had to.
-func (m *Manager) recovered() {
-	m.lastErr.Store(nil)
-	if f := m.failure.Swap(nil); f != nil {
-		m.cfg.Logger.Info("lifecycle recovered", "op", f.Op, "failed_for", m.cfg.Clock.Now().Sub(f.Since), "consecutive_failures", f.Failures)
-	}
-}
-
-// reportFailure sends a rotation_failed event and reports whether the trail
-// took it; one it cannot take is queued and retried by the next ticks.
-func (m *Manager) reportFailure(ctx context.Context, e Event) bool {
-	id := e.id()
-	m.emit(ctx, e)
-	ok := m.emitted[id]
-	delete(m.emitted, id) // each new failure of this version is reported again
-	return ok
-}
-
-// SigningKey is the key a signature made at now uses (Snapshot.SigningAt),
-// with the snapshot it comes from. ErrNoKey: none yet; ErrEmergencyPending:
-// the key is one a pending emergency replaces, which never signs again.
-func (m *Manager) SigningKey(now time.Time) (*Snapshot, signer.SigningKey, error) {
-	s := m.snap.Load()
-	if s == nil {
-		return nil, signer.SigningKey{}, ErrNoKey
-	}
-	k, ok := s.SigningAt(now)
-	switch {
-	case !ok:
-		return s, k, ErrNoKey
-	case int64(k.Version) < m.compromisedBelow.Load(), m.predatesEmergency(s, k.Version):
-		return s, k, ErrEmergencyPending
-	}
-	return s, k, nil
-}
-
-// predatesEmergency: version v of s was created before the pending
-// emergency held here was asked for, so it is compromised although its
-// version may be above the intent's (a key the snapshot of a replica that
-// could not read the keys did not show).
-func (m *Manager) predatesEmergency(s *Snapshot, v int) bool {
-	h := m.heldStatus.Load()
-	if h == nil {
-		return false
-	}
-	for _, p := range s.Keys {
-		if p.Version == v {
-			return predates(p.CreatedAt, h.Since)
-		}
-	}
-	return false
-}
-
-// predates: a key created at created existed before an emergency asked for
-// at asked (records keep whole seconds: a key of the same second counts as
-// made for it).
-func predates(created, asked time.Time) bool {
-	return created.Before(asked.Truncate(time.Second))
-}
-
-// Signed records that version v made a signature at t (after the backend
-// answered): the lifecycle never destroys it before t + retire-after.
-func (m *Manager) Signed(v int, t time.Time) {
-	p, ok := m.lastSigned.Load(v)
-	if !ok {
-		p, _ = m.lastSigned.LoadOrStore(v, new(atomic.Int64))
-	}
-	raise(p.(*atomic.Int64), t.UnixNano())
-}
-
-// raise sets a to v unless it already holds as much.
-func raise(a *atomic.Int64, v int64) {
-	for {
-		cur := a.Load()
-		if v <= cur || a.CompareAndSwap(cur, v) {
-			return
-		}
-	}
-}
-
-// signedTimes is lastSigned as the rules take it.
-func (m *Manager) signedTimes() map[int]time.Time {
-	var out map[int]time.Time
-	m.lastSigned.Range(func(v, p any) bool {
-		if out == nil {
-			out = map[int]time.Time{}
-		}
-		out[v.(int)] = time.Unix(0, p.(*atomic.Int64).Load()).UTC()
-		return true
-	})
-	return out
-}
-
-// Health is the lifecycle part of /readyz.
-type Health struct {
-	BackendUp      bool   `json:"backend_up"`
-	LastError      string `json:"last_error,omitempty"`
-	ConfigMismatch string `json:"config_mismatch,omitempty"`
-	RotationDue    bool   `json:"rotation_overdue"`
-	NextTransition string `json:"next_transition,omitempty"`
-	ActiveVersion  int    `json:"active_version,omitempty"`
-	// Failing is the step the loop is backing off from (absent when healthy).
-	Failing *Failure `json:"failing,omitempty"`
-	// EmergencyPending is an emergency rotation not yet complete: the keys
-	// up to its version do not sign meanwhile.
-	EmergencyPending *EmergencyStatus `json:"emergency_pending,omitempty"`
-	// LastRefresh is when the keys of the snapshot last published (the
-	// JWKS served) were read; a read followed by a failed step publishes
-	// nothing and does not count. Stale says it is longer ago than
-	// Config.StaleAfter: the snapshot may miss a key other replicas sign
-	// with (/readyz answers 503).
-	LastRefresh string `json:"last_refresh,omitempty"`
-	Stale       bool   `json:"stale"`
-}
-
-// Health reports backend, rotation and configuration health.
-func (m *Manager) Health() Health {
-	h := Health{BackendUp: m.backendUp.Load(), Failing: m.failure.Load(), EmergencyPending: m.heldStatus.Load()}
-	if e := m.lastErr.Load(); e != nil {
-		h.LastError = *e
-	}
-	now := m.cfg.Clock.Now()
-	if n := m.published.Load(); n != 0 {
-		last := time.Unix(0, n).UTC()
-		h.LastRefresh = last.Format(time.RFC3339Nano)
-		h.Stale = m.cfg.StaleAfter > 0 && now.Sub(last) > m.cfg.StaleAfter
-	}
-	if s := m.snap.Load(); s != nil {
-		h.ConfigMismatch = s.Plan.Mismatch
-		h.RotationDue = m.Overdue(now)
-		if !s.Plan.NextTransition.IsZero() {
-			h.NextTransition = s.Plan.NextTransition.Format(time.RFC3339)
-		}
-		if s.HasActive {
-			h.ActiveVersion = s.Signing.Version
-		}
-	}
-	return h
-}
-
-// ActiveKeyAge implements metrics.Lifecycle.
-func (m *Manager) ActiveKeyAge(now time.Time) time.Duration {
-	s := m.snap.Load()
-	if s == nil || s.Plan.Active == nil {
-		return 0
-	}
-	return now.Sub(s.Plan.Active.ActivatesAt)
-}
-
-// UntilNextTransition implements metrics.Lifecycle.
-func (m *Manager) UntilNextTransition(now time.Time) time.Duration {
-	s := m.snap.Load()
-	if s == nil || s.Plan.NextTransition.IsZero() {
-		return 0
-	}
-	return s.Plan.NextTransition.Sub(now)
-}
-
-// Overdue implements metrics.Lifecycle: a transition was due more than two
-// refresh intervals ago and has not happened.
-func (m *Manager) Overdue(now time.Time) bool {
-	s := m.snap.Load()
-	if s == nil {
-		return false
-	}
-	late := now.Add(-2 * m.cfg.Refresh)
-	return (s.Plan.RotationDue && s.Plan.NextRotation.Before(late)) ||
-		(!s.Plan.NextTransition.IsZero() && s.Plan.NextTransition.Before(late))
-}
-
-// ConfigMismatch implements metrics.Lifecycle.
-func (m *Manager) ConfigMismatch() bool {
-	s := m.snap.Load()
-	return s != nil && s.Plan.Mismatch != ""
-}
-
-// BackendUp implements metrics.Lifecycle.
-func (m *Manager) BackendUp() bool { return m.backendUp.Load() }
-
-// Backoff implements metrics.Lifecycle: the backoff of the failing step.
-func (m *Manager) Backoff() time.Duration {
-	if f := m.failure.Load(); f != nil {
-		return f.Backoff
-	}
-	return 0
-}
-
-// EmergencyPending implements metrics.Lifecycle.
-func (m *Manager) EmergencyPending() (pending, stored bool) {
-	if st := m.heldStatus.Load(); st != nil {
-		return true, st.Stored
-	}
-	return false, false
 }

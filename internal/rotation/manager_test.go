@@ -13,6 +13,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
@@ -53,7 +54,7 @@ func (r *recorder) setFail(fail bool) {
 	r.fail = fail
 }
 
-func (r *recorder) count(typ EventType) int {
+func (r *recorder) count(typ audit.Type) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
@@ -391,24 +392,17 @@ func TestRotateAfterLosingTheRaceReturnsTheNewKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Replica 1 decides on version 2 from its own read, but replica 0 creates it first.
-	lost := &racing{Backend: ms[1].cfg.Backend, before: func() { ms[0].Rotate(ctx, RotateRequest{Actor: "role:admin"}) }}
+	lost := &signertest.Faulty{Backend: ms[1].cfg.Backend.(signer.Backend)}
+	var once sync.Once
+	lost.Around(signertest.Create, func(_ context.Context, create func() error) error {
+		once.Do(func() { ms[0].Rotate(ctx, RotateRequest{Actor: "role:admin"}) })
+		return create()
+	})
 	ms[1].cfg.Backend = lost
 	p, err := ms[1].Rotate(ctx, RotateRequest{Actor: "role:admin"})
 	if err != nil || p.Version != 2 || p.State != Pending {
 		t.Fatalf("rotate after a lost race = version %d %s, %v; want the pending version 2", p.Version, p.State, err)
 	}
-}
-
-// racing runs before once, just before the first Create.
-type racing struct {
-	Backend
-	before func()
-	once   sync.Once
-}
-
-func (r *racing) Create(ctx context.Context, rec signer.Record) (signer.Key, error) {
-	r.once.Do(r.before)
-	return r.Backend.Create(ctx, rec)
 }
 
 func TestDestroyedEventIsRetriedUntilRecorded(t *testing.T) {
@@ -456,7 +450,7 @@ func TestRetirementReportedAfterDowntime(t *testing.T) {
 	}
 	var order []string
 	for _, e := range ev.events {
-		order = append(order, e.id())
+		order = append(order, fmt.Sprintf("%s/%d", e.Type, e.Version))
 	}
 	want := "bootstrap/1 activated/1 retired/1 created/2 activated/2 destroyed/1"
 	if got := strings.Join(order, " "); !strings.Contains(got, "retired/1") || strings.Index(got, "destroyed/1") < strings.Index(got, "activated/2") {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
@@ -129,7 +130,7 @@ func (m *Manager) gate(ctx context.Context, plan Plan) (bool, error) {
 }
 
 func confirmedEvent(c signer.Confirmation, kid string) Event {
-	return Event{Type: EventPropagationConfirmed, Version: c.Version, KID: kid, Actor: cmp.Or(c.Actor, "scheduler"),
+	return Event{Type: audit.PropagationConfirmed, Version: c.Version, KID: kid, Actor: cmp.Or(c.Actor, "scheduler"),
 		Reason: ConfirmedReason(c)}
 }
 
@@ -141,7 +142,7 @@ func ConfirmedReason(c signer.Confirmation) string {
 }
 
 func unconfirmedEvent(a signer.Activation, kid string) Event {
-	return Event{Type: EventActivationUnconfirmed, Version: a.Version, KID: kid, Actor: "scheduler",
+	return Event{Type: audit.ActivationUnconfirmed, Version: a.Version, KID: kid, Actor: "scheduler",
 		Reason: "activated after the max wait without confirmation from: " + strings.Join(a.Unconfirmed, ", ")}
 }
 
@@ -216,7 +217,7 @@ func (m *Manager) Confirm(ctx context.Context, req ConfirmRequest) error {
 	}
 	e := confirmedEvent(conf, m.kidOf(s.Plan, req.Version))
 	m.emit(ctx, e)
-	if !m.emitted[e.id()] {
+	if !m.out.recorded(e) {
 		return fmt.Errorf("rotation: confirmation of %s for version %d stored but its audit event is not recorded yet; it is retried on the next tick", req.Client, req.Version)
 	}
 	m.cfg.Logger.Info("client confirmed by an admin", "client", conf.Client, "version", conf.Version, "by", conf.By, "actor", req.Actor)

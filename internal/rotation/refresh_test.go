@@ -2,34 +2,12 @@ package rotation
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/openedx-keyd/keyd/internal/clock"
-	"github.com/openedx-keyd/keyd/internal/signer"
+	"github.com/openedx-keyd/keyd/internal/signer/signertest"
 )
-
-// writeCounter counts the calls that change the backend.
-type writeCounter struct {
-	Backend
-	writes atomic.Int32
-}
-
-func (w *writeCounter) Create(ctx context.Context, rec signer.Record) (signer.Key, error) {
-	w.writes.Add(1)
-	return w.Backend.Create(ctx, rec)
-}
-
-func (w *writeCounter) DestroyBelow(ctx context.Context, v int) error {
-	w.writes.Add(1)
-	return w.Backend.DestroyBelow(ctx, v)
-}
-
-func (w *writeCounter) PinSigning(ctx context.Context, v int) error {
-	w.writes.Add(1)
-	return w.Backend.PinSigning(ctx, v)
-}
 
 // TestRefreshOnlyReads: the sign path's Refresh re-reads the keys another
 // replica changed and follows them at once, but never creates, destroys or
@@ -39,7 +17,10 @@ func TestRefreshOnlyReads(t *testing.T) {
 	clk := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	lb := newLocal(t)
 	ev := &recorder{}
-	here := &writeCounter{Backend: lb}
+	here := &signertest.Faulty{Backend: lb}
+	writesOf := func() int64 { // the calls that change the backend
+		return here.Calls(signertest.Create) + here.Calls(signertest.Destroy) + here.Calls(signertest.Pin)
+	}
 	m := newManager(t, here, clk, ev)
 	other := newManager(t, lb, clk, &recorder{}) // another replica on the same keys
 	ctx := context.Background()
@@ -50,12 +31,12 @@ func TestRefreshOnlyReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Advance(2 * time.Hour) // version 2 active, version 1 past retirement, a rotation due
-	writes, events := here.writes.Load(), len(ev.events)
+	writes, events := writesOf(), len(ev.events)
 	since := m.Snapshot().At
 	if err := m.Refresh(ctx, since); err != nil {
 		t.Fatal(err)
 	}
-	if got := here.writes.Load(); got != writes {
+	if got := writesOf(); got != writes {
 		t.Errorf("Refresh made %d backend writes, want none", got-writes)
 	}
 	if got := len(ev.events); got != events {
@@ -73,7 +54,7 @@ func TestRefreshOnlyReads(t *testing.T) {
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if here.writes.Load() == writes {
+	if writesOf() == writes {
 		t.Error("the tick after Refresh applied nothing")
 	}
 }

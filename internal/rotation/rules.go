@@ -1,6 +1,7 @@
 // Package rotation decides and applies the key lifecycle: pending → active →
 // retiring → destroyed. This file holds the rules, as pure functions of
-// (keys with their lifecycle records, config, now); manager.go applies them.
+// (keys with their lifecycle records, config, now), and the propagation gate
+// of a key whose record names expected clients; manager.go applies them.
 package rotation
 
 import (
@@ -18,7 +19,7 @@ type Rules struct {
 	ScheduleSpec     string        // the text of Schedule, compared with records
 	PropagationDelay time.Duration // created → active
 	RetireAfter      time.Duration // max-token-lifetime + 2 × clock-skew
-	// Observed propagation (gate.go): the clients whose verifiers must hold
+	// Observed propagation (Gate, below): the clients whose verifiers must hold
 	// a new key before it signs (empty: no gating), how recent a fetch keeps
 	// an instance live, and how long past activates_at a key waits at most.
 	// NewRecord fixes them in the record of each key it creates.
@@ -69,26 +70,16 @@ type Plan struct {
 	Gate *GateStatus
 }
 
-// Evaluate applies the lifecycle rules (DESIGN "Key lifecycle") to the keys
-// a backend holds, oldest first.
-func Evaluate(keys []signer.Key, r Rules, now time.Time) Plan {
-	return EvaluateObserved(keys, r, now, nil, nil)
-}
-
-// EvaluateSigned is Evaluate that also knows when each version last signed
-// (lastSigned, by version; may be nil): a key retires from the later of its
-// successor's activates_at and its last signature, so it is never destroyed
-// earlier than retire-after past a signature it actually made (one that
-// was in flight across the activation, or made while this replica's loop
-// was stalled).
-func EvaluateSigned(keys []signer.Key, r Rules, now time.Time, lastSigned map[int]time.Time) Plan {
-	return EvaluateObserved(keys, r, now, lastSigned, nil)
-}
-
-// EvaluateObserved is EvaluateSigned that also knows the observed
-// propagation (obs, may be nil): a gated key activates at the time its
-// activation record holds, and waits (never signs) while it has none; the
-// plan's Gate says whether it activates now (see Gate).
+// EvaluateObserved applies the lifecycle rules (docs/design.md "Key lifecycle") to the
+// keys a backend holds, oldest first, at now. lastSigned (by version; may
+// be nil) is when each version last signed here: a key retires from the
+// later of its successor's activates_at and its last signature, so it is
+// never destroyed earlier than retire-after past a signature it actually
+// made (one in flight across the activation, or made while this replica's
+// loop was stalled). obs (may be nil) is the observed propagation: a gated
+// key activates at the time its activation record holds, and waits (never
+// signs) while it has none; the plan's Gate says whether it activates now
+// (see Gate).
 func EvaluateObserved(keys []signer.Key, r Rules, now time.Time, lastSigned map[int]time.Time, obs *Observed) Plan {
 	var p Plan
 	if len(keys) == 0 {
@@ -100,18 +91,46 @@ func EvaluateObserved(keys []signer.Key, r Rules, now time.Time, lastSigned map[
 	p.Mismatch = mismatch(newest.Record, r)
 
 	// Rule 3: an emergency key makes every older key unpublished and destroyed at once.
+	first := newestEmergency(keys)
+	if first > 0 {
+		p.DestroyBelow = keys[first].Version
+	}
+	live, waiting := withActivations(keys[first:], obs)
+	next := p.place(live, waiting, r, now, lastSigned)
+	if n := len(p.Published); n > 0 && p.Published[n-1].Waiting {
+		g := Gate(p.Published[n-1].Key, obs, now)
+		p.Gate = &g
+	}
+
+	// Rule 1: a scheduled rotation is due at schedule.Next(newest.created_at),
+	// the same instant on every replica; not while a key is still pending.
+	p.NextRotation = r.Schedule.Next(newest.CreatedAt)
+	if newest.Version == p.Active.Version {
+		p.RotationDue = !p.NextRotation.After(now)
+		next = append(next, p.NextRotation)
+	}
+	p.NextTransition = earliestAfter(next, now)
+	return p
+}
+
+// newestEmergency is the index of the newest emergency key (0: none, or the
+// oldest key).
+func newestEmergency(keys []signer.Key) int {
 	first := 0
 	for i, k := range keys {
 		if k.Emergency {
 			first = i
 		}
 	}
-	if first > 0 {
-		p.DestroyBelow = keys[first].Version
-	}
-	live, waiting := withActivations(keys[first:], obs)
-	active := activeIndex(live, waiting, now)
+	return first
+}
 
+// place gives each live key its state (rule 2: one active key, pending
+// keys above it, retiring keys below), sets p.Published, p.Active and
+// p.DestroyBelow for the retiring keys past their retires_at, and returns
+// the instants at which the states change next.
+func (p *Plan) place(live []signer.Key, waiting map[int]bool, r Rules, now time.Time, lastSigned map[int]time.Time) []time.Time {
+	active := activeIndex(live, waiting, now)
 	var next []time.Time
 	destroyable := true
 	for i, k := range live {
@@ -124,12 +143,7 @@ func EvaluateObserved(keys []signer.Key, r Rules, now time.Time, lastSigned map[
 			ks.Waiting = waiting[k.Version]
 			next = append(next, pendingNext(k, ks.Waiting, now))
 		default:
-			ks.State = Retiring
-			ks.DeactivatedAt = live[i+1].ActivatesAt
-			if t := lastSigned[k.Version]; t.After(ks.DeactivatedAt) {
-				ks.DeactivatedAt = t
-			}
-			ks.RetiresAt = ks.DeactivatedAt.Add(max(k.RetireAfter, r.RetireAfter))
+			ks = retiring(k, live[i+1], r, lastSigned)
 			// Destroy in version order only: a key is destroyed once it and
 			// every older key have passed their retires_at.
 			if destroyable && !ks.RetiresAt.After(now) {
@@ -146,24 +160,30 @@ func EvaluateObserved(keys []signer.Key, r Rules, now time.Time, lastSigned map[
 			p.Active = &p.Published[i]
 		}
 	}
-	if n := len(p.Published); n > 0 && p.Published[n-1].Waiting {
-		g := Gate(p.Published[n-1].Key, obs, now)
-		p.Gate = &g
-	}
+	return next
+}
 
-	// Rule 1: a scheduled rotation is due at schedule.Next(newest.created_at),
-	// the same instant on every replica; not while a key is still pending.
-	p.NextRotation = r.Schedule.Next(newest.CreatedAt)
-	if newest.Version == p.Active.Version {
-		p.RotationDue = !p.NextRotation.After(now)
-		next = append(next, p.NextRotation)
+// retiring is the state of k, which successor replaced: verify-only from
+// the later of the successor's activates_at and k's last signature, until
+// the longer of its record's and this replica's retire-after past that.
+func retiring(k, successor signer.Key, r Rules, lastSigned map[int]time.Time) KeyState {
+	ks := KeyState{Key: k, State: Retiring, DeactivatedAt: successor.ActivatesAt}
+	if t := lastSigned[k.Version]; t.After(ks.DeactivatedAt) {
+		ks.DeactivatedAt = t
 	}
-	for _, t := range next {
-		if t.After(now) && (p.NextTransition.IsZero() || t.Before(p.NextTransition)) {
-			p.NextTransition = t
+	ks.RetiresAt = ks.DeactivatedAt.Add(max(k.RetireAfter, r.RetireAfter))
+	return ks
+}
+
+// earliestAfter is the earliest of ts after now (zero: none).
+func earliestAfter(ts []time.Time, now time.Time) time.Time {
+	var first time.Time
+	for _, t := range ts {
+		if t.After(now) && (first.IsZero() || t.Before(first)) {
+			first = t
 		}
 	}
-	return p
+	return first
 }
 
 // activeIndex is rule 2: the active key is the newest that has reached
@@ -258,7 +278,7 @@ func mismatch(rec signer.Record, r Rules) string {
 
 func q(s string) string { return `"` + s + `"` }
 
-// Observed propagation (DESIGN "Observed propagation"). A key whose record
+// Observed propagation (docs/design.md "Observed propagation"). A key whose record
 // names expected clients activates at the later of its activates_at and the
 // moment every expected client is confirmed for its version, and at
 // activates_at + max wait at the latest. The manager writes the actual

@@ -82,7 +82,7 @@ func TestEvaluate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := Evaluate(tt.keys, r, tt.now)
+			p := EvaluateObserved(tt.keys, r, tt.now, nil, nil)
 			got := want{states: map[int]State{}, destroyBelow: p.DestroyBelow, bootstrap: p.Bootstrap, due: p.RotationDue, mismatch: p.Mismatch != ""}
 			for _, k := range p.Published {
 				got.states[k.Version] = k.State
@@ -127,7 +127,7 @@ func TestRetiresAtUsesTheLongerOfRecordAndConfig(t *testing.T) {
 	keys := []signer.Key{key(r, 1, t0, false), key(r, 2, t0.AddDate(0, 1, 0), false)}
 	longer := r
 	longer.RetireAfter = 3 * time.Hour // this replica issues longer tokens
-	p := Evaluate(keys, longer, t0.AddDate(0, 1, 1))
+	p := EvaluateObserved(keys, longer, t0.AddDate(0, 1, 1), nil, nil)
 	want := keys[1].ActivatesAt.Add(3 * time.Hour)
 	if got := p.Published[0].RetiresAt; !got.Equal(want) {
 		t.Fatalf("retires_at = %v, want %v", got, want)
@@ -169,7 +169,7 @@ func TestEvaluateRetiresFromTheLastSignature(t *testing.T) {
 		{"signed after the activation", act.Add(5 * time.Second), act.Add(5*time.Second + r.RetireAfter)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := EvaluateSigned(keys, r, act.Add(r.RetireAfter+time.Second), map[int]time.Time{1: tc.last})
+			p := EvaluateObserved(keys, r, act.Add(r.RetireAfter+time.Second), map[int]time.Time{1: tc.last}, nil)
 			destroyed := p.DestroyBelow == 2
 			if wantGone := !tc.want.After(act.Add(r.RetireAfter + time.Second)); destroyed != wantGone {
 				t.Fatalf("DestroyBelow = %d, want destroyed=%v", p.DestroyBelow, wantGone)

@@ -7,20 +7,8 @@ import (
 
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/signer"
+	"github.com/openedx-keyd/keyd/internal/signer/signertest"
 )
-
-// downKeys fails Keys while down is set.
-type downKeys struct {
-	Backend
-	down bool
-}
-
-func (d *downKeys) Keys(ctx context.Context) ([]signer.Key, error) {
-	if d.down {
-		return nil, signer.ErrUnavailable
-	}
-	return d.Backend.Keys(ctx)
-}
 
 // The staleness rule of DESIGN.md "Vault HA": Health is Stale once the last
 // successful read of the keys is older than StaleAfter, and fresh again at
@@ -28,7 +16,7 @@ func (d *downKeys) Keys(ctx context.Context) ([]signer.Key, error) {
 func TestHealthStaleAfterTheLastRefresh(t *testing.T) {
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	clk := clock.NewFake(t0)
-	b := &downKeys{Backend: newLocal(t)}
+	b := &signertest.Faulty{Backend: newLocal(t)}
 	m, err := New(Config{Backend: b, Rules: hourly(t), Algorithm: signer.ES256, Clock: clk, Events: &recorder{},
 		Refresh: time.Minute, Logger: quiet, StaleAfter: 5 * time.Minute})
 	if err != nil {
@@ -42,7 +30,7 @@ func TestHealthStaleAfterTheLastRefresh(t *testing.T) {
 	if h.Stale || h.LastRefresh != t0.Format(time.RFC3339Nano) {
 		t.Fatalf("after a read: stale %v, last refresh %q", h.Stale, h.LastRefresh)
 	}
-	b.down = true
+	b.Break(signertest.Keys, signer.ErrUnavailable)
 	for _, step := range []struct {
 		at    time.Duration
 		stale bool
@@ -53,7 +41,7 @@ func TestHealthStaleAfterTheLastRefresh(t *testing.T) {
 			t.Errorf("%v after the last read: stale %v backend_up %v, want stale %v, backend down", step.at, got.Stale, got.BackendUp, step.stale)
 		}
 	}
-	b.down = false
+	b.Break(signertest.Keys, nil)
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -69,23 +57,6 @@ func TestHealthStaleAfterTheLastRefresh(t *testing.T) {
 	}
 }
 
-// hungCreate reads the keys but hangs in Create until released (a write
-// whose packets a partition drops, while reads still went through).
-type hungCreate struct {
-	Backend
-	entered chan struct{}
-	release chan struct{}
-}
-
-func (h *hungCreate) Create(ctx context.Context, rec signer.Record) (signer.Key, error) {
-	if h.release != nil {
-		h.entered <- struct{}{}
-		<-h.release
-		return signer.Key{}, signer.ErrUnavailable
-	}
-	return h.Backend.Create(ctx, rec)
-}
-
 // Issue 20 item 8: staleness counts from the last published snapshot (the
 // JWKS served), not from the last read. A tick whose read succeeds and
 // whose next step hangs or fails publishes nothing; before, /readyz said
@@ -94,7 +65,7 @@ func (h *hungCreate) Create(ctx context.Context, rec signer.Record) (signer.Key,
 func TestHealthStaleAfterTheLastPublication(t *testing.T) {
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	clk := clock.NewFake(t0)
-	b := &hungCreate{Backend: newLocal(t)}
+	b := &signertest.Faulty{Backend: newLocal(t)}
 	m, err := New(Config{Backend: b, Rules: hourly(t), Algorithm: signer.ES256, Clock: clk, Events: &recorder{},
 		Refresh: time.Minute, Logger: quiet, StaleAfter: 5 * time.Minute})
 	if err != nil {
@@ -106,17 +77,24 @@ func TestHealthStaleAfterTheLastPublication(t *testing.T) {
 	}
 	// An hour later (no tick meanwhile: the loop was stuck) a rotation is
 	// due; the tick reads the keys, then its creation hangs.
-	b.entered, b.release = make(chan struct{}), make(chan struct{})
+	// Create hangs until released (a write whose packets a partition
+	// drops, while reads still went through).
+	entered, release := make(chan struct{}), make(chan struct{})
+	b.Around(signertest.Create, func(context.Context, func() error) error {
+		entered <- struct{}{}
+		<-release
+		return signer.ErrUnavailable
+	})
 	clk.Set(t0.Add(time.Hour))
 	done := make(chan error, 1)
 	go func() { done <- m.Tick(ctx) }()
-	<-b.entered
+	<-entered
 	clk.Advance(time.Second)
 	if h := m.Health(); !h.Stale || !h.BackendUp || h.LastRefresh != t0.Format(time.RFC3339Nano) {
 		t.Errorf("a tick hangs after a fresh read, the JWKS is an hour old: stale %v, backend_up %v, last_refresh %s; want stale since %s",
 			h.Stale, h.BackendUp, h.LastRefresh, t0.Format(time.RFC3339Nano))
 	}
-	close(b.release)
+	close(release)
 	if err := <-done; err == nil {
 		t.Fatal("the tick succeeded although the creation failed")
 	}
@@ -124,7 +102,7 @@ func TestHealthStaleAfterTheLastPublication(t *testing.T) {
 		t.Error("the tick failed after its read, publishing nothing: not stale")
 	}
 	// Once a snapshot is published again, it is fresh.
-	b.release = nil
+	b.Around(signertest.Create, nil)
 	clk.Advance(10 * time.Minute) // past the action's backoff
 	if err := m.Tick(ctx); err != nil {
 		t.Fatal(err)
