@@ -92,6 +92,17 @@ func (c *checker) keydSecurity(f string, ct *corev1.Container, psc *corev1.PodSe
 	if sc == nil {
 		sc = &corev1.SecurityContext{}
 	}
+	c.keydUser(f, sc, psc)
+	c.keydPrivileges(f, sc)
+	sp := first(sc.SeccompProfile, psc.SeccompProfile)
+	if sp == nil || sp.Type == corev1.SeccompProfileTypeUnconfined {
+		c.bad(f+".securityContext.seccompProfile", "must be RuntimeDefault or Localhost (here or in the pod's securityContext)")
+	}
+}
+
+// keydUser: runAsNonRoot true and runAsUser not 0, in the container's or
+// the pod's securityContext.
+func (c *checker) keydUser(f string, sc *corev1.SecurityContext, psc *corev1.PodSecurityContext) {
 	nonRoot := first(sc.RunAsNonRoot, psc.RunAsNonRoot)
 	user := first(sc.RunAsUser, psc.RunAsUser)
 	switch {
@@ -100,6 +111,11 @@ func (c *checker) keydSecurity(f string, ct *corev1.Container, psc *corev1.PodSe
 	case user != nil && *user == 0:
 		c.bad(f+".securityContext.runAsUser", "must not be 0 (keyd's images run as 65532)")
 	}
+}
+
+// keydPrivileges: a read-only root filesystem, no privilege escalation, not
+// privileged, every capability dropped and none added.
+func (c *checker) keydPrivileges(f string, sc *corev1.SecurityContext) {
 	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 		c.bad(f+".securityContext.readOnlyRootFilesystem", "must be true")
 	}
@@ -111,10 +127,6 @@ func (c *checker) keydSecurity(f string, ct *corev1.Container, psc *corev1.PodSe
 	}
 	if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0 {
 		c.bad(f+".securityContext.capabilities", "must drop ALL and add none")
-	}
-	sp := first(sc.SeccompProfile, psc.SeccompProfile)
-	if sp == nil || sp.Type == corev1.SeccompProfileTypeUnconfined {
-		c.bad(f+".securityContext.seccompProfile", "must be RuntimeDefault or Localhost (here or in the pod's securityContext)")
 	}
 }
 
