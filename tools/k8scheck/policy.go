@@ -10,8 +10,8 @@ import (
 )
 
 // keyd's policy for the pods that run it (an image named keyd or
-// keyd-tools, from any registry, with any tag): what DESIGN.md's
-// "Kubernetes manifests" promise and the API schema cannot require.
+// keyd-tools, from any registry, with any tag): what docs/design.md's
+// "Kubernetes and Tutor" promises and the API schema cannot require.
 
 // runsKeyd: some container of s runs a keyd image.
 func runsKeyd(s *corev1.PodSpec) bool {
@@ -130,7 +130,7 @@ func (c *checker) keydPrivileges(f string, sc *corev1.SecurityContext) {
 	}
 }
 
-// keydProbes: readiness on /readyz, liveness on /healthz (DESIGN.md).
+// keydProbes: readiness on /readyz, liveness on /healthz (docs/design.md "Kubernetes and Tutor").
 func (c *checker) keydProbes(f string, ct *corev1.Container) {
 	want := []struct {
 		name, path string
