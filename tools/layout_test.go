@@ -151,3 +151,34 @@ func headingAnchors(doc string) map[string]bool {
 	}
 	return anchors
 }
+
+// TestGoCommentsNameFilesThatExist: a comment naming a Go file ("layout_test.go",
+// "verify/verifier.go") names one the repository has: a plain name in
+// the comment's own directory, a path from the repository's root.
+func TestGoCommentsNameFilesThatExist(t *testing.T) {
+	goFile := regexp.MustCompile(`[A-Za-z0-9_./-]*[A-Za-z0-9_]\.go\b`)
+	for _, f := range repoFiles(t) {
+		if !strings.HasSuffix(f, ".go") {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("..", f))
+		if err != nil {
+			continue // gone from the work tree
+		}
+		for i, l := range strings.Split(string(raw), "\n") {
+			_, comment, ok := strings.Cut(l, "//")
+			if !ok {
+				continue
+			}
+			for _, name := range goFile.FindAllString(comment, -1) {
+				p := path.Join(path.Dir(f), name)
+				if strings.Contains(name, "/") {
+					p = path.Clean(name)
+				}
+				if _, err := os.Stat(filepath.Join("..", p)); err != nil {
+					t.Errorf("%s:%d: the comment names %s, which the repository does not have", f, i+1, name)
+				}
+			}
+		}
+	}
+}
