@@ -189,18 +189,46 @@ var b64 = base64.RawURLEncoding.Strict()
 // segments, header JSON, the algorithm allow-list, forbidden header members,
 // and base64 of payload and signature.
 func parse(s string, maxSize int) (*token, error) {
+	head, body, sig, err := split(s, maxSize)
+	if err != nil {
+		return nil, err
+	}
+	h, err := decodeHeader(head)
+	if err != nil {
+		return nil, err
+	}
+	alg, err := checkHeader(h)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := b64.DecodeString(body); err != nil {
+		return nil, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
+	}
+	if signature, err := b64.DecodeString(sig); err != nil || len(signature) == 0 {
+		return nil, fmt.Errorf("%w: signature is not base64url", ErrMalformed)
+	}
+	return &token{alg: alg, kid: h.Kid}, nil
+}
+
+// split bounds the size of a compact JWS and cuts it into its three
+// segments; five segments are a JWE, refused as such.
+func split(s string, maxSize int) (head, body, sig string, err error) {
 	if len(s) > maxSize {
-		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(s), maxSize)
+		return "", "", "", fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(s), maxSize)
 	}
 	if n := strings.Count(s, "."); n != 2 {
 		if n == 4 {
-			return nil, fmt.Errorf("%w: encrypted tokens (JWE) are not accepted", ErrMalformed)
+			return "", "", "", fmt.Errorf("%w: encrypted tokens (JWE) are not accepted", ErrMalformed)
 		}
-		return nil, fmt.Errorf("%w: want 3 dot-separated segments, got %d", ErrMalformed, n+1)
+		return "", "", "", fmt.Errorf("%w: want 3 dot-separated segments, got %d", ErrMalformed, n+1)
 	}
 	head, rest, _ := strings.Cut(s, ".")
-	body, sig, _ := strings.Cut(rest, ".")
+	body, sig, _ = strings.Cut(rest, ".")
+	return head, body, sig, nil
+}
 
+// decodeHeader decodes the base64url JSON header segment.
+func decodeHeader(head string) (*header, error) {
 	headerJSON, err := b64.DecodeString(head)
 	if err != nil {
 		return nil, fmt.Errorf("%w: header is not base64url", ErrMalformed)
@@ -209,6 +237,13 @@ func parse(s string, maxSize int) (*token, error) {
 	if err := json.Unmarshal(headerJSON, &h); err != nil {
 		return nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
+	return &h, nil
+}
+
+// checkHeader applies the algorithm allow-list and refuses the header
+// members keyd never accepts (keys or key URLs, enc, crit), in that order,
+// and requires a kid.
+func checkHeader(h *header) (*algorithm, error) {
 	if h.Alg == "" {
 		return nil, fmt.Errorf("%w: header has no alg", ErrMalformed)
 	}
@@ -231,11 +266,5 @@ func parse(s string, maxSize int) (*token, error) {
 	if h.Kid == "" {
 		return nil, fmt.Errorf("%w: header has no kid", ErrUnknownKey)
 	}
-	if _, err := b64.DecodeString(body); err != nil {
-		return nil, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
-	}
-	if signature, err := b64.DecodeString(sig); err != nil || len(signature) == 0 {
-		return nil, fmt.Errorf("%w: signature is not base64url", ErrMalformed)
-	}
-	return &token{alg: alg, kid: h.Kid}, nil
+	return alg, nil
 }

@@ -270,19 +270,8 @@ func (s *FileStore) catchUp() error {
 	case err != nil:
 		return fmt.Errorf("audit: %w", err)
 	}
-	if s.f != nil {
-		cur, err := s.f.Stat()
-		if err != nil || !os.SameFile(cur, fi) || fi.Size() < s.size {
-			s.f.Close()
-			s.f = nil
-		}
-	}
-	if s.f == nil {
-		f, err := os.OpenFile(s.path, os.O_RDWR|os.O_APPEND, 0o600)
-		if err != nil {
-			return fmt.Errorf("audit: %w", err)
-		}
-		s.f, s.size, s.events, s.lines, s.bad = f, 0, nil, 0, nil
+	if err := s.reopen(fi); err != nil {
+		return err
 	}
 	if fi.Size() == s.size {
 		return nil
@@ -291,6 +280,33 @@ func (s *FileStore) catchUp() error {
 	if _, err := s.f.ReadAt(buf, s.size); err != nil && err != io.EOF {
 		return fmt.Errorf("audit: read %s: %w", s.path, err)
 	}
+	return s.parse(buf)
+}
+
+// reopen drops the open log when it is no longer the file at s.path (or
+// it shrank), and opens that file afresh, forgetting what was parsed.
+func (s *FileStore) reopen(fi os.FileInfo) error {
+	if s.f != nil {
+		cur, err := s.f.Stat()
+		if err != nil || !os.SameFile(cur, fi) || fi.Size() < s.size {
+			s.f.Close()
+			s.f = nil
+		}
+	}
+	if s.f != nil {
+		return nil
+	}
+	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	s.f, s.size, s.events, s.lines, s.bad = f, 0, nil, 0, nil
+	return nil
+}
+
+// parse takes in the lines of buf, read at s.size: events are appended,
+// malformed lines kept and reported, a torn last line repaired.
+func (s *FileStore) parse(buf []byte) error {
 	for len(buf) > 0 {
 		line, rest, found := bytes.Cut(buf, []byte("\n"))
 		if !found {

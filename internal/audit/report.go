@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// The audit report for the security team (DESIGN.md "Audit report for the
-// security team"): the facts of a period, built from one Verification (the
+// The audit report for the security team (docs/design.md "Audit report
+// for the security team"): the facts of a period, built from one Verification (the
 // same one `keyd audit verify` gives its verdict from) and the lifecycle
 // settings. The HTML and the JSON are two renderings of one Report.
 

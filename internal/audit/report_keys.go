@@ -285,46 +285,65 @@ func (f *facts) finish(k *key) {
 // segments are the stretches of k's states up to end. A key gone without a
 // destroyed event ends with its last event.
 func (f *facts) segments(k *key, end time.Time) []Segment {
-	segs := []Segment{}
+	segs := segmentList{}
 	if k.created.IsZero() {
 		return segs
 	}
-	stop, open := end, true
-	switch {
-	case !k.destroyed.IsZero() && !k.destroyed.After(end):
-		stop, open = k.destroyed, false
-	case k.Held == "no" && k.last.Before(end):
-		stop, open = k.last, false // gone without a destroyed event: known up to its last event
-	}
-	add := func(state string, from, to time.Time, open bool) {
-		if from.IsZero() || to.Before(from) {
-			return
-		}
-		segs = append(segs, Segment{State: state, From: from, To: to, Open: open})
-	}
-	activeFrom := k.activeFrom
-	if activeFrom.IsZero() || activeFrom.After(stop) {
-		activeFrom = time.Time{}
-	}
-	pendEnd := cmpTime(activeFrom, stop)
-	if k.Gated && k.activatesAt.Before(pendEnd) {
-		add(SegPending, k.created, k.activatesAt, false)
-		add(SegGatedWait, k.activatesAt, pendEnd, open && activeFrom.IsZero())
-	} else if pendEnd.After(k.created) {
-		add(SegPending, k.created, pendEnd, open && activeFrom.IsZero())
-	}
+	stop, open := k.stop(end)
+	activeFrom := within(k.activeFrom, stop)
+	segs.pending(k, activeFrom, stop, open)
 	if activeFrom.IsZero() {
 		return segs
 	}
-	retired := k.retired
-	if retired.IsZero() || retired.After(stop) {
-		retired = time.Time{}
-	}
-	add(SegActive, activeFrom, cmpTime(retired, stop), open && retired.IsZero())
+	retired := within(k.retired, stop)
+	segs.add(SegActive, activeFrom, cmpTime(retired, stop), open && retired.IsZero())
 	if !retired.IsZero() {
-		add(SegRetiring, retired, stop, open)
+		segs.add(SegRetiring, retired, stop, open)
 	}
 	return segs
+}
+
+// stop is where k's known life ends within the period: its destruction, the
+// last event of a key gone without a destroyed event, else end (and then
+// the last segment stays open).
+func (k *key) stop(end time.Time) (time.Time, bool) {
+	switch {
+	case !k.destroyed.IsZero() && !k.destroyed.After(end):
+		return k.destroyed, false
+	case k.Held == "no" && k.last.Before(end):
+		return k.last, false // gone without a destroyed event: known up to its last event
+	}
+	return end, true
+}
+
+// within is t, or the zero time when t is zero or after stop.
+func within(t, stop time.Time) time.Time {
+	if t.IsZero() || t.After(stop) {
+		return time.Time{}
+	}
+	return t
+}
+
+// segmentList collects a key's segments, leaving out empty or inverted ones.
+type segmentList []Segment
+
+func (s *segmentList) add(state string, from, to time.Time, open bool) {
+	if from.IsZero() || to.Before(from) {
+		return
+	}
+	*s = append(*s, Segment{State: state, From: from, To: to, Open: open})
+}
+
+// pending adds the stretch before activation (or up to stop): pending, and
+// for a gated key past its activates_at the gated wait that follows.
+func (s *segmentList) pending(k *key, activeFrom, stop time.Time, open bool) {
+	pendEnd := cmpTime(activeFrom, stop)
+	if k.Gated && k.activatesAt.Before(pendEnd) {
+		s.add(SegPending, k.created, k.activatesAt, false)
+		s.add(SegGatedWait, k.activatesAt, pendEnd, open && activeFrom.IsZero())
+	} else if pendEnd.After(k.created) {
+		s.add(SegPending, k.created, pendEnd, open && activeFrom.IsZero())
+	}
 }
 
 // keysInPeriod are the keys whose life meets the period, oldest first.

@@ -50,13 +50,13 @@ type Config struct {
 	VaultKey         string
 	VaultKVMount     string
 	TLSCert, TLSKey  string
-	// Vault HA and keyd's own login (see DESIGN.md "Vault HA").
+	// Vault HA and keyd's own login (see docs/design.md "Vault HA").
 	VaultAddrs        []string // empty: VAULT_ADDR
 	VaultAuth         string   // token or approle
 	VaultRoleID       string
 	VaultSecretIDFile string
 	SignTimeout       time.Duration
-	// Observed propagation (see DESIGN.md "Observed propagation").
+	// Observed propagation (see docs/design.md "Observed propagation").
 	ExpectedClients   []string // empty: no gating
 	InstanceWindow    time.Duration
 	ActivationMaxWait time.Duration

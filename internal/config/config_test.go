@@ -256,7 +256,7 @@ func TestBadValues(t *testing.T) {
 
 // TestScheduleShorterThanPropagationIsValid: the contract's own example
 // schedule with the default 24h propagation. A rotation due while a key is
-// still pending does nothing (DESIGN rule 1), so this is slow, not unsafe.
+// still pending does nothing (docs/design.md "Key lifecycle", rule 1), so this is slow, not unsafe.
 func TestScheduleShorterThanPropagationIsValid(t *testing.T) {
 	clearEnv(t)
 	mustParse(t, "--rotation-schedule", "@every 10s")

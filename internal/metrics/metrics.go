@@ -68,7 +68,7 @@ func New(reg prometheus.Registerer) *Metrics {
 }
 
 // Propagation is what the rotation loop reports about a pending key that
-// waits for its expected clients (see DESIGN.md "Observed propagation").
+// waits for its expected clients (see docs/design.md "Observed propagation").
 type Propagation interface {
 	// UnconfirmedClients is the number of expected clients not yet
 	// confirmed for it (0 when no key waits).

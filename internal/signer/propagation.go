@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Observed propagation (DESIGN "Observed propagation"): what keyd learns
+// Observed propagation (docs/design.md "Observed propagation"): what keyd learns
 // from the JWKS fetches of the verifiers, shared by every replica through
 // the backend's store (the data dir, or Vault KV).
 

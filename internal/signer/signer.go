@@ -34,7 +34,7 @@ func ParseAlgorithm(s string) (Algorithm, error) {
 	return "", errors.New("algorithm must be one of RS512, RS256, ES256, EdDSA")
 }
 
-// Record is the lifecycle record of one key version (DESIGN rule 0). It is
+// Record is the lifecycle record of one key version (docs/design.md "Key lifecycle", rule 0). It is
 // written once, when the version is created, and never rewritten.
 type Record struct {
 	Version     int       `json:"version"`

@@ -146,7 +146,7 @@ func files(t *testing.T, img v1.Image) (map[string]*tar.Header, map[string][]byt
 	return hs, data
 }
 
-// TestImageContents: what DESIGN.md lists, with the owners and modes keyd
+// TestImageContents: what docs/design.md "Container image" lists, with the owners and modes keyd
 // needs, in the images make image wrote; the keyd image has no shell, the
 // tools image has one.
 func TestImageContents(t *testing.T) {

@@ -19,7 +19,7 @@ var (
 	toolsImage = kind{name: "keyd-tools", shell: true}
 )
 
-// imageConfig is the image config of DESIGN.md "Container image": the
+// imageConfig is the image config of docs/design.md "Container image": the
 // Dockerfile's stages state the same (TestDockerfileConfig).
 func imageConfig(k kind, version, revision string) v1.Config {
 	c := v1.Config{

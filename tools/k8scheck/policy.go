@@ -10,8 +10,8 @@ import (
 )
 
 // keyd's policy for the pods that run it (an image named keyd or
-// keyd-tools, from any registry, with any tag): what DESIGN.md's
-// "Kubernetes manifests" promise and the API schema cannot require.
+// keyd-tools, from any registry, with any tag): what docs/design.md's
+// "Kubernetes and Tutor" promises and the API schema cannot require.
 
 // runsKeyd: some container of s runs a keyd image.
 func runsKeyd(s *corev1.PodSpec) bool {
@@ -92,6 +92,17 @@ func (c *checker) keydSecurity(f string, ct *corev1.Container, psc *corev1.PodSe
 	if sc == nil {
 		sc = &corev1.SecurityContext{}
 	}
+	c.keydUser(f, sc, psc)
+	c.keydPrivileges(f, sc)
+	sp := first(sc.SeccompProfile, psc.SeccompProfile)
+	if sp == nil || sp.Type == corev1.SeccompProfileTypeUnconfined {
+		c.bad(f+".securityContext.seccompProfile", "must be RuntimeDefault or Localhost (here or in the pod's securityContext)")
+	}
+}
+
+// keydUser: runAsNonRoot true and runAsUser not 0, in the container's or
+// the pod's securityContext.
+func (c *checker) keydUser(f string, sc *corev1.SecurityContext, psc *corev1.PodSecurityContext) {
 	nonRoot := first(sc.RunAsNonRoot, psc.RunAsNonRoot)
 	user := first(sc.RunAsUser, psc.RunAsUser)
 	switch {
@@ -100,6 +111,11 @@ func (c *checker) keydSecurity(f string, ct *corev1.Container, psc *corev1.PodSe
 	case user != nil && *user == 0:
 		c.bad(f+".securityContext.runAsUser", "must not be 0 (keyd's images run as 65532)")
 	}
+}
+
+// keydPrivileges: a read-only root filesystem, no privilege escalation, not
+// privileged, every capability dropped and none added.
+func (c *checker) keydPrivileges(f string, sc *corev1.SecurityContext) {
 	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 		c.bad(f+".securityContext.readOnlyRootFilesystem", "must be true")
 	}
@@ -112,13 +128,9 @@ func (c *checker) keydSecurity(f string, ct *corev1.Container, psc *corev1.PodSe
 	if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0 {
 		c.bad(f+".securityContext.capabilities", "must drop ALL and add none")
 	}
-	sp := first(sc.SeccompProfile, psc.SeccompProfile)
-	if sp == nil || sp.Type == corev1.SeccompProfileTypeUnconfined {
-		c.bad(f+".securityContext.seccompProfile", "must be RuntimeDefault or Localhost (here or in the pod's securityContext)")
-	}
 }
 
-// keydProbes: readiness on /readyz, liveness on /healthz (DESIGN.md).
+// keydProbes: readiness on /readyz, liveness on /healthz (docs/design.md "Kubernetes and Tutor").
 func (c *checker) keydProbes(f string, ct *corev1.Container) {
 	want := []struct {
 		name, path string
