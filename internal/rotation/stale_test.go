@@ -10,7 +10,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/signer/signertest"
 )
 
-// The staleness rule of DESIGN.md "Vault HA": Health is Stale once the last
+// The staleness rule of docs/design.md "Vault HA": Health is Stale once the last
 // successful read of the keys is older than StaleAfter, and fresh again at
 // the next successful read.
 func TestHealthStaleAfterTheLastRefresh(t *testing.T) {
