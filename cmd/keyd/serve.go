@@ -25,13 +25,13 @@ import (
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/datadir"
+	"github.com/openedx-keyd/keyd/internal/issue"
 	"github.com/openedx-keyd/keyd/internal/jwks"
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/propagation"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/vault"
-	"github.com/openedx-keyd/keyd/internal/signing"
 )
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
@@ -204,7 +204,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Auth:      w.auth,
 		Backend:   w.backend,
 		Lifecycle: mgr,
-		Signer: signing.New(signing.Config{
+		Issuer: issue.New(issue.Config{
 			Backend: w.backend, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
 			Policy: claims.Policy{Issuers: cfg.Issuers, MaxLifetime: cfg.MaxTokenLifetime, ClockSkew: cfg.ClockSkew},
 		}),

@@ -30,13 +30,13 @@ import (
 	"github.com/openedx-keyd/keyd/internal/claims"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
+	"github.com/openedx-keyd/keyd/internal/issue"
 	"github.com/openedx-keyd/keyd/internal/jwks"
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/propagation"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
-	"github.com/openedx-keyd/keyd/internal/signing"
 )
 
 const (
@@ -160,7 +160,7 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool, opts ...func(*rotatio
 		Auth:      auth,
 		Backend:   env.backend,
 		Lifecycle: mgr,
-		Signer: signing.New(signing.Config{Backend: env.backend, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
+		Issuer: issue.New(issue.Config{Backend: env.backend, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
 			Policy: claims.Policy{Issuers: []string{issuer}, MaxLifetime: time.Hour, ClockSkew: time.Minute}}),
 		JWKS:        handler,
 		Audit:       env.audit,

@@ -21,12 +21,12 @@ import (
 	"github.com/openedx-keyd/keyd/internal/claims"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
+	"github.com/openedx-keyd/keyd/internal/issue"
 	"github.com/openedx-keyd/keyd/internal/jwks"
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
-	"github.com/openedx-keyd/keyd/internal/signing"
 )
 
 // Tests for issue 12 items 1 and 3 through the HTTP surface.
@@ -165,7 +165,7 @@ func faultEnv(t *testing.T, clk clock.Clock, rules rotation.Rules, refresh time.
 	}
 	env.handler = api.New(api.Config{
 		Auth: auth, Backend: fb, Lifecycle: mgr, JWKS: handler, Metrics: m, Gatherer: reg, Logger: log,
-		Signer: signing.New(signing.Config{Backend: fb, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
+		Issuer: issue.New(issue.Config{Backend: fb, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
 			Policy: claims.Policy{Issuers: []string{issuer}, MaxLifetime: time.Hour, ClockSkew: time.Minute}}),
 	})
 	srv := httptest.NewServer(env.handler)

@@ -21,11 +21,11 @@ import (
 	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/claims"
+	"github.com/openedx-keyd/keyd/internal/issue"
 	"github.com/openedx-keyd/keyd/internal/jwks"
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
-	"github.com/openedx-keyd/keyd/internal/signing"
 )
 
 // MaxBody is the largest request body accepted.
@@ -38,11 +38,11 @@ type Lifecycle interface {
 	Health() rotation.Health
 }
 
-// Signer turns a sign request body into a token for an authorized caller
-// (internal/signing): claims policy, the key the rules pick, the backend's
+// Issuer turns a sign request body into a token for an authorized caller
+// (internal/issue): claims policy, the key the rules pick, the backend's
 // signature. actor names the caller in its log.
-type Signer interface {
-	Sign(ctx context.Context, cred signer.Credential, actor string, body []byte) (signing.Token, error)
+type Issuer interface {
+	Issue(ctx context.Context, cred signer.Credential, actor string, body []byte) (issue.Token, error)
 }
 
 // AuditTrail reads the audit chain for GET /v1/audit.
@@ -57,7 +57,7 @@ type Config struct {
 	Auth      Authorizer
 	Backend   signer.Backend // its Name, for /readyz
 	Lifecycle Lifecycle
-	Signer    Signer
+	Issuer    Issuer
 	JWKS      *jwks.Handler
 	Audit     AuditTrail
 	// Propagation serves /v1/propagation; nil: those routes answer 503.
@@ -234,8 +234,8 @@ func (s *Server) sign(c echo.Context) error {
 		s.cfg.Metrics.SignRequest("bad_request", "")
 		return err
 	}
-	// The signing service counts and logs every outcome from here on.
-	t, err := s.cfg.Signer.Sign(c.Request().Context(), p.Credential, p.Actor, body)
+	// The issuing service counts and logs every outcome from here on.
+	t, err := s.cfg.Issuer.Issue(c.Request().Context(), p.Credential, p.Actor, body)
 	if err != nil {
 		return err
 	}
