@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openedx-keyd/keyd/internal/api"
+	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/claims"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
@@ -141,7 +142,7 @@ func faultEnv(t *testing.T, clk clock.Clock, rules rotation.Rules, refresh time.
 	}
 	fb := &faultBackend{Backend: lb, destroyed: map[int]time.Time{}}
 	tokens := map[string]string{"KEYD_SIGNER_TOKEN": signerTok, "KEYD_ADMIN_TOKEN": adminTok, "KEYD_AUDITOR_TOKEN": auditorTok}
-	auth, _, err := api.LoadLocalAuth(dir, func(k string) string { return tokens[k] })
+	authz, _, err := auth.LoadLocalTokens(dir, func(k string) string { return tokens[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +165,7 @@ func faultEnv(t *testing.T, clk clock.Clock, rules rotation.Rules, refresh time.
 		env.clk = f
 	}
 	env.handler = api.New(api.Config{
-		Auth: auth, Backend: fb, Lifecycle: mgr, JWKS: handler, Metrics: m, Gatherer: reg, Logger: log,
+		Auth: authz, Backend: fb, Lifecycle: mgr, JWKS: handler, Metrics: m, Gatherer: reg, Logger: log,
 		Issuer: issue.New(issue.Config{Backend: fb, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
 			Policy: claims.Policy{Issuers: []string{issuer}, MaxLifetime: time.Hour, ClockSkew: time.Minute}}),
 	})

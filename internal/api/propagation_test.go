@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/openedx-keyd/keyd/internal/api"
+	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/rotation"
+	"github.com/openedx-keyd/keyd/internal/server"
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
@@ -47,11 +49,11 @@ func (e *events) of(typ rotation.EventType) []rotation.Event {
 // max wait.
 func gatedEnv(t *testing.T) (*testEnv, *events) {
 	ev := &events{}
-	e := newEnv(t, signer.ES256, true, func(c *rotation.Config) {
-		c.Rules.ExpectedClients = []string{"ecommerce", "notes"}
-		c.Rules.InstanceWindow = time.Hour
-		c.Rules.ActivationMaxWait = 48 * time.Hour
-		c.Events = ev
+	e := newEnv(t, signer.ES256, true, func(c *config.Config, w *server.Wiring) {
+		c.ExpectedClients = []string{"ecommerce", "notes"}
+		c.InstanceWindow = time.Hour
+		c.ActivationMaxWait = 48 * time.Hour
+		w.Events = ev
 	})
 	return e, ev
 }

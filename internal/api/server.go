@@ -1,4 +1,5 @@
-// Package api is keyd's HTTP surface: routes, role checks, and the one
+// Package api is keyd's HTTP surface: routes, the role check (one
+// auth.Authorizer, asked with the route's roles from auth.Routes), and the one
 // function that turns every error into {"error","message"}.
 package api
 
@@ -54,7 +55,7 @@ type AuditTrail interface {
 
 // Config wires a Server. Audit may be nil until the trail is configured.
 type Config struct {
-	Auth      Authorizer
+	Auth      auth.Authorizer
 	Backend   signer.Backend // its Name, for /readyz
 	Lifecycle Lifecycle
 	Issuer    Issuer
@@ -168,8 +169,10 @@ func recoverer(log *slog.Logger) echo.MiddlewareFunc {
 	}
 }
 
-// authorize checks the bearer token for one of roles.
-func (s *Server) authorize(c echo.Context, roles ...auth.Role) (auth.Principal, error) {
+// authorize checks the bearer token for one of the roles route needs
+// (auth.Routes).
+func (s *Server) authorize(c echo.Context, route auth.Route) (auth.Principal, error) {
+	roles := route.Roles()
 	h := c.Request().Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
 	c.Set(routeRoles, roles)
@@ -224,7 +227,7 @@ func (s *Server) sign(c echo.Context) error {
 		defer cancel()
 		c.SetRequest(c.Request().WithContext(ctx))
 	}
-	p, err := s.authorize(c, auth.RoleSigner)
+	p, err := s.authorize(c, auth.RouteSign)
 	if err != nil {
 		s.cfg.Metrics.SignRequest("unauthorized", "")
 		return err
@@ -260,7 +263,7 @@ type keyInfo struct {
 }
 
 func (s *Server) keys(c echo.Context) error {
-	if _, err := s.authorize(c, auth.RoleAuditor, auth.RoleAdmin); err != nil {
+	if _, err := s.authorize(c, auth.RouteKeys); err != nil {
 		return err
 	}
 	snap := s.cfg.Lifecycle.Snapshot()
@@ -324,7 +327,7 @@ func decodeRotate(body []byte) (rotateRequest, error) {
 }
 
 func (s *Server) rotate(c echo.Context) error {
-	p, req, err := adminRequest(s, c, decodeRotate)
+	p, req, err := adminRequest(s, c, auth.RouteRotate, decodeRotate)
 	if err != nil {
 		return err
 	}
@@ -359,7 +362,7 @@ func (s *Server) rotate(c echo.Context) error {
 }
 
 func (s *Server) audit(c echo.Context) error {
-	if _, err := s.authorize(c, auth.RoleAuditor); err != nil {
+	if _, err := s.authorize(c, auth.RouteAudit); err != nil {
 		return err
 	}
 	var since int64
