@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/openedx-keyd/keyd/internal/api"
 	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/rotation"
@@ -85,10 +86,7 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		stdout.Write(append(raw, '\n'))
 		return 0
 	}
-	var out struct {
-		Events     []audit.Event `json:"events"`
-		ChainValid bool          `json:"chain_valid"`
-	}
+	var out api.AuditPage
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return fail(stderr, err)
 	}

@@ -210,13 +210,6 @@ func isJSON(contentType string) bool {
 	return err == nil && mt == "application/json"
 }
 
-type signResponse struct {
-	Token     string `json:"token"`
-	KID       string `json:"kid"`
-	Alg       string `json:"alg"`
-	ExpiresAt string `json:"expires_at"`
-}
-
 func (s *Server) sign(c echo.Context) error {
 	start := time.Now()
 	if s.cfg.SignTimeout > 0 {
@@ -245,21 +238,7 @@ func (s *Server) sign(c echo.Context) error {
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.SignDuration.WithLabelValues(string(t.Alg)).Observe(time.Since(start).Seconds())
 	}
-	return c.JSON(http.StatusOK, signResponse{Token: t.JWT, KID: t.KID, Alg: string(t.Alg), ExpiresAt: t.ExpiresAt.UTC().Format(time.RFC3339)})
-}
-
-type keyInfo struct {
-	KID         string  `json:"kid"`
-	Version     int     `json:"version"`
-	Alg         string  `json:"alg"`
-	State       string  `json:"state"`
-	CreatedAt   string  `json:"created_at"`
-	ActivatesAt string  `json:"activates_at"`
-	RetiresAt   *string `json:"retires_at"`
-	Emergency   bool    `json:"emergency,omitempty"`
-	// WaitingFor (an extension): the expected clients a pending gated key
-	// still waits for.
-	WaitingFor []WaitInfo `json:"waiting_for,omitempty"`
+	return c.JSON(http.StatusOK, SignResponse{Token: t.JWT, KID: t.KID, Alg: string(t.Alg), ExpiresAt: t.ExpiresAt.UTC().Format(time.RFC3339)})
 }
 
 func (s *Server) keys(c echo.Context) error {
@@ -270,7 +249,7 @@ func (s *Server) keys(c echo.Context) error {
 	if snap == nil {
 		return errNoActiveKey
 	}
-	out := make([]keyInfo, 0, len(snap.Keys))
+	out := make([]Key, 0, len(snap.Keys))
 	for _, k := range snap.Keys {
 		ki := describe(k)
 		if g := snap.Plan.Gate; g != nil && g.Version == k.Version {
@@ -278,11 +257,11 @@ func (s *Server) keys(c echo.Context) error {
 		}
 		out = append(out, ki)
 	}
-	return c.JSON(http.StatusOK, map[string]any{"keys": out})
+	return c.JSON(http.StatusOK, KeyList{Keys: out})
 }
 
-func describe(k rotation.Published) keyInfo {
-	ki := keyInfo{
+func describe(k rotation.Published) Key {
+	ki := Key{
 		KID: k.KID, Version: k.Version, Alg: string(k.Algorithm), State: string(k.State),
 		CreatedAt:   k.CreatedAt.UTC().Format(time.RFC3339),
 		ActivatesAt: k.ActivatesAt.UTC().Format(time.RFC3339),
@@ -358,7 +337,7 @@ func (s *Server) rotate(c echo.Context) error {
 		}
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"kid": k.KID, "version": k.Version, "state": k.State})
+	return c.JSON(http.StatusOK, RotateResponse{KID: k.KID, State: string(k.State), Version: k.Version})
 }
 
 func (s *Server) audit(c echo.Context) error {
@@ -380,21 +359,7 @@ func (s *Server) audit(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"events": events, "chain_valid": valid})
-}
-
-type readiness struct {
-	Ready     bool            `json:"ready"`
-	Backend   string          `json:"backend"`
-	JWKSKeys  int             `json:"jwks_keys"`
-	Lifecycle rotation.Health `json:"lifecycle"`
-	// Storage lists problems with the files keyd keeps; they do not make
-	// keyd unready (it serves what is sound) but need an operator.
-	Storage []string `json:"storage_problems,omitempty"`
-	// Login is why keyd's own Vault login fails, while it does.
-	Login string `json:"backend_login_problem,omitempty"`
-	// PID is the answering keyd's process ID (an extension).
-	PID int `json:"pid,omitempty"`
+	return c.JSON(http.StatusOK, AuditPage{ChainValid: valid, Events: events})
 }
 
 func (s *Server) readyz(c echo.Context) error {
@@ -407,8 +372,8 @@ func (s *Server) readyz(c echo.Context) error {
 }
 
 // readiness is the /readyz body as of now.
-func (s *Server) readiness() readiness {
-	r := readiness{Backend: s.cfg.Backend.Name(), Lifecycle: s.cfg.Lifecycle.Health(), PID: s.cfg.PID}
+func (s *Server) readiness() Readiness {
+	r := Readiness{Backend: s.cfg.Backend.Name(), Lifecycle: lifecycleOf(s.cfg.Lifecycle.Health()), PID: s.cfg.PID}
 	if s.cfg.Problems != nil {
 		r.Storage = s.cfg.Problems()
 	}
