@@ -1047,3 +1047,15 @@ func TestReadyzNamesTheProcess(t *testing.T) {
 		t.Errorf("/readyz pid = %v, want 4242: %v", got["pid"], got)
 	}
 }
+
+// TestEveryRouteOfTheRoleTableAsksForAToken: each route of auth.Routes is
+// served and answers 401 without a bearer token, so the role table and the
+// routes cannot drift apart.
+func TestEveryRouteOfTheRoleTableAsksForAToken(t *testing.T) {
+	e := newEnv(t, signer.ES256, true)
+	for route := range auth.Routes {
+		method, path, _ := strings.Cut(string(route), " ")
+		r := e.do(t, method, path, "", nil)
+		checkError(t, r, http.StatusUnauthorized, "unauthenticated")
+	}
+}
