@@ -11,13 +11,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"time"
 
+	"github.com/openedx-keyd/keyd/internal/api"
 	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/rotation"
+	"github.com/openedx-keyd/keyd/internal/server"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
 )
@@ -32,153 +33,30 @@ func (a auditEvents) Emit(ctx context.Context, e rotation.Event) error {
 	return err
 }
 
-// auditTrail serves GET /v1/audit: a page of events, and whether the whole
-// chain verifies and accounts for every key the backend holds and every
-// propagation decision its store holds.
+// auditTrail is a mode's audit trail as the Vault wiring names it: a
+// server.AuditTrail (paging, verification, the report).
 type auditTrail struct {
 	log       *audit.Log
 	backend   signer.Backend
-	decisions decisionSource // nil: the mode keeps none
-	clock     clock.Clock    // nil: the real clock
+	decisions server.DecisionSource // nil: the mode keeps none
+	clock     clock.Clock           // nil: the real clock
 }
 
-// decisionSource lists every propagation decision a store holds.
-type decisionSource interface {
-	Decisions(ctx context.Context) (signer.Observed, error)
+func (a auditTrail) trail() *server.AuditTrail {
+	return &server.AuditTrail{Log: a.log, Backend: a.backend, Decisions: a.decisions, Clock: a.clock}
 }
 
-// decisionGrace is how long after its time a stored propagation decision
-// may still lack its event: keyd records the event right after storing the
-// decision (or retries it while the trail refuses it).
-const decisionGrace = time.Minute
-
-// storedDecisions is what the chain must record for the decisions src
-// holds that are older than decisionGrace at now.
-func storedDecisions(ctx context.Context, src decisionSource, now time.Time) ([]audit.Decision, error) {
-	obs, err := src.Decisions(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []audit.Decision
-	for _, c := range obs.Confirmations {
-		if now.Sub(c.At) >= decisionGrace {
-			out = append(out, audit.Decision{Type: audit.PropagationConfirmed, Version: c.Version, Reason: rotation.ConfirmedReason(c)})
-		}
-	}
-	for v, a := range obs.Activations {
-		if len(a.Unconfirmed) > 0 && now.Sub(a.At) >= decisionGrace {
-			out = append(out, audit.Decision{Type: audit.ActivationUnconfirmed, Version: v})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Version != out[j].Version {
-			return out[i].Version < out[j].Version
-		}
-		return out[i].Type+audit.Type(out[i].Reason) < out[j].Type+audit.Type(out[j].Reason)
-	})
-	return out, nil
-}
-
-func (a auditTrail) Page(ctx context.Context, since int64) ([]audit.Event, bool, error) {
-	all, valid, err := a.verdict(ctx)
-	if err != nil {
-		return nil, false, err
-	}
-	page := make([]audit.Event, 0, len(all))
-	for _, e := range all {
-		if e.Seq > since {
-			page = append(page, e)
-		}
-	}
-	return page, valid, nil
-}
-
-// verdict reads the whole chain and says whether it verifies and accounts
-// for every key the backend holds and every stored propagation decision
-// (each not checked while it cannot be read). An error: the chain could not
-// be read.
-func (a auditTrail) verdict(ctx context.Context) ([]audit.Event, bool, error) {
-	v, err := a.verification(ctx)
-	if err != nil {
-		return nil, false, err
-	}
-	return v.Events, v.Err() == nil, nil
-}
-
-// Valid reports whether the chain verifies, for chainWatch.
-func (a auditTrail) Valid(ctx context.Context) (bool, error) {
-	_, valid, err := a.verdict(ctx)
-	return valid, err
-}
-
-// verification is the one check of the whole chain that /v1/audit's
-// chain_valid, the chain watch and the report share. What the chain must
-// account for is read first (the keys held, the stored decisions): a key
-// destroyed meanwhile then already has its destroyed event (recorded before
-// the deletion), a decision stored meanwhile its event, in the events read
-// next.
-func (a auditTrail) verification(ctx context.Context) (audit.Verification, error) {
-	versions, verr := heldVersions(ctx, a.backend)
-	var decisions []audit.Decision
-	var derr error
-	if a.decisions != nil {
-		decisions, derr = storedDecisions(ctx, a.decisions, cmp.Or[clock.Clock](a.clock, clock.Real{}).Now())
-	}
-	all, err := a.log.Events(ctx, 0)
-	if err != nil {
-		return audit.Verification{}, fmt.Errorf("read audit chain: %w: %w", err, signer.ErrUnavailable)
-	}
-	v := a.inspect(all, versions, verr)
-	switch {
-	case a.decisions == nil:
-	case derr != nil:
-		v.NotChecked = append(v.NotChecked, "that every stored propagation decision has its event: the decisions could not be read ("+derr.Error()+")")
-	default:
-		v.CheckDecisions(decisions)
-	}
-	return v, nil
-}
-
-// inspect is the verification of the chain all that /v1/audit's chain_valid
-// and the report share: the chain, the log's problems (lines that are not
-// events, a log that disagrees with the head kept beside the keys: deleted,
-// replaced, cut off) and, when the backend's versions could be read (verr
-// nil), the reconciliation with them.
-func (a auditTrail) inspect(all []audit.Event, versions []audit.KeyVersion, verr error) audit.Verification {
-	if verr != nil {
-		versions = nil
-	}
-	v := audit.InspectEvents(all, versions, a.log.Problems())
-	if verr != nil {
-		v.NotChecked = append(v.NotChecked, "reconciliation with the keys held: the backend's key versions could not be read ("+verr.Error()+")")
-	}
-	return v
-}
-
-// heldVersions lists the key versions a backend holds, with their kids.
+// heldVersions lists the key versions a backend holds (server.HeldVersions).
 func heldVersions(ctx context.Context, b interface {
 	Keys(context.Context) ([]signer.Key, error)
 }) ([]audit.KeyVersion, error) {
-	keys, err := b.Keys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]audit.KeyVersion, 0, len(keys))
-	for _, k := range keys {
-		kid, err := signer.KID(k.Public)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, audit.KeyVersion{Version: k.Version, KID: kid})
-	}
-	// Versions whose unreadable file the local store set aside did not
-	// vanish unseen: the audit need not account for them as destroyed.
-	if q, ok := b.(interface{ QuarantinedVersions() []int }); ok {
-		for _, v := range q.QuarantinedVersions() {
-			out = append(out, audit.KeyVersion{Version: v, Quarantined: true})
-		}
-	}
-	return out, nil
+	return server.HeldVersions(ctx, b)
+}
+
+// storedDecisions is what the chain must record for the decisions src
+// holds (server.StoredDecisions).
+func storedDecisions(ctx context.Context, src server.DecisionSource, now time.Time) ([]audit.Decision, error) {
+	return server.StoredDecisions(ctx, src, now)
 }
 
 // cmdAudit is `keyd audit` (list) and `keyd audit verify`.
@@ -204,10 +82,7 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		stdout.Write(append(raw, '\n'))
 		return 0
 	}
-	var out struct {
-		Events     []audit.Event `json:"events"`
-		ChainValid bool          `json:"chain_valid"`
-	}
+	var out api.AuditPage
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return fail(stderr, err)
 	}

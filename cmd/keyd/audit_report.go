@@ -12,17 +12,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/openedx-keyd/keyd/internal/api"
 	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/fsutil"
 	"github.com/openedx-keyd/keyd/internal/report"
+	"github.com/openedx-keyd/keyd/internal/server"
 )
 
 // defaultLateAfter is how long after its due time a scheduled rotation may
 // be done before the report calls it late.
-const defaultLateAfter = time.Hour
+const defaultLateAfter = server.DefaultLateAfter
 
 // policyFlags are the lifecycle settings an offline report judges the chain
 // against (the server's own are used online).
@@ -149,7 +149,7 @@ func flagPolicy(fs *flag.FlagSet, raw map[string]*string, lateAfter time.Duratio
 			defaulted = append(defaulted, name)
 		}
 	}
-	pol := serverPolicy(cfg, lateAfter)
+	pol := server.Policy(cfg, lateAfter)
 	pol.Source = "the flags of keyd audit report"
 	if len(fromEnv) > 0 {
 		pol.Source += " and the environment (" + strings.Join(fromEnv, ", ") + ")"
@@ -157,16 +157,6 @@ func flagPolicy(fs *flag.FlagSet, raw map[string]*string, lateAfter time.Duratio
 	pol.Source += ", not read from a server"
 	pol.Defaulted = defaulted
 	return pol, nil
-}
-
-// serverPolicy is the lifecycle settings of cfg.
-func serverPolicy(cfg *config.Config, lateAfter time.Duration) audit.Policy {
-	return audit.Policy{
-		ScheduleSpec: cfg.RotationSchedule, Schedule: cfg.Schedule,
-		PropagationDelay: cfg.PropagationDelay, MaxTokenLifetime: cfg.MaxTokenLifetime, ClockSkew: cfg.ClockSkew,
-		ActivationMaxWait: cfg.ActivationMaxWait, LateAfter: lateAfter,
-		Source: "the server's configuration (keyd serve)",
-	}
 }
 
 // offlineSource is where an offline report reads the chain.
@@ -207,38 +197,4 @@ func offlineReport(ctx context.Context, src offlineSource, pol audit.Policy, per
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-// reportingTrail is the audit trail of keyd serve that also builds the
-// report (GET /v1/audit/report) from the same verification as chain_valid,
-// judged against the server's own configuration.
-type reportingTrail struct {
-	auditTrail
-	policy audit.Policy
-	clock  clock.Clock
-	source string
-}
-
-// withReport gives a mode's audit trail the report; a trail of another kind
-// is returned as it is (the route then answers 503).
-func withReport(t api.AuditTrail, cfg *config.Config, clk clock.Clock) api.AuditTrail {
-	at, ok := t.(auditTrail)
-	if !ok {
-		return t
-	}
-	return reportingTrail{auditTrail: at, policy: serverPolicy(cfg, defaultLateAfter), clock: clk,
-		source: "keyd serve (" + cfg.Backend + " backend), the chain every replica shares"}
-}
-
-func (r reportingTrail) Report(ctx context.Context, q api.ReportQuery) (audit.Report, error) {
-	v, err := r.verification(ctx)
-	if err != nil {
-		return audit.Report{}, err
-	}
-	pol := r.policy
-	if q.LateAfter > 0 {
-		pol.LateAfter = q.LateAfter
-	}
-	return audit.BuildReport(v, pol,
-		audit.Period{Since: q.Since, Until: q.Until, Now: r.clock.Now()}, r.source)
 }

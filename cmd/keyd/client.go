@@ -161,7 +161,7 @@ func cmdSign(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if *ttl != "" {
 		body["ttl"] = *ttl
 	}
-	var out struct{ Token string }
+	var out api.SignResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/sign", body, &out); err != nil {
 		return fail(stderr, err)
 	}
@@ -184,7 +184,7 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		stdout.Write(append(raw, '\n'))
 		return 0
 	}
-	var out keyList
+	var out api.KeyList
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return fail(stderr, err)
 	}
@@ -193,38 +193,11 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// keyRow is one entry of GET /v1/keys.
-type keyRow struct {
-	KID         string  `json:"kid"`
-	State       string  `json:"state"`
-	Alg         string  `json:"alg"`
-	Version     int     `json:"version"`
-	CreatedAt   *string `json:"created_at"`
-	ActivatesAt *string `json:"activates_at"`
-	RetiresAt   *string `json:"retires_at"`
-	// WaitingFor is what a pending key waits for (observed propagation).
-	WaitingFor []api.WaitInfo `json:"waiting_for"`
-}
-
-type keyList struct {
-	Keys []keyRow `json:"keys"`
-}
-
-// find returns the entry of version v, or nil.
-func (l keyList) find(v int) *keyRow {
-	for i := range l.Keys {
-		if l.Keys[i].Version == v {
-			return &l.Keys[i]
-		}
-	}
-	return nil
-}
-
 // printKeys prints key entries as the table of `keyd keys`.
-func printKeys(w io.Writer, keys []keyRow) {
+func printKeys(w io.Writer, keys []api.Key) {
 	t := newTable(w, "VERSION", "STATE", "ALG", "KID", "CREATED", "ACTIVATES", "RETIRES")
 	for _, k := range keys {
-		t.row(k.Version, k.State, k.Alg, k.KID, deref(k.CreatedAt), deref(k.ActivatesAt), deref(k.RetiresAt))
+		t.row(k.Version, k.State, k.Alg, k.KID, orDash(k.CreatedAt), orDash(k.ActivatesAt), deref(k.RetiresAt))
 	}
 	t.flush()
 }
@@ -235,6 +208,9 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// orDash is s, or "-" for a member the answer lacks.
+func orDash(s string) string { return cmp.Or(s, "-") }
 
 func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("rotate", flag.ContinueOnError)
@@ -253,7 +229,7 @@ func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	// The keys before and after: a normal rotation while a key is pending
 	// answers with that key, and only the comparison tells that nothing was
 	// created. Reading the keys is best effort (the answer is what counts).
-	var before keyList
+	var before api.KeyList
 	beforeErr := c.do(ctx, http.MethodGet, "/v1/keys", nil, &before)
 	var raw []byte
 	if err := c.do(ctx, http.MethodPost, "/v1/rotate", map[string]any{"emergency": *emergency, "reason": *reason, "adopt_settings": *adopt}, &raw); err != nil {
@@ -263,19 +239,19 @@ func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		stdout.Write(append(raw, '\n'))
 		return 0
 	}
-	var got keyRow
+	var got api.Key
 	if err := json.Unmarshal(raw, &got); err != nil {
 		return fail(stderr, fmt.Errorf("keyd answered something that is not JSON: %w", err))
 	}
 	row := &got
-	var after keyList
-	if err := c.do(ctx, http.MethodGet, "/v1/keys", nil, &after); err == nil && after.find(got.Version) != nil {
-		row = after.find(got.Version)
+	var after api.KeyList
+	if err := c.do(ctx, http.MethodGet, "/v1/keys", nil, &after); err == nil && after.Find(got.Version) != nil {
+		row = after.Find(got.Version)
 	}
-	if old := before.find(got.Version); beforeErr == nil && old != nil && !*emergency {
-		fmt.Fprintf(stdout, "a key is already pending: nothing created (version %d activates at %s)\n", old.Version, deref(row.ActivatesAt))
+	if old := before.Find(got.Version); beforeErr == nil && old != nil && !*emergency {
+		fmt.Fprintf(stdout, "a key is already pending: nothing created (version %d activates at %s)\n", old.Version, orDash(row.ActivatesAt))
 	}
-	printKeys(stdout, []keyRow{*row})
+	printKeys(stdout, []api.Key{*row})
 	return 0
 }
 
@@ -333,9 +309,7 @@ func checkReady(ctx context.Context, url string, pid int, timeout time.Duration)
 	if pid <= 0 {
 		return nil
 	}
-	var body struct {
-		PID int `json:"pid"`
-	}
+	var body api.Readiness
 	_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body)
 	if body.PID != pid {
 		who := "a server that is not keyd, or an older keyd"
@@ -348,7 +322,7 @@ func checkReady(ctx context.Context, url string, pid int, timeout time.Duration)
 }
 
 // printWaiting prints the waiting line of each pending key.
-func printWaiting(w io.Writer, keys []keyRow) {
+func printWaiting(w io.Writer, keys []api.Key) {
 	for _, k := range keys {
 		if line := waitingLine(k.Version, k.WaitingFor); line != "" {
 			fmt.Fprintln(w, cell(line))

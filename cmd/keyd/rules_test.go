@@ -39,7 +39,7 @@ func TestAlertRulesUseExportedMetrics(t *testing.T) {
 	for _, m := range regexp.MustCompile(`(?m)^# TYPE (keyd_\w+) `).FindAllStringSubmatch(string(body), -1) {
 		exported[m[1]] = true
 	}
-	src, err := os.ReadFile("../../internal/signing/signing.go")
+	src, err := os.ReadFile("../../internal/issue/issue.go")
 	if err != nil {
 		t.Fatal(err)
 	}

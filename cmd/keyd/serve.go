@@ -13,25 +13,17 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime/debug"
-	"slices"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
-	"github.com/openedx-keyd/keyd/internal/api"
+	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/auth"
-	"github.com/openedx-keyd/keyd/internal/claims"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/datadir"
-	"github.com/openedx-keyd/keyd/internal/jwks"
-	"github.com/openedx-keyd/keyd/internal/metrics"
-	"github.com/openedx-keyd/keyd/internal/propagation"
 	"github.com/openedx-keyd/keyd/internal/rotation"
+	"github.com/openedx-keyd/keyd/internal/server"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/vault"
-	"github.com/openedx-keyd/keyd/internal/signing"
 )
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
@@ -67,186 +59,100 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 	return 0
 }
 
-// wiring is what a backend mode provides to serve.
+// wiring is what the Vault mode provides to serve (wiring_vault.go); the
+// builder takes it as a server.Wiring.
 type wiring struct {
-	backend signer.Backend
-	auth    api.Authorizer
-	events  rotation.Events
-	audit   auditTrail
-	// start runs background work of the mode (token renewal); may be nil.
-	start func(context.Context)
-	// login says why keyd's own backend login fails now ("" when it does
-	// not); may be nil.
-	login func() string
-	// problems lists what is wrong with the files the mode keeps (see
-	// problemWatch); may be nil.
-	problems func() []string
-	// stop releases what the mode holds (the data dir's lock); may be nil.
-	stop func()
-	// observed is the shared store of observed propagation (Vault: the
-	// backend itself; local: the data dir's).
-	observed observedStore
-	// describe names the backend in a 503 ("Vault at ADDR").
-	describe string
-	// roleNames names the roles in a 403 (Vault: their policies); may be nil.
+	backend   signer.Backend
+	auth      auth.Authorizer
+	events    rotation.Events
+	audit     auditTrail
+	start     func(context.Context)
+	login     func() string
+	problems  func() []string
+	stop      func()
+	observed  server.ObservedStore
+	describe  string
 	roleNames map[auth.Role]string
 }
 
-// observedStore keeps observed propagation for every replica.
-type observedStore interface {
-	rotation.PropagationStore
-	propagation.Saver
+// server is w as the builder takes it.
+func (w *wiring) server() *server.Wiring {
+	return &server.Wiring{
+		Backend: w.backend, Auth: w.auth, Events: w.events, Audit: w.audit.trail(),
+		Start: w.start, Login: w.login, Problems: w.problems, Stop: w.stop, Observed: w.observed,
+		Describe: w.describe, RoleNames: w.roleNames,
+	}
+}
+
+// modeWiring is the wiring of cfg's backend mode.
+func modeWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock) (*server.Wiring, error) {
+	if cfg.Backend == "vault" {
+		w, err := vaultWiring(ctx, cfg, log, clk)
+		if err != nil {
+			return nil, err
+		}
+		return w.server(), nil
+	}
+	return server.Local(cfg, log, clk, func(l *audit.Log) rotation.Events { return auditEvents{l} }, os.Getenv)
+}
+
+// listen binds cfg.Listen and loads the TLS certificate (nil without one).
+func listen(cfg *config.Config) (net.Listener, *tls.Config, error) {
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("load --tls-cert and --tls-key: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	return ln, tlsConfig, nil
 }
 
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	// Bind (and load the TLS certificate) before anything else: a port that
 	// another process holds is an error before keyd touches its keys, and
 	// "listening" is logged only once the socket is keyd's.
-	var tlsConfig *tls.Config
-	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return fmt.Errorf("load --tls-cert and --tls-key: %w", err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, tlsConfig, err := listen(cfg)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		return err
 	}
 	defer ln.Close()
 
 	clk := clock.Real{}
-	var w *wiring
-	switch cfg.Backend {
-	case "local":
-		w, err = localWiring(cfg, log, clk)
-	case "vault":
-		w, err = vaultWiring(ctx, cfg, log, clk)
-	}
+	w, err := modeWiring(ctx, cfg, log, clk)
 	if err != nil {
 		return err
 	}
-	if w.stop != nil {
-		defer w.stop()
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	handler := jwks.NewHandler(cfg.JWKSMaxAge)
-
-	m := metrics.New(reg)
-	ok, notModified := m.JWKSRequests.WithLabelValues("200"), m.JWKSRequests.WithLabelValues("304")
-	handler.Observe = func(status int) {
-		if status == http.StatusNotModified {
-			notModified.Inc()
-		} else {
-			ok.Inc()
+	s, err := server.New(cfg, *w, server.Options{Clock: clk, Logger: log, PID: os.Getpid()})
+	if err != nil {
+		if w.Stop != nil {
+			w.Stop()
 		}
-	}
-	observed := w.observed
-	recorder := propagation.NewRecorder(clk)
-	// Only the expected clients' fetches are stored (no other is read):
-	// without --expected-clients keyd writes nothing, today's behaviour.
-	recorder.Stored = func(client string) bool { return slices.Contains(cfg.ExpectedClients, client) }
-	handler.Fetched = recorder.Fetched
-	mgr, err := rotation.New(rotation.Config{
-		Backend: w.backend,
-		Rules: rotation.Rules{
-			Schedule:          cfg.Schedule,
-			ScheduleSpec:      cfg.RotationSchedule,
-			PropagationDelay:  cfg.PropagationDelay,
-			RetireAfter:       cfg.RetireAfter(),
-			ExpectedClients:   cfg.ExpectedClients,
-			InstanceWindow:    cfg.InstanceWindow,
-			ActivationMaxWait: cfg.ActivationMaxWait,
-		},
-		Propagation: observed,
-		Algorithm:   cfg.Algorithm,
-		Clock:       clk,
-		Events:      w.events,
-		Logger:      log,
-		Metrics:     m,
-		Refresh:     cfg.Refresh(),
-		// The snapshot may miss a key others sign with once it is older
-		// than this (DESIGN.md "Vault HA"): /readyz then answers 503.
-		StaleAfter: cfg.PropagationDelay - cfg.JWKSMaxAge,
-		OnChange:   api.PublishKeys(handler, log),
-	})
-	if err != nil {
 		return err
 	}
-	metrics.WatchLifecycle(reg, mgr, clk)
-	metrics.WatchPropagation(reg, mgr, clk)
-	if err := mgr.Tick(ctx); err != nil {
-		log.Warn("first lifecycle tick failed; retrying in the background", "err", err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go mgr.Run(runCtx)
-	if w.start != nil {
-		go w.start(runCtx)
-	}
-	flushed := make(chan struct{})
-	go func() {
-		defer close(flushed)
-		recorder.Run(runCtx, observed, flushEvery(cfg.JWKSMaxAge), cfg.JWKSMaxAge, forgetAfter(cfg.InstanceWindow), log, mgr.Kick)
-	}()
-	defer func() { cancel(); <-flushed }() // the last observations are stored before keyd exits
-	problems := newProblemWatch(w.problems, log, reg)
-	problems.check()
-	go problems.run(runCtx, cfg.Refresh())
-	chain := &chainWatch{valid: w.audit.Valid, log: log}
-	chain.check(ctx)
-	go chain.run(runCtx, clk, chainCheckEvery)
+	defer s.Close()
+	stop := s.Start(ctx)
+	defer stop() // the last observations are stored before keyd exits
 
-	e := api.New(api.Config{
-		Auth:      w.auth,
-		Backend:   w.backend,
-		Lifecycle: mgr,
-		Signer: signing.New(signing.Config{
-			Backend: w.backend, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
-			Policy: claims.Policy{Issuers: cfg.Issuers, MaxLifetime: cfg.MaxTokenLifetime, ClockSkew: cfg.ClockSkew},
-		}),
-		JWKS:        handler,
-		Audit:       withReport(w.audit, cfg, clk),
-		Propagation: mgr,
-		Problems:    problems.Current,
-		Login:       w.login,
-		Metrics:     m,
-		Gatherer:    reg,
-		Logger:      log,
-		SignTimeout: cfg.SignTimeout,
-
-		BackendDescription: w.describe,
-		RoleNames:          w.roleNames,
-		PID:                os.Getpid(),
-	})
-	metrics.WatchServer(reg, e.Ready, w.login, chain.Valid)
 	srv := &http.Server{
 		Addr:              cfg.Listen,
-		Handler:           e,
+		Handler:           s.Handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
+		TLSConfig:         tlsConfig,
 	}
-	if addr := os.Getenv("KEYD_PPROF_LISTEN"); addr != "" {
-		// Profiling for benchmarks (bench/run): off unless asked for, on a
-		// listener of its own, never on the API's.
-		go func() {
-			log.Warn("pprof listening", "addr", addr)
-			mux := http.NewServeMux()
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			log.Error("pprof stopped", "err", http.ListenAndServe(addr, mux))
-		}()
-	}
+	startPprof(log)
 	errc := make(chan error, 1)
 	go func() {
 		if tlsConfig != nil {
-			srv.TLSConfig = tlsConfig
 			errc <- srv.ServeTLS(ln, "", "") // the certificate is in TLSConfig
 		} else {
 			errc <- srv.Serve(ln)
@@ -269,14 +175,19 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	return nil
 }
 
-// flushEvery is how often the JWKS fetch observations are written (only
-// what grew or aged past jwks-max-age is): at most every second, and
-// twice per jwks-max-age.
-func flushEvery(maxAge time.Duration) time.Duration {
-	return max(min(time.Second, maxAge/2), 50*time.Millisecond)
+// startPprof serves profiling for benchmarks (bench/run): off unless
+// KEYD_PPROF_LISTEN asks for it, on a listener of its own, never on the
+// API's.
+func startPprof(log *slog.Logger) {
+	addr := os.Getenv("KEYD_PPROF_LISTEN")
+	if addr == "" {
+		return
+	}
+	go func() {
+		log.Warn("pprof listening", "addr", addr)
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		log.Error("pprof stopped", "err", http.ListenAndServe(addr, mux))
+	}()
 }
-
-// forgetAfter is how long an instance that stopped fetching is kept in the
-// store (shown by GET /v1/propagation, no longer counted): a day, or twice
-// the instance window when that is longer.
-func forgetAfter(window time.Duration) time.Duration { return max(24*time.Hour, 2*window) }

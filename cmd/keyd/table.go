@@ -39,40 +39,50 @@ func (t *table) flush() { t.tw.Flush() }
 // reorder what is shown), invalid UTF-8, and the backslash itself, so that
 // the escaped form is unambiguous. Escapes are Go's: \n, \t, \x1b, \u202e.
 func cell(s string) string {
-	clean := true
-	for _, r := range s {
-		if r == '\\' || r == utf8.RuneError || needsEscape(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
+	if clean(s) {
 		return s
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n <= 1:
+		if r == utf8.RuneError && n <= 1 {
 			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case needsEscape(r) && r < 0x80:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case needsEscape(r):
-			fmt.Fprintf(&b, `\u%04x`, r)
-		default:
-			b.WriteRune(r)
+		} else {
+			escape(&b, r)
 		}
 		i += n
 	}
 	return b.String()
+}
+
+// clean reports whether s has nothing cell escapes.
+func clean(s string) bool {
+	for _, r := range s {
+		if r == '\\' || r == utf8.RuneError || needsEscape(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// escape writes the valid rune r, escaped when it must be.
+func escape(b *strings.Builder, r rune) {
+	switch {
+	case r == '\\':
+		b.WriteString(`\\`)
+	case r == '\n':
+		b.WriteString(`\n`)
+	case r == '\r':
+		b.WriteString(`\r`)
+	case r == '\t':
+		b.WriteString(`\t`)
+	case needsEscape(r) && r < 0x80:
+		fmt.Fprintf(b, `\x%02x`, r)
+	case needsEscape(r):
+		fmt.Fprintf(b, `\u%04x`, r)
+	default:
+		b.WriteRune(r)
+	}
 }
 
 func needsEscape(r rune) bool {

@@ -27,16 +27,14 @@ import (
 	"github.com/openedx-keyd/keyd/internal/api"
 	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/auth"
-	"github.com/openedx-keyd/keyd/internal/claims"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/jwks"
-	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/propagation"
 	"github.com/openedx-keyd/keyd/internal/rotation"
+	"github.com/openedx-keyd/keyd/internal/server"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
-	"github.com/openedx-keyd/keyd/internal/signing"
 )
 
 const (
@@ -90,14 +88,30 @@ type testEnv struct {
 	recorder *propagation.Recorder
 	observed *local.PropagationStore
 	dir      string // the data dir
-	// apiCfg is what env.handler was made of.
-	apiCfg api.Config
 }
 
-// newEnv serves api.New over a local backend in a temp dir; with tick the
-// manager has made its first snapshot (the bootstrap key). opts change the
-// manager's configuration (e.g. expected clients).
-func newEnv(t testing.TB, alg signer.Algorithm, tick bool, opts ...func(*rotation.Config)) *testEnv {
+// testConfig is the configuration newEnv serves: a monthly schedule, a 24h
+// propagation delay, 1h tokens with a minute of skew (a key retires 1h2m
+// after it stops signing), a 5m JWKS max-age.
+func testConfig(t testing.TB, alg signer.Algorithm, dir string) *config.Config {
+	t.Helper()
+	sched, err := config.ParseSchedule("0 0 1 * *")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &config.Config{
+		Backend: "local", DataDir: dir, Algorithm: alg,
+		Schedule: sched, RotationSchedule: "0 0 1 * *",
+		PropagationDelay: 24 * time.Hour, MaxTokenLifetime: time.Hour, ClockSkew: time.Minute,
+		JWKSMaxAge: 5 * time.Minute, Issuers: []string{issuer},
+	}
+}
+
+// newEnv serves keyd as serve builds it (server.New) over a local backend
+// in a temp dir, with a fake clock and nothing running in the background;
+// with tick the manager has made its first snapshot (the bootstrap key).
+// opts change the configuration (e.g. expected clients) and the wiring.
+func newEnv(t testing.TB, alg signer.Algorithm, tick bool, opts ...func(*config.Config, *server.Wiring)) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
 	lb, err := local.New(dir)
@@ -105,74 +119,36 @@ func newEnv(t testing.TB, alg signer.Algorithm, tick bool, opts ...func(*rotatio
 		t.Fatalf("local.New: %v", err)
 	}
 	tokens := map[string]string{"KEYD_SIGNER_TOKEN": signerTok, "KEYD_ADMIN_TOKEN": adminTok, "KEYD_AUDITOR_TOKEN": auditorTok}
-	auth, _, err := api.LoadLocalAuth(dir, func(k string) string { return tokens[k] })
+	authz, _, err := auth.LoadLocalTokens(dir, func(k string) string { return tokens[k] })
 	if err != nil {
-		t.Fatalf("LoadLocalAuth: %v", err)
+		t.Fatalf("LoadLocalTokens: %v", err)
 	}
-	sched, err := config.ParseSchedule("0 0 1 * *")
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	clk := clock.NewFake(now)
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg)
-	handler := jwks.NewHandler(5 * time.Minute)
-	handler.Observe = func(status int) { m.JWKSRequests.WithLabelValues(fmt.Sprint(status)).Inc() }
-	recorder := propagation.NewRecorder(clk)
-	handler.Fetched = recorder.Fetched
 	observed, err := local.NewPropagationStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rcfg := rotation.Config{
-		Backend: lb,
-		Rules: rotation.Rules{
-			Schedule: sched, ScheduleSpec: "0 0 1 * *",
-			PropagationDelay: 24 * time.Hour, RetireAfter: time.Hour + 2*time.Minute,
-		},
-		Algorithm: alg,
-		Clock:     clk,
-		Events:    noEvents{},
-		Logger:    log,
-		Metrics:   m,
-		OnChange:  api.PublishKeys(handler, log),
-		// The store is wired as serve wires it; no client is expected
-		// unless opts say so.
-		Propagation: observed,
+	clk := clock.NewFake(now)
+	env := &testEnv{clk: clk, backend: &switchBackend{Backend: lb}, audit: &fakeAudit{}, observed: observed, dir: dir}
+	cfg := testConfig(t, alg, dir)
+	w := server.Wiring{
+		Backend: env.backend, Auth: authz, Events: noEvents{}, Audit: env.audit, Observed: observed,
+		Describe: "the local data dir " + dir,
 	}
 	for _, o := range opts {
-		o(&rcfg)
+		o(cfg, &w)
 	}
-	mgr, err := rotation.New(rcfg)
+	s, err := server.New(cfg, w, server.Options{
+		Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry(), PID: 4242,
+	})
 	if err != nil {
-		t.Fatalf("rotation.New: %v", err)
+		t.Fatalf("server.New: %v", err)
 	}
-	metrics.WatchLifecycle(reg, mgr, clk)
-	metrics.WatchPropagation(reg, mgr, clk)
 	if tick {
-		if err := mgr.Tick(context.Background()); err != nil {
+		if err := s.Manager.Tick(context.Background()); err != nil {
 			t.Fatalf("first Tick: %v", err)
 		}
 	}
-	env := &testEnv{clk: clk, mgr: mgr, backend: &switchBackend{Backend: lb}, audit: &fakeAudit{}, jwks: handler, recorder: recorder, observed: observed, dir: dir}
-	env.apiCfg = api.Config{
-		Auth:      auth,
-		Backend:   env.backend,
-		Lifecycle: mgr,
-		Signer: signing.New(signing.Config{Backend: env.backend, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
-			Policy: claims.Policy{Issuers: []string{issuer}, MaxLifetime: time.Hour, ClockSkew: time.Minute}}),
-		JWKS:        handler,
-		Audit:       env.audit,
-		Propagation: mgr,
-		Metrics:     m,
-		Gatherer:    reg,
-		Logger:      log,
-
-		BackendDescription: "the local data dir " + dir,
-		PID:                4242,
-	}
-	env.handler = api.New(env.apiCfg)
+	env.mgr, env.jwks, env.recorder, env.handler = s.Manager, s.JWKS, s.Recorder, s.Handler
 	srv := httptest.NewServer(env.handler)
 	t.Cleanup(srv.Close)
 	env.url = srv.URL
@@ -1044,11 +1020,10 @@ func TestErrorMessagesSayWhatIsNeeded(t *testing.T) {
 	}
 
 	// Vault mode names the roles by their policies.
-	cfg := e.apiCfg
-	cfg.RoleNames = map[auth.Role]string{auth.RoleAuditor: "auditor (policy keyd-auditor)", auth.RoleAdmin: "admin (policy keyd-admin)"}
-	vaultish := httptest.NewServer(api.New(cfg))
-	defer vaultish.Close()
-	r := (&testEnv{url: vaultish.URL}).get(t, "/v1/keys", signerTok)
+	vaultish := newEnv(t, signer.ES256, true, func(_ *config.Config, w *server.Wiring) {
+		w.RoleNames = map[auth.Role]string{auth.RoleAuditor: "auditor (policy keyd-auditor)", auth.RoleAdmin: "admin (policy keyd-admin)"}
+	})
+	r := vaultish.get(t, "/v1/keys", signerTok)
 	checkError(t, r, http.StatusForbidden, "forbidden")
 	if msg := message(r); !strings.Contains(msg, "auditor (policy keyd-auditor) or admin (policy keyd-admin)") {
 		t.Errorf("403 message %q does not name the policies", msg)
@@ -1070,5 +1045,17 @@ func TestReadyzNamesTheProcess(t *testing.T) {
 	got := decode[map[string]any](t, e.get(t, "/readyz", ""))
 	if got["pid"] != 4242.0 {
 		t.Errorf("/readyz pid = %v, want 4242: %v", got["pid"], got)
+	}
+}
+
+// TestEveryRouteOfTheRoleTableAsksForAToken: each route of auth.Routes is
+// served and answers 401 without a bearer token, so the role table and the
+// routes cannot drift apart.
+func TestEveryRouteOfTheRoleTableAsksForAToken(t *testing.T) {
+	e := newEnv(t, signer.ES256, true)
+	for route := range auth.Routes {
+		method, path, _ := strings.Cut(string(route), " ")
+		r := e.do(t, method, path, "", nil)
+		checkError(t, r, http.StatusUnauthorized, "unauthenticated")
 	}
 }

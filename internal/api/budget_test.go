@@ -10,8 +10,8 @@ import (
 	"github.com/openedx-keyd/keyd/internal/api"
 	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/claims"
+	"github.com/openedx-keyd/keyd/internal/issue"
 	"github.com/openedx-keyd/keyd/internal/signer"
-	"github.com/openedx-keyd/keyd/internal/signing"
 )
 
 // slowAuth takes delay (or until the request's context ends) before it
@@ -57,7 +57,7 @@ func TestSignBudgetBoundsTheWholeRequest(t *testing.T) {
 			b := hungBackend{env.backend}
 			srv := httptest.NewServer(api.New(api.Config{
 				Auth: slowAuth{tc.auth}, Backend: b, Lifecycle: env.mgr, JWKS: env.jwks,
-				Signer: signing.New(signing.Config{Backend: b, Lifecycle: env.mgr, Clock: env.clk, Logger: discard(),
+				Issuer: issue.New(issue.Config{Backend: b, Lifecycle: env.mgr, Clock: env.clk, Logger: discard(),
 					Policy: claims.Policy{Issuers: []string{issuer}, MaxLifetime: time.Hour, ClockSkew: time.Minute}}),
 				Logger: discard(), SignTimeout: budget,
 			}))

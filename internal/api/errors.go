@@ -95,9 +95,9 @@ func (s *Server) toError(err error, roles []auth.Role) (*Error, bool) {
 		return ae, true
 	case errors.As(err, &ce):
 		return apiError(ce.Status, ce.Code, ce.Message), true
-	case errors.Is(err, signer.ErrUnauthenticated):
+	case errors.Is(err, auth.ErrUnauthenticated):
 		return errBadCredential, true
-	case errors.Is(err, signer.ErrPermissionDenied):
+	case errors.Is(err, auth.ErrPermissionDenied):
 		return s.forbidden(roles), true
 	case errors.Is(err, signer.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		// A deadline is the request's budget spent waiting on the backend.

@@ -18,15 +18,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openedx-keyd/keyd/internal/api"
+	"github.com/openedx-keyd/keyd/internal/audit"
+	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/claims"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
+	"github.com/openedx-keyd/keyd/internal/issue"
 	"github.com/openedx-keyd/keyd/internal/jwks"
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
-	"github.com/openedx-keyd/keyd/internal/signing"
 )
 
 // Tests for issue 12 items 1 and 3 through the HTTP surface.
@@ -118,7 +120,7 @@ func (s *switchEvents) Emit(_ context.Context, e rotation.Event) error {
 	return nil
 }
 
-func (s *switchEvents) count(typ rotation.EventType) int {
+func (s *switchEvents) count(typ audit.Type) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
@@ -141,7 +143,7 @@ func faultEnv(t *testing.T, clk clock.Clock, rules rotation.Rules, refresh time.
 	}
 	fb := &faultBackend{Backend: lb, destroyed: map[int]time.Time{}}
 	tokens := map[string]string{"KEYD_SIGNER_TOKEN": signerTok, "KEYD_ADMIN_TOKEN": adminTok, "KEYD_AUDITOR_TOKEN": auditorTok}
-	auth, _, err := api.LoadLocalAuth(dir, func(k string) string { return tokens[k] })
+	authz, _, err := auth.LoadLocalTokens(dir, func(k string) string { return tokens[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,8 +166,8 @@ func faultEnv(t *testing.T, clk clock.Clock, rules rotation.Rules, refresh time.
 		env.clk = f
 	}
 	env.handler = api.New(api.Config{
-		Auth: auth, Backend: fb, Lifecycle: mgr, JWKS: handler, Metrics: m, Gatherer: reg, Logger: log,
-		Signer: signing.New(signing.Config{Backend: fb, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
+		Auth: authz, Backend: fb, Lifecycle: mgr, JWKS: handler, Metrics: m, Gatherer: reg, Logger: log,
+		Issuer: issue.New(issue.Config{Backend: fb, Lifecycle: mgr, Clock: clk, Metrics: m, Logger: log,
 			Policy: claims.Policy{Issuers: []string{issuer}, MaxLifetime: time.Hour, ClockSkew: time.Minute}}),
 	})
 	srv := httptest.NewServer(env.handler)

@@ -85,7 +85,7 @@ func describePropagation(st rotation.PropagationStatus) PropagationInfo {
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 func (s *Server) propagation(c echo.Context) error {
-	if _, err := s.authorize(c, auth.RoleAuditor, auth.RoleAdmin); err != nil {
+	if _, err := s.authorize(c, auth.RoutePropagation); err != nil {
 		return err
 	}
 	return s.answerPropagation(c)
@@ -144,7 +144,7 @@ func decodeConfirm(body []byte) (req rotation.ConfirmRequest, err error) {
 }
 
 func (s *Server) confirm(c echo.Context) error {
-	p, req, err := adminRequest(s, c, decodeConfirm)
+	p, req, err := adminRequest(s, c, auth.RouteConfirm, decodeConfirm)
 	if err != nil {
 		return err
 	}
@@ -177,11 +177,11 @@ func waitingFor(g *rotation.GateStatus) []WaitInfo {
 	return out
 }
 
-// adminRequest checks the admin role, reads the body (413, 415) and decodes
+// adminRequest checks the role of route (admin), reads the body (413, 415) and decodes
 // it strictly with decode.
-func adminRequest[T any](s *Server, c echo.Context, decode func([]byte) (T, error)) (auth.Principal, T, error) {
+func adminRequest[T any](s *Server, c echo.Context, route auth.Route, decode func([]byte) (T, error)) (auth.Principal, T, error) {
 	var req T
-	p, err := s.authorize(c, auth.RoleAdmin)
+	p, err := s.authorize(c, route)
 	if err != nil {
 		return p, req, err
 	}

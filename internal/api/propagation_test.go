@@ -14,7 +14,10 @@ import (
 	"time"
 
 	"github.com/openedx-keyd/keyd/internal/api"
+	"github.com/openedx-keyd/keyd/internal/audit"
+	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/rotation"
+	"github.com/openedx-keyd/keyd/internal/server"
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
@@ -31,7 +34,7 @@ func (e *events) Emit(_ context.Context, ev rotation.Event) error {
 	return nil
 }
 
-func (e *events) of(typ rotation.EventType) []rotation.Event {
+func (e *events) of(typ audit.Type) []rotation.Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []rotation.Event
@@ -47,11 +50,11 @@ func (e *events) of(typ rotation.EventType) []rotation.Event {
 // max wait.
 func gatedEnv(t *testing.T) (*testEnv, *events) {
 	ev := &events{}
-	e := newEnv(t, signer.ES256, true, func(c *rotation.Config) {
-		c.Rules.ExpectedClients = []string{"ecommerce", "notes"}
-		c.Rules.InstanceWindow = time.Hour
-		c.Rules.ActivationMaxWait = 48 * time.Hour
-		c.Events = ev
+	e := newEnv(t, signer.ES256, true, func(c *config.Config, w *server.Wiring) {
+		c.ExpectedClients = []string{"ecommerce", "notes"}
+		c.InstanceWindow = time.Hour
+		c.ActivationMaxWait = 48 * time.Hour
+		w.Events = ev
 	})
 	return e, ev
 }
@@ -195,14 +198,14 @@ func TestGatedActivation(t *testing.T) {
 		t.Error("the released key does not sign")
 	}
 	var reasons []string
-	for _, x := range ev.of(rotation.EventPropagationConfirmed) {
+	for _, x := range ev.of(audit.PropagationConfirmed) {
 		reasons = append(reasons, x.Reason)
 	}
 	slices.Sort(reasons)
 	if want := []string{"client ecommerce confirmed by fetch", "client notes confirmed by admin"}; !slices.Equal(reasons, want) {
 		t.Errorf("propagation_confirmed reasons %q, want %q", reasons, want)
 	}
-	if len(ev.of(rotation.EventActivationUnconfirmed)) != 0 || len(ev.of(rotation.EventActivated)) != 2 {
+	if len(ev.of(audit.ActivationUnconfirmed)) != 0 || len(ev.of(audit.Activated)) != 2 {
 		t.Errorf("events: %+v", ev.all)
 	}
 	if got := metricValue(t, e, "keyd_propagation_unconfirmed_clients"); got != "0" {
@@ -237,7 +240,7 @@ func TestActivationMaxWait(t *testing.T) {
 	if got := metricValue(t, e, "keyd_propagation_deadline_seconds"); got != "0" {
 		t.Errorf("keyd_propagation_deadline_seconds = %s with no key waiting, want 0", got)
 	}
-	un := ev.of(rotation.EventActivationUnconfirmed)
+	un := ev.of(audit.ActivationUnconfirmed)
 	if len(un) != 1 || un[0].Version != 2 || !strings.HasSuffix(un[0].Reason, "notes") || strings.Contains(un[0].Reason, "ecommerce") {
 		t.Errorf("activation_unconfirmed events: %+v", un)
 	}
@@ -349,7 +352,7 @@ func TestFetchConfirmationStoredFromActivatesAt(t *testing.T) {
 	e.fetch(t, "ecommerce", "e1")
 	e.post(t, "/v1/propagation/confirm", adminTok, `{"client":"notes","version":2}`)
 	e.flushTick(t)
-	if n := len(ev.of(rotation.EventPropagationConfirmed)); n != 1 {
+	if n := len(ev.of(audit.PropagationConfirmed)); n != 1 {
 		t.Fatalf("%d confirmations stored before activates_at, want only the admin's", n)
 	}
 	e.recorder.Record("ecommerce", "e2", 1, e.clk.Now()) // fetched before the rotation, stored late

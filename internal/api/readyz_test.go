@@ -33,7 +33,7 @@ func (b *readBackend) Keys(ctx context.Context) ([]signer.Key, error) {
 	return b.Backend.Keys(ctx)
 }
 
-// /readyz (DESIGN.md "Vault HA"): 200 while the backend is down until the
+// /readyz (docs/design.md "Vault HA"): 200 while the backend is down until the
 // last successful refresh is older than propagation-delay - jwks-max-age,
 // then 503 while the JWKS is still served; a failing backend login is
 // reported while it lasts.

@@ -30,7 +30,7 @@ type AuditReporter interface {
 // auditReport serves GET /v1/audit/report (auditor or admin): the report
 // for the security team as one self-contained HTML page, or ?format=json.
 func (s *Server) auditReport(c echo.Context) error {
-	if _, err := s.authorize(c, auth.RoleAuditor, auth.RoleAdmin); err != nil {
+	if _, err := s.authorize(c, auth.RouteAuditReport); err != nil {
 		return err
 	}
 	q, format, err := reportQuery(c)

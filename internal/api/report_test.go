@@ -11,6 +11,7 @@ import (
 
 	"github.com/openedx-keyd/keyd/internal/api"
 	"github.com/openedx-keyd/keyd/internal/audit"
+	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/jwks"
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
@@ -39,11 +40,11 @@ func (a *reportingAudit) Report(_ context.Context, q api.ReportQuery) (audit.Rep
 func reportServer(t *testing.T, trail api.AuditTrail) *testEnv {
 	t.Helper()
 	tokens := map[string]string{"KEYD_SIGNER_TOKEN": signerTok, "KEYD_ADMIN_TOKEN": adminTok, "KEYD_AUDITOR_TOKEN": auditorTok}
-	auth, _, err := api.LoadLocalAuth(t.TempDir(), func(k string) string { return tokens[k] })
+	authz, _, err := auth.LoadLocalTokens(t.TempDir(), func(k string) string { return tokens[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(api.New(api.Config{Auth: auth, JWKS: jwks.NewHandler(0), Audit: trail}))
+	srv := httptest.NewServer(api.New(api.Config{Auth: authz, JWKS: jwks.NewHandler(0), Audit: trail}))
 	t.Cleanup(srv.Close)
 	return &testEnv{url: srv.URL}
 }

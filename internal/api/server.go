@@ -1,4 +1,5 @@
-// Package api is keyd's HTTP surface: routes, role checks, and the one
+// Package api is keyd's HTTP surface: routes, the role check (one
+// auth.Authorizer, asked with the route's roles from auth.Routes), and the one
 // function that turns every error into {"error","message"}.
 package api
 
@@ -21,11 +22,11 @@ import (
 	"github.com/openedx-keyd/keyd/internal/audit"
 	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/claims"
+	"github.com/openedx-keyd/keyd/internal/issue"
 	"github.com/openedx-keyd/keyd/internal/jwks"
 	"github.com/openedx-keyd/keyd/internal/metrics"
 	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer"
-	"github.com/openedx-keyd/keyd/internal/signing"
 )
 
 // MaxBody is the largest request body accepted.
@@ -38,11 +39,11 @@ type Lifecycle interface {
 	Health() rotation.Health
 }
 
-// Signer turns a sign request body into a token for an authorized caller
-// (internal/signing): claims policy, the key the rules pick, the backend's
+// Issuer turns a sign request body into a token for an authorized caller
+// (internal/issue): claims policy, the key the rules pick, the backend's
 // signature. actor names the caller in its log.
-type Signer interface {
-	Sign(ctx context.Context, cred signer.Credential, actor string, body []byte) (signing.Token, error)
+type Issuer interface {
+	Issue(ctx context.Context, cred signer.Credential, actor string, body []byte) (issue.Token, error)
 }
 
 // AuditTrail reads the audit chain for GET /v1/audit.
@@ -54,10 +55,10 @@ type AuditTrail interface {
 
 // Config wires a Server. Audit may be nil until the trail is configured.
 type Config struct {
-	Auth      Authorizer
+	Auth      auth.Authorizer
 	Backend   signer.Backend // its Name, for /readyz
 	Lifecycle Lifecycle
-	Signer    Signer
+	Issuer    Issuer
 	JWKS      *jwks.Handler
 	Audit     AuditTrail
 	// Propagation serves /v1/propagation; nil: those routes answer 503.
@@ -168,8 +169,10 @@ func recoverer(log *slog.Logger) echo.MiddlewareFunc {
 	}
 }
 
-// authorize checks the bearer token for one of roles.
-func (s *Server) authorize(c echo.Context, roles ...auth.Role) (auth.Principal, error) {
+// authorize checks the bearer token for one of the roles route needs
+// (auth.Routes).
+func (s *Server) authorize(c echo.Context, route auth.Route) (auth.Principal, error) {
+	roles := route.Roles()
 	h := c.Request().Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
 	c.Set(routeRoles, roles)
@@ -207,13 +210,6 @@ func isJSON(contentType string) bool {
 	return err == nil && mt == "application/json"
 }
 
-type signResponse struct {
-	Token     string `json:"token"`
-	KID       string `json:"kid"`
-	Alg       string `json:"alg"`
-	ExpiresAt string `json:"expires_at"`
-}
-
 func (s *Server) sign(c echo.Context) error {
 	start := time.Now()
 	if s.cfg.SignTimeout > 0 {
@@ -224,7 +220,7 @@ func (s *Server) sign(c echo.Context) error {
 		defer cancel()
 		c.SetRequest(c.Request().WithContext(ctx))
 	}
-	p, err := s.authorize(c, auth.RoleSigner)
+	p, err := s.authorize(c, auth.RouteSign)
 	if err != nil {
 		s.cfg.Metrics.SignRequest("unauthorized", "")
 		return err
@@ -234,40 +230,26 @@ func (s *Server) sign(c echo.Context) error {
 		s.cfg.Metrics.SignRequest("bad_request", "")
 		return err
 	}
-	// The signing service counts and logs every outcome from here on.
-	t, err := s.cfg.Signer.Sign(c.Request().Context(), p.Credential, p.Actor, body)
+	// The issuing service counts and logs every outcome from here on.
+	t, err := s.cfg.Issuer.Issue(c.Request().Context(), p.Credential, p.Actor, body)
 	if err != nil {
 		return err
 	}
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.SignDuration.WithLabelValues(string(t.Alg)).Observe(time.Since(start).Seconds())
 	}
-	return c.JSON(http.StatusOK, signResponse{Token: t.JWT, KID: t.KID, Alg: string(t.Alg), ExpiresAt: t.ExpiresAt.UTC().Format(time.RFC3339)})
-}
-
-type keyInfo struct {
-	KID         string  `json:"kid"`
-	Version     int     `json:"version"`
-	Alg         string  `json:"alg"`
-	State       string  `json:"state"`
-	CreatedAt   string  `json:"created_at"`
-	ActivatesAt string  `json:"activates_at"`
-	RetiresAt   *string `json:"retires_at"`
-	Emergency   bool    `json:"emergency,omitempty"`
-	// WaitingFor (an extension): the expected clients a pending gated key
-	// still waits for.
-	WaitingFor []WaitInfo `json:"waiting_for,omitempty"`
+	return c.JSON(http.StatusOK, SignResponse{Token: t.JWT, KID: t.KID, Alg: string(t.Alg), ExpiresAt: t.ExpiresAt.UTC().Format(time.RFC3339)})
 }
 
 func (s *Server) keys(c echo.Context) error {
-	if _, err := s.authorize(c, auth.RoleAuditor, auth.RoleAdmin); err != nil {
+	if _, err := s.authorize(c, auth.RouteKeys); err != nil {
 		return err
 	}
 	snap := s.cfg.Lifecycle.Snapshot()
 	if snap == nil {
 		return errNoActiveKey
 	}
-	out := make([]keyInfo, 0, len(snap.Keys))
+	out := make([]Key, 0, len(snap.Keys))
 	for _, k := range snap.Keys {
 		ki := describe(k)
 		if g := snap.Plan.Gate; g != nil && g.Version == k.Version {
@@ -275,11 +257,11 @@ func (s *Server) keys(c echo.Context) error {
 		}
 		out = append(out, ki)
 	}
-	return c.JSON(http.StatusOK, map[string]any{"keys": out})
+	return c.JSON(http.StatusOK, KeyList{Keys: out})
 }
 
-func describe(k rotation.Published) keyInfo {
-	ki := keyInfo{
+func describe(k rotation.Published) Key {
+	ki := Key{
 		KID: k.KID, Version: k.Version, Alg: string(k.Algorithm), State: string(k.State),
 		CreatedAt:   k.CreatedAt.UTC().Format(time.RFC3339),
 		ActivatesAt: k.ActivatesAt.UTC().Format(time.RFC3339),
@@ -324,7 +306,7 @@ func decodeRotate(body []byte) (rotateRequest, error) {
 }
 
 func (s *Server) rotate(c echo.Context) error {
-	p, req, err := adminRequest(s, c, decodeRotate)
+	p, req, err := adminRequest(s, c, auth.RouteRotate, decodeRotate)
 	if err != nil {
 		return err
 	}
@@ -355,11 +337,11 @@ func (s *Server) rotate(c echo.Context) error {
 		}
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"kid": k.KID, "version": k.Version, "state": k.State})
+	return c.JSON(http.StatusOK, RotateResponse{KID: k.KID, State: string(k.State), Version: k.Version})
 }
 
 func (s *Server) audit(c echo.Context) error {
-	if _, err := s.authorize(c, auth.RoleAuditor); err != nil {
+	if _, err := s.authorize(c, auth.RouteAudit); err != nil {
 		return err
 	}
 	var since int64
@@ -377,21 +359,7 @@ func (s *Server) audit(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"events": events, "chain_valid": valid})
-}
-
-type readiness struct {
-	Ready     bool            `json:"ready"`
-	Backend   string          `json:"backend"`
-	JWKSKeys  int             `json:"jwks_keys"`
-	Lifecycle rotation.Health `json:"lifecycle"`
-	// Storage lists problems with the files keyd keeps; they do not make
-	// keyd unready (it serves what is sound) but need an operator.
-	Storage []string `json:"storage_problems,omitempty"`
-	// Login is why keyd's own Vault login fails, while it does.
-	Login string `json:"backend_login_problem,omitempty"`
-	// PID is the answering keyd's process ID (an extension).
-	PID int `json:"pid,omitempty"`
+	return c.JSON(http.StatusOK, AuditPage{ChainValid: valid, Events: events})
 }
 
 func (s *Server) readyz(c echo.Context) error {
@@ -404,8 +372,8 @@ func (s *Server) readyz(c echo.Context) error {
 }
 
 // readiness is the /readyz body as of now.
-func (s *Server) readiness() readiness {
-	r := readiness{Backend: s.cfg.Backend.Name(), Lifecycle: s.cfg.Lifecycle.Health(), PID: s.cfg.PID}
+func (s *Server) readiness() Readiness {
+	r := Readiness{Backend: s.cfg.Backend.Name(), Lifecycle: lifecycleOf(s.cfg.Lifecycle.Health()), PID: s.cfg.PID}
 	if s.cfg.Problems != nil {
 		r.Storage = s.cfg.Problems()
 	}

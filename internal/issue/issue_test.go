@@ -1,4 +1,4 @@
-package signing
+package issue
 
 import (
 	"context"
@@ -70,7 +70,7 @@ func TestSign(t *testing.T) {
 			s := New(Config{Backend: backend{tt.min}, Lifecycle: lc, Clock: clock.NewFake(now),
 				Policy: claims.Policy{Issuers: []string{"i"}, MaxLifetime: time.Hour, ClockSkew: time.Minute},
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			got, err := s.Sign(context.Background(), signer.Credential{}, "test", []byte(tt.body))
+			got, err := s.Issue(context.Background(), signer.Credential{}, "test", []byte(tt.body))
 			var ce *claims.Error
 			switch {
 			case tt.wantErr == nil && err != nil:

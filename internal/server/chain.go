@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"context"
@@ -8,13 +8,6 @@ import (
 
 	"github.com/openedx-keyd/keyd/internal/clock"
 )
-
-// chainCheckEvery is how often serve re-checks the whole audit chain: every
-// replica reads it and re-hashes it, a few hundred events a year. A Vault
-// replica lists the entries and reads only those it has not cached, so a
-// removed entry shows at the next check, one rewritten in place (beyond
-// keyd-server's create-only policy) at the next start.
-const chainCheckEvery = time.Minute
 
 // chainWatch re-checks the whole audit chain as GET /v1/audit does (hashes,
 // links, the log's head, every key the backend holds accounted for), so a
@@ -33,6 +26,9 @@ func (w *chainWatch) Valid() bool { return !w.invalid.Load() }
 
 // check re-checks the chain and logs a change of verdict.
 func (w *chainWatch) check(ctx context.Context) {
+	if w.valid == nil {
+		return // the mode's trail is not re-checked
+	}
 	valid, err := w.valid(ctx)
 	if err != nil {
 		w.log.Debug("audit chain check: cannot read the chain", "err", err)

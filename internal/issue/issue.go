@@ -1,7 +1,14 @@
-// Package signing turns a sign request into a token: the claims policy, the
-// key the lifecycle rules pick at this instant, the backend's signature, and
-// the JWS. It knows neither HTTP nor how a backend reaches its keys.
-package signing
+// Package issue issues tokens: it turns a POST /v1/sign request body into
+// a signed JWT (the claims policy, the key the lifecycle rules pick at this
+// instant, the backend's signature, the JWS). It knows neither HTTP nor how
+// a backend reaches its keys.
+//
+// Names: package signer is the key backend's interface (signer.Signer.Sign
+// makes one raw signature over a JWS signing input with one key version);
+// package issue is the service above it (Service.Issue makes a whole token
+// from a request); the HTTP surface asks an api.Issuer. "Sign" alone is
+// kept for the backend's raw signature and for the contract's route.
+package issue
 
 import (
 	"cmp"
@@ -19,7 +26,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
-// Lifecycle is what signing needs from the rotation manager.
+// Lifecycle is what issuing needs from the rotation manager.
 type Lifecycle interface {
 	// SigningKey is the key a signature made at now uses, by the rules at
 	// that instant (rotation.ErrNoKey, rotation.ErrEmergencyPending).
@@ -41,7 +48,7 @@ type Config struct {
 	Logger    *slog.Logger     // default slog.Default
 }
 
-// Service signs tokens.
+// Service issues signed tokens.
 type Service struct{ cfg Config }
 
 // New returns a Service; nil Clock and Logger default.
@@ -61,7 +68,7 @@ type Token struct {
 	ExpiresAt time.Time
 }
 
-// Sign applies the policy to a sign request body at the service's now, picks
+// Issue applies the policy to a sign request body at the service's now, picks
 // the key the rules choose at that instant, and has the backend sign with
 // cred. When the backend refuses that version (another replica activated a
 // newer one and pinned signing to it), it re-reads the keys and signs once
@@ -69,7 +76,7 @@ type Token struct {
 // rotation.ErrNoKey or rotation.ErrEmergencyPending when no key may sign,
 // and the backend's own (signer.ErrUnavailable, ...). actor names the
 // caller in the log.
-func (s *Service) Sign(ctx context.Context, cred signer.Credential, actor string, body []byte) (Token, error) {
+func (s *Service) Issue(ctx context.Context, cred signer.Credential, actor string, body []byte) (Token, error) {
 	now := s.cfg.Clock.Now()
 	tok, err := s.cfg.Policy.Build(body, now, rand.Reader)
 	if err != nil {

@@ -1,4 +1,4 @@
-package api
+package auth
 
 import (
 	"context"
@@ -13,31 +13,23 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/fsutil"
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
-// Authorizer decides whether a bearer token holds one of roles. It returns
-// signer.ErrUnauthenticated for an unknown token and signer.ErrPermissionDenied
-// for a known token without the role.
-type Authorizer interface {
-	Authorize(ctx context.Context, token string, roles ...auth.Role) (auth.Principal, error)
+// LocalTokens checks the per-role bearer tokens of local mode in constant time.
+type LocalTokens struct {
+	sums map[Role][32]byte
 }
 
-// LocalAuth checks the per-role bearer tokens of local mode in constant time.
-type LocalAuth struct {
-	sums map[auth.Role][32]byte
-}
-
-// LoadLocalAuth takes each role's token from KEYD_<ROLE>_TOKEN, or from
+// LoadLocalTokens takes each role's token from KEYD_<ROLE>_TOKEN, or from
 // <dataDir>/tokens/<role>, generating and saving one (0600) when neither exists.
-func LoadLocalAuth(dataDir string, getenv func(string) string) (*LocalAuth, map[auth.Role]string, error) {
+func LoadLocalTokens(dataDir string, getenv func(string) string) (*LocalTokens, map[Role]string, error) {
 	dir := filepath.Join(dataDir, "tokens")
-	a := &LocalAuth{sums: map[auth.Role][32]byte{}}
-	generated := map[auth.Role]string{}
-	seen := map[string]auth.Role{}
-	for _, r := range auth.Roles {
+	a := &LocalTokens{sums: map[Role][32]byte{}}
+	generated := map[Role]string{}
+	seen := map[string]Role{}
+	for _, r := range Roles {
 		tok := strings.TrimSpace(getenv("KEYD_" + strings.ToUpper(string(r)) + "_TOKEN"))
 		if tok == "" {
 			var err error
@@ -55,7 +47,7 @@ func LoadLocalAuth(dataDir string, getenv func(string) string) (*LocalAuth, map[
 	return a, generated, nil
 }
 
-func fileToken(dir string, r auth.Role, generated map[auth.Role]string) (string, error) {
+func fileToken(dir string, r Role, generated map[Role]string) (string, error) {
 	path := filepath.Join(dir, string(r))
 	raw, err := os.ReadFile(path)
 	if err == nil {
@@ -78,20 +70,20 @@ func fileToken(dir string, r auth.Role, generated map[auth.Role]string) (string,
 }
 
 // Authorize compares token with every role's token (hashes, constant time).
-func (a *LocalAuth) Authorize(_ context.Context, token string, roles ...auth.Role) (auth.Principal, error) {
+func (a *LocalTokens) Authorize(_ context.Context, token string, roles ...Role) (Principal, error) {
 	sum := sha256.Sum256([]byte(token))
-	var holder auth.Role
-	for _, r := range auth.Roles {
+	var holder Role
+	for _, r := range Roles {
 		want := a.sums[r]
 		if subtle.ConstantTimeCompare(sum[:], want[:]) == 1 {
 			holder = r
 		}
 	}
 	if holder == "" {
-		return auth.Principal{}, signer.ErrUnauthenticated
+		return Principal{}, ErrUnauthenticated
 	}
 	if !slices.Contains(roles, holder) {
-		return auth.Principal{}, signer.ErrPermissionDenied
+		return Principal{}, ErrPermissionDenied
 	}
-	return auth.Principal{Role: holder, Actor: "role:" + string(holder), Credential: signer.Credential{Token: token}}, nil
+	return Principal{Role: holder, Actor: "role:" + string(holder), Credential: signer.Credential{Token: token}}, nil
 }

@@ -1,22 +1,24 @@
-package main
+package server
 
 import (
 	"context"
 	"log/slog"
 	"math"
-	"os"
 	"path/filepath"
 
-	"github.com/openedx-keyd/keyd/internal/api"
 	"github.com/openedx-keyd/keyd/internal/audit"
+	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/datadir"
+	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
 )
 
-// localWiring is the embedded default: keys, tokens and audit log in the data dir.
-func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring, error) {
+// Local is the wiring of the embedded default mode: keys, tokens and audit
+// log in the data dir. events turns the audit log into the lifecycle's
+// event sink; getenv reads the role tokens (KEYD_<ROLE>_TOKEN).
+func Local(cfg *config.Config, log *slog.Logger, clk clock.Clock, events func(*audit.Log) rotation.Events, getenv func(string) string) (*Wiring, error) {
 	// A volume keyd cannot write, or a second keyd on the same directory,
 	// is one clear line at start (datadir.Error), before any key is read.
 	dir, err := datadir.Open(cfg.DataDir)
@@ -33,10 +35,10 @@ func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring
 	if err != nil {
 		return nil, err
 	}
-	for _, weak := range config.WeakRoleTokens(os.Getenv) {
+	for _, weak := range config.WeakRoleTokens(getenv) {
 		log.Warn("weak role token: " + weak)
 	}
-	auth, generated, err := api.LoadLocalAuth(cfg.DataDir, os.Getenv)
+	tokens, generated, err := auth.LoadLocalTokens(cfg.DataDir, getenv)
 	if err != nil {
 		return nil, err
 	}
@@ -63,9 +65,9 @@ func localWiring(cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
-	return &wiring{
-		backend: b, auth: auth, events: auditEvents{trail}, audit: auditTrail{trail, b, observed, clk}, problems: problems, observed: observed,
-		describe: "the local data dir " + path,
-		stop:     func() { dir.Close() },
+	return &Wiring{
+		Backend: b, Auth: tokens, Events: events(trail), Audit: &AuditTrail{trail, b, observed, clk}, Problems: problems, Observed: observed,
+		Describe: "the local data dir " + path,
+		Stop:     func() { dir.Close() },
 	}, nil
 }
