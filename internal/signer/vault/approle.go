@@ -38,7 +38,7 @@ func BootstrapAppRole(ctx context.Context, client *api.Client) (did []string, er
 	default:
 		did = append(did, "approle auth "+AppRoleMount+"/: exists")
 	}
-	role := "auth/" + AppRoleMount + "/role/" + AppRoleName
+	role := appRolePath(AppRoleName)
 	if _, err := client.Logical().WriteWithContext(ctx, role, map[string]any{
 		"token_policies": []string{policies.Server},
 		"token_ttl":      "1h",

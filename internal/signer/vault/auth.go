@@ -24,9 +24,9 @@ var ErrTokenCanSign = errors.New("keyd's own Vault token can sign with the key; 
 func (b *Backend) marker(role auth.Role) (path, capability string, err error) {
 	switch role {
 	case auth.RoleAdmin:
-		return b.kvPath("roles/admin"), "read", nil
+		return b.kvPath(rolePath("admin")), "read", nil
 	case auth.RoleAuditor:
-		return b.kvPath("roles/auditor"), "read", nil
+		return b.kvPath(rolePath("auditor")), "read", nil
 	case auth.RoleSigner:
 		return b.signPath(), "update", nil
 	}

@@ -121,7 +121,7 @@ func needsOperator(err error) error {
 
 // bootstrapKey creates the signing key, or checks the existing one.
 func bootstrapKey(ctx context.Context, client *api.Client, mount, key, keyType string) ([]string, error) {
-	path := mount + "/keys/" + key
+	path := transitKeyPath(mount, key)
 	sec, err := client.Logical().ReadWithContext(ctx, path)
 	if err != nil {
 		return nil, wrap("read key "+path, err)
@@ -165,7 +165,7 @@ func bootstrapKey(ctx context.Context, client *api.Client, mount, key, keyType s
 func waitKVReady(ctx context.Context, client *api.Client, kv string) error {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		_, err := client.Logical().ReadWithContext(ctx, kv+"/config")
+		_, err := client.Logical().ReadWithContext(ctx, kvConfigPath(kv))
 		if err == nil {
 			return nil
 		}

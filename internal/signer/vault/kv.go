@@ -11,11 +11,6 @@ import (
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
-// keyd's KV v2 entries, under <kv>/data/: records/<version> (lifecycle
-// records, created once), locks/rotate-<version> (rotation claims) and
-// intent/emergency.
-const intentPath = "intent/emergency"
-
 // SaveIntent records an emergency in <kv>/data/intent/emergency.
 func (b *Backend) SaveIntent(ctx context.Context, in signer.Intent) error {
 	data, err := encode(in)
@@ -55,8 +50,8 @@ type kvMount struct {
 
 func (b *Backend) kvMount() kvMount { return kvMount{client: b.client, mount: b.kv} }
 
-func (k kvMount) dataPath(p string) string     { return k.mount + "/data/" + p }
-func (k kvMount) metadataPath(p string) string { return k.mount + "/metadata/" + p }
+func (k kvMount) dataPath(p string) string     { return kvDataPath(k.mount, p) }
+func (k kvMount) metadataPath(p string) string { return kvMetadataPath(k.mount, p) }
 
 // read reads entry p as Vault answers it: nil when there is no entry; an
 // entry whose current version is deleted has no "data".
