@@ -152,7 +152,7 @@ func bootstrapKey(ctx context.Context, client *api.Client, mount, key, keyType s
 	}
 	lines := []string{fmt.Sprintf("key %s (%s): exists", path, keyType)}
 	if ki.DeletionAllowed {
-		if _, err := client.Logical().WriteWithContext(ctx, path+"/config", map[string]any{"deletion_allowed": false}); err != nil {
+		if _, err := client.Logical().WriteWithContext(ctx, keyOpPath(path, "config"), map[string]any{"deletion_allowed": false}); err != nil {
 			return nil, wrap("configure key "+path, err)
 		}
 		lines = append(lines, fmt.Sprintf("key %s: deletion_allowed turned off", path))

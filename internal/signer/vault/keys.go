@@ -241,7 +241,7 @@ func (b *Backend) Create(ctx context.Context, rec signer.Record) (signer.Key, er
 	if ki.LatestVersion != rec.Version-1 {
 		return signer.Key{}, fmt.Errorf("%w: vault's newest version is %d", signer.ErrAlreadyRotated, ki.LatestVersion)
 	}
-	sec, err := b.client.Logical().WriteWithContext(ctx, b.keyPath()+"/rotate", nil)
+	sec, err := b.client.Logical().WriteWithContext(ctx, keyOpPath(b.keyPath(), "rotate"), nil)
 	if err != nil {
 		return signer.Key{}, wrap("rotate "+b.keyPath(), err)
 	}
@@ -308,12 +308,12 @@ func (b *Backend) DestroyBelow(ctx context.Context, v int) error {
 	if ki.MinAvailableVersion >= v {
 		return nil
 	}
-	_, err = b.client.Logical().WriteWithContext(ctx, b.keyPath()+"/trim", map[string]any{"min_available_version": v})
+	_, err = b.client.Logical().WriteWithContext(ctx, keyOpPath(b.keyPath(), "trim"), map[string]any{"min_available_version": v})
 	return wrap("trim "+b.keyPath(), err)
 }
 
 func (b *Backend) configure(ctx context.Context, params map[string]any) error {
-	_, err := b.client.Logical().WriteWithContext(ctx, b.keyPath()+"/config", params)
+	_, err := b.client.Logical().WriteWithContext(ctx, keyOpPath(b.keyPath(), "config"), params)
 	return wrap("configure "+b.keyPath(), err)
 }
 

@@ -14,6 +14,9 @@ import (
 func transitKeyPath(mount, key string) string  { return mount + "/keys/" + key }
 func transitSignPath(mount, key string) string { return mount + "/sign/" + key }
 
+// keyOpPath is an operation on the key: "rotate", "trim" or "config".
+func keyOpPath(keyPath, op string) string { return keyPath + "/" + op }
+
 func (b *Backend) keyPath() string  { return transitKeyPath(b.mount, b.key) }
 func (b *Backend) signPath() string { return transitSignPath(b.mount, b.key) }
 

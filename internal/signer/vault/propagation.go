@@ -73,7 +73,7 @@ func (b *Backend) mergeClient(ctx context.Context, client string, add []signer.O
 // again.
 func (b *Backend) readInstances(ctx context.Context, p string) (instancesDoc, int, error) {
 	var doc instancesDoc
-	data, ver, err := b.kvRead(ctx, p)
+	data, ver, err := b.kvMount().entry(ctx, p)
 	if err != nil || data == nil {
 		return doc, ver, err
 	}
@@ -99,7 +99,7 @@ func readDecision[T any](ctx context.Context, b *Backend, p string, check func(T
 	for n := 1; n <= maxSlots; n++ {
 		sp := slotPath(p, n)
 		var got T
-		data, ver, err := b.kvRead(ctx, sp)
+		data, ver, err := b.kvMount().entry(ctx, sp)
 		if err != nil {
 			return v, false, "", err
 		}
@@ -201,7 +201,7 @@ func createOnce[T any](ctx context.Context, b *Backend, p string, v T, check fun
 		case free == "":
 			return zero, fmt.Errorf("vault: %s and the %d entries after it are malformed: %w", b.kvPath(p), maxSlots-1, signer.ErrMalformed)
 		}
-		created, err := b.kvCreate(ctx, free, data)
+		created, err := b.kvMount().create(ctx, free, data)
 		if err != nil {
 			return zero, err
 		}

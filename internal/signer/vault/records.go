@@ -17,7 +17,7 @@ func (b *Backend) record(ctx context.Context, v int) (signer.Record, bool, error
 	if ok {
 		return rec, true, nil
 	}
-	data, _, err := b.kvRead(ctx, recordPath(v))
+	data, _, err := b.kvMount().entry(ctx, recordPath(v))
 	if err != nil || data == nil {
 		return signer.Record{}, false, err
 	}
@@ -62,7 +62,7 @@ func (b *Backend) writeRecord(ctx context.Context, rec signer.Record) error {
 	if err != nil {
 		return fmt.Errorf("vault: encode record: %w", err)
 	}
-	created, err := b.kvCreate(ctx, recordPath(rec.Version), data)
+	created, err := b.kvMount().create(ctx, recordPath(rec.Version), data)
 	if err != nil {
 		return err
 	}
@@ -86,11 +86,11 @@ func (b *Backend) claim(ctx context.Context, v int) error {
 	if err != nil {
 		return fmt.Errorf("vault: encode claim: %w", err)
 	}
-	created, err := b.kvCreate(ctx, claimPath(v), mine)
+	created, err := b.kvMount().create(ctx, claimPath(v), mine)
 	if err != nil || created {
 		return err
 	}
-	data, kvVersion, err := b.kvRead(ctx, claimPath(v))
+	data, kvVersion, err := b.kvMount().entry(ctx, claimPath(v))
 	if err != nil {
 		return err
 	}
@@ -103,10 +103,7 @@ func (b *Backend) claim(ctx context.Context, v int) error {
 	}
 	// The holder is presumed dead. Take over with check-and-set, so that
 	// one replica at most does; the caller re-checks the key under the claim.
-	_, err = b.client.Logical().WriteWithContext(ctx, b.kvPath(claimPath(v)), map[string]any{
-		"data":    mine,
-		"options": map[string]any{"cas": kvVersion},
-	})
+	err = b.kvMount().send(ctx, claimPath(v), mine, kvVersion)
 	if statusOf(err) == 400 { // check-and-set failed: another replica took it over first
 		return fmt.Errorf("%w: lost the takeover of version %d's stale claim", signer.ErrAlreadyRotated, v)
 	}
@@ -115,4 +112,31 @@ func (b *Backend) claim(ctx context.Context, v int) error {
 	}
 	b.log.Warn("took over a stale rotation claim", "version", v, "holder", theirs.Holder, "claimed_at", theirs.At)
 	return nil
+}
+
+// SaveIntent records an emergency in <kv>/data/intent/emergency.
+func (b *Backend) SaveIntent(ctx context.Context, in signer.Intent) error {
+	data, err := encode(in)
+	if err != nil {
+		return fmt.Errorf("vault: encode intent: %w", err)
+	}
+	return wrap("save intent", b.kvMount().send(ctx, intentPath, data, noCAS))
+}
+
+// LoadIntent returns the recorded emergency, or nil when there is none.
+func (b *Backend) LoadIntent(ctx context.Context) (*signer.Intent, error) {
+	data, _, err := b.kvMount().entry(ctx, intentPath)
+	if err != nil || data == nil {
+		return nil, err
+	}
+	var in signer.Intent
+	if err := decode(data, &in); err != nil {
+		return nil, fmt.Errorf("vault: decode intent: %w", err)
+	}
+	return &in, nil
+}
+
+// ClearIntent deletes the intent (a KV v2 soft delete of its latest version).
+func (b *Backend) ClearIntent(ctx context.Context) error {
+	return wrap("clear intent", b.kvMount().remove(ctx, intentPath))
 }
