@@ -230,12 +230,18 @@ func (b *Backend) Create(ctx context.Context, rec signer.Record) (signer.Key, er
 		}
 		return b.keyVersion(ctx, ki, 1)
 	}
-
 	if err := b.claim(ctx, rec.Version); err != nil {
 		return signer.Key{}, err
 	}
+	return b.rotate(ctx, rec)
+}
+
+// rotate makes version rec.Version under this replica's claim on it, and
+// writes its record.
+func (b *Backend) rotate(ctx context.Context, rec signer.Record) (signer.Key, error) {
 	// Re-check under the claim: another replica may have finished first.
-	if ki, err = b.readKey(ctx); err != nil {
+	ki, err := b.readKey(ctx)
+	if err != nil {
 		return signer.Key{}, err
 	}
 	if ki.LatestVersion != rec.Version-1 {
