@@ -324,3 +324,24 @@ func (b *Backend) configure(ctx context.Context, params map[string]any) error {
 }
 
 // isUnavailable reports whether err means Vault did not answer usefully:
+
+// CheckKeyType refuses a configured algorithm the transit key cannot sign
+// with: in Vault every version of a key has the key's type, set by keyd
+// bootstrap. A Backend without a configured algorithm passes.
+func (b *Backend) CheckKeyType(ctx context.Context) error {
+	if b.alg == "" {
+		return nil
+	}
+	want, err := KeyType(b.alg)
+	if err != nil {
+		return err
+	}
+	ki, err := b.readKey(ctx)
+	if err != nil {
+		return err
+	}
+	if ki.Type != want {
+		return fmt.Errorf("--algorithm %s needs a %s key but %s is %s: set --algorithm to fit the key, or bootstrap a new --vault-key", b.alg, want, b.keyPath(), ki.Type)
+	}
+	return nil
+}
