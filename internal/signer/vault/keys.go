@@ -19,6 +19,9 @@ import (
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
+// The transit key: its versions and public keys, creating and rotating
+// them, and the minimum versions (pin, trim).
+
 // KeyType returns the transit key type an algorithm needs.
 func KeyType(alg signer.Algorithm) (string, error) {
 	switch alg {

@@ -7,6 +7,9 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
+// Bootstrap's mounts: the transit and KV v2 engines and the AppRole auth
+// method, each ensured by the one ensureMount.
+
 // mount is a secrets engine or auth method keyd needs at a path, as
 // bootstrap ensures it.
 type mount struct {

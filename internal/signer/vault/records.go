@@ -9,6 +9,9 @@ import (
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
+// Lifecycle records, rotation claims and the emergency intent: keyd's
+// entries in the KV v2 mount (see paths.go).
+
 // record returns the lifecycle record of version v, and whether it exists.
 func (b *Backend) record(ctx context.Context, v int) (signer.Record, bool, error) {
 	b.mu.Lock()
