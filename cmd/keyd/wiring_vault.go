@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,9 +27,8 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 	if err != nil {
 		return nil, err
 	}
-	client := login.client
 	b, err := vault.New(vault.Config{
-		Client: client, Mount: cfg.VaultMount, Key: cfg.VaultKey, KVMount: cfg.VaultKVMount,
+		Client: login.Client, Mount: cfg.VaultMount, Key: cfg.VaultKey, KVMount: cfg.VaultKVMount,
 		Algorithm: cfg.Algorithm, Clock: clk, Logger: log, SignTimeout: cfg.SignTimeout,
 	})
 	if err != nil {
@@ -42,14 +40,14 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 	if err := b.CheckKeyType(ctx); err != nil {
 		return nil, err
 	}
-	trail := audit.NewLog(vault.NewAuditStore(client, cfg.VaultKVMount), clk)
+	trail := audit.NewLog(login.AuditStore(cfg.VaultKVMount), clk)
 	return &wiring{
 		backend:  b,
-		auth:     vaultAuth{b},
+		auth:     vault.Roles{B: b},
 		events:   auditEvents{trail},
 		audit:    auditTrail{log: trail, backend: b, decisions: b, clock: clk},
-		start:    login.run,
-		login:    login.session.Problem,
+		start:    login.Run,
+		login:    login.Session.Problem,
 		problems: b.Problems,
 		observed: b,
 		describe: "Vault at " + strings.Join(login.addrs, ", "),
@@ -59,23 +57,6 @@ func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk 
 			auth.RoleAuditor: "auditor (a Vault token of policy " + policies.Auditor + ")",
 		},
 	}, nil
-}
-
-// vaultAuth asks Vault whether a caller's token holds a role.
-type vaultAuth struct{ b *vault.Backend }
-
-func (a vaultAuth) Authorize(ctx context.Context, token string, roles ...auth.Role) (auth.Principal, error) {
-	err := signer.ErrUnauthenticated
-	for _, r := range roles {
-		p, e := a.b.Authorize(ctx, token, r)
-		if e == nil {
-			return p, nil
-		}
-		if !errors.Is(e, signer.ErrUnauthenticated) {
-			err = e // a known token without this role, or Vault unavailable
-		}
-	}
-	return auth.Principal{}, err
 }
 
 // vaultFlagSet holds the Vault names shared by bootstrap and audit verify.
@@ -160,11 +141,7 @@ func checkVaultChain(ctx context.Context, vf *vaultFlagSet) error {
 // with the auditor's own token and inspects them: what `keyd audit verify
 // --vault` and `keyd audit report --vault` share.
 func inspectVaultChain(ctx context.Context, vf *vaultFlagSet) (audit.Verification, error) {
-	client, err := vault.ClientFromEnv(vf.token())
-	if err != nil {
-		return audit.Verification{}, err
-	}
-	b, err := vault.New(vault.Config{Client: client, Mount: vf.get("vault-mount"), Key: vf.get("vault-key"), KVMount: vf.get("vault-kv-mount")})
+	b, store, err := vault.OpenAudited(vf.token(), vf.get("vault-mount"), vf.get("vault-key"), vf.get("vault-kv-mount"))
 	if err != nil {
 		return audit.Verification{}, err
 	}
@@ -178,7 +155,7 @@ func inspectVaultChain(ctx context.Context, vf *vaultFlagSet) (audit.Verificatio
 	if err != nil {
 		return audit.Verification{}, fmt.Errorf("read the propagation decisions (the auditor token needs the current keyd-auditor policy: rerun keyd bootstrap to update it): %w", err)
 	}
-	v, err := audit.InspectStore(ctx, vault.NewAuditStore(client, vf.get("vault-kv-mount")), versions)
+	v, err := audit.InspectStore(ctx, store, versions)
 	if err != nil {
 		return audit.Verification{}, err
 	}

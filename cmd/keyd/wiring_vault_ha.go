@@ -6,21 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"time"
-
-	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/signer/vault"
 )
 
-// vaultLogin is keyd's own Vault client for serve: routed over
+// vaultLogin is keyd's own Vault connection for serve: routed over
 // --vault-addrs (or VAULT_ADDR) and logged in as --vault-auth says.
 type vaultLogin struct {
-	addrs   []string // as configured, in order
-	client  *vaultapi.Client
-	router  *vault.Router
-	session *vault.Session
+	addrs []string // as configured, in order
+	*vault.Conn
 }
 
 // loginVault builds the client and logs keyd in.
@@ -37,19 +32,14 @@ func loginVault(ctx context.Context, cfg *config.Config, log *slog.Logger) (*vau
 	if cfg.VaultAuth == "approle" {
 		warnReadableSecretID(cfg.VaultSecretIDFile, log)
 	}
-	client, router, err := vault.NewRoutedClient(addrs, 5*time.Second, log)
-	if err != nil {
-		return nil, err
-	}
-	session, err := vault.NewSession(ctx, client, router, vault.Login{
+	conn, err := vault.Connect(ctx, addrs, vault.Login{
 		Method: cfg.VaultAuth, Token: os.Getenv("VAULT_TOKEN"),
 		RoleID: cfg.VaultRoleID, SecretIDFile: cfg.VaultSecretIDFile,
 	}, log)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("vault", "addrs", router.Addrs(), "current", router.Current(), "auth", cfg.VaultAuth)
-	return &vaultLogin{addrs: addrs, client: client, router: router, session: session}, nil
+	return &vaultLogin{addrs: addrs, Conn: conn}, nil
 }
 
 // warnReadableSecretID logs one warning when the AppRole secret-ID file can
@@ -61,11 +51,4 @@ func warnReadableSecretID(path string, log *slog.Logger) {
 	}
 	log.Warn("the AppRole secret-ID file can be read by its group or others; only keyd's user should read it",
 		"file", path, "mode", fmt.Sprintf("%04o", info.Mode().Perm()), "fix", "chmod 600 "+path)
-}
-
-// run keeps the token renewed (or logs in again) and moves back to a
-// preferred address once it is healthy again, until ctx ends.
-func (l *vaultLogin) run(ctx context.Context) {
-	go l.router.Watch(ctx, 5*time.Second)
-	l.session.Run(ctx)
 }

@@ -408,30 +408,39 @@ func (s *PropagationStore) listConfirmations(out *signer.Observed) error {
 		if err != nil || v <= 0 || strconv.Itoa(v) != d.Name() || !d.IsDir() {
 			continue
 		}
-		files, err := listDir(filepath.Join(s.dir, "confirmations", d.Name()))
-		if err != nil {
+		if err := s.listVersionConfirmations(v, d.Name(), out); err != nil {
 			return err
 		}
-		for _, f := range files {
-			if !strings.HasSuffix(f.Name(), ".json") || strings.Contains(f.Name(), ".tmp-") {
-				continue
-			}
-			path := filepath.Join(s.dir, "confirmations", d.Name(), f.Name())
-			c, ok, err := readJSON(s, path, func(c signer.Confirmation) error {
-				if err := c.Check(v, c.Client); err != nil {
-					return err
-				}
-				if s.confirmationPath(v, c.Client) != path {
-					return fmt.Errorf("%w: a confirmation of %q stored under another name", signer.ErrMalformed, c.Client)
-				}
-				return nil
-			})
-			if err != nil && !errors.Is(err, errCorrupt) {
+	}
+	return nil
+}
+
+// listVersionConfirmations adds the confirmations of version v, stored in
+// confirmations/<dir>, to out.
+func (s *PropagationStore) listVersionConfirmations(v int, dir string, out *signer.Observed) error {
+	files, err := listDir(filepath.Join(s.dir, "confirmations", dir))
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if !strings.HasSuffix(f.Name(), ".json") || strings.Contains(f.Name(), ".tmp-") {
+			continue
+		}
+		path := filepath.Join(s.dir, "confirmations", dir, f.Name())
+		c, ok, err := readJSON(s, path, func(c signer.Confirmation) error {
+			if err := c.Check(v, c.Client); err != nil {
 				return err
 			}
-			if ok {
-				out.Confirmations = append(out.Confirmations, c)
+			if s.confirmationPath(v, c.Client) != path {
+				return fmt.Errorf("%w: a confirmation of %q stored under another name", signer.ErrMalformed, c.Client)
 			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errCorrupt) {
+			return err
+		}
+		if ok {
+			out.Confirmations = append(out.Confirmations, c)
 		}
 	}
 	return nil

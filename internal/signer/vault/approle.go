@@ -2,7 +2,6 @@ package vault
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/openedx-keyd/keyd/policies"
 
@@ -23,22 +22,16 @@ const (
 // is said to need an operator's rights.
 func BootstrapAppRole(ctx context.Context, client *api.Client) (did []string, err error) {
 	defer func() { err = needsOperator(err) }()
-	auths, err := client.Sys().ListAuthWithContext(ctx)
+	auths, err := authMounts(ctx, client)
 	if err != nil {
-		return nil, wrap("list auth methods", err)
+		return nil, err
 	}
-	switch m := auths[AppRoleMount+"/"]; {
-	case m == nil:
-		if err := client.Sys().EnableAuthWithOptionsWithContext(ctx, AppRoleMount, &api.EnableAuthOptions{Type: "approle", Description: "keyd and the LMS"}); err != nil {
-			return did, wrap("enable approle", err)
-		}
-		did = append(did, "approle auth "+AppRoleMount+"/: created")
-	case m.Type != "approle":
-		return did, fmt.Errorf("vault: auth mount %s/ is %s, not approle", AppRoleMount, m.Type)
-	default:
-		did = append(did, "approle auth "+AppRoleMount+"/: exists")
+	line, err := ensureMount(ctx, auths, appRoleMount(client))
+	if err != nil {
+		return did, err
 	}
-	role := "auth/" + AppRoleMount + "/role/" + AppRoleName
+	did = append(did, line)
+	role := appRolePath(AppRoleName)
 	if _, err := client.Logical().WriteWithContext(ctx, role, map[string]any{
 		"token_policies": []string{policies.Server},
 		"token_ttl":      "1h",

@@ -14,10 +14,6 @@ import (
 	"github.com/openedx-keyd/keyd/internal/audit"
 )
 
-// seqDigits is the width of the zero-padded seq in an audit entry's name, so
-// that names sort in seq order.
-const seqDigits = 12
-
 // maxSeq is the largest seq that fits in seqDigits digits.
 const maxSeq = 999_999_999_999
 
@@ -43,8 +39,6 @@ var _ audit.Store = (*AuditStore)(nil)
 func NewAuditStore(client *api.Client, mount string) *AuditStore {
 	return &AuditStore{kv: kvMount{client: client, mount: mount}, cache: make(map[int64]audit.Event)}
 }
-
-func auditPath(seq int64) string { return fmt.Sprintf("audit/%0*d", seqDigits, seq) }
 
 // Append creates the entry for ev.Seq. When Vault refuses the write and the
 // entry exists (check-and-set failed, or the policy forbids the update that a
@@ -106,7 +100,7 @@ func (s *AuditStore) Read(ctx context.Context, since int64) ([]audit.Event, erro
 
 // list returns the seqs of every entry under audit/, sorted.
 func (s *AuditStore) list(ctx context.Context) ([]int64, error) {
-	keys, err := s.kv.list(ctx, "audit")
+	keys, err := s.kv.list(ctx, auditDir)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +109,7 @@ func (s *AuditStore) list(ctx context.Context) ([]int64, error) {
 		name, _ := k.(string)
 		seq, err := strconv.ParseInt(name, 10, 64)
 		if len(name) != seqDigits || err != nil || seq < 1 {
-			return nil, fmt.Errorf("%w: %s/%v is not named by a %d-digit seq", audit.ErrMalformed, s.kv.metadataPath("audit"), k, seqDigits)
+			return nil, fmt.Errorf("%w: %s/%v is not named by a %d-digit seq", audit.ErrMalformed, s.kv.metadataPath(auditDir), k, seqDigits)
 		}
 		seqs = append(seqs, seq)
 	}

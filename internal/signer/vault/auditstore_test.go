@@ -16,22 +16,14 @@ import (
 	"github.com/openedx-keyd/keyd/internal/vaulttest"
 )
 
-// mountKV mounts a fresh KV v2 engine on the shared dev server and waits
-// until it answers.
+// mountAuditKV mounts a fresh KV v2 engine on the shared dev server, as
+// bootstrap does, and waits until it answers.
 func mountAuditKV(t *testing.T, srv *vaulttest.Server) string {
 	t.Helper()
-	ctx := context.Background()
-	root := srv.Client(t, srv.RootToken)
 	name := vaulttest.UniqueName("audit-kv")
-	err := root.Sys().MountWithContext(ctx, name, &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}})
-	if err != nil {
+	if err := kvV2Mount(srv.Client(t, srv.RootToken), name).enable(context.Background()); err != nil {
 		t.Fatalf("mount %s: %v", name, err)
 	}
-	// A new KV v2 mount refuses requests for a moment while it sets up.
-	waitUntil(t, 15*time.Second, func() string { return fmt.Sprintf("kv mount %s never became ready: %v", name, err) }, func() bool {
-		_, err = root.Logical().ReadWithContext(ctx, name+"/config")
-		return err == nil
-	})
 	return name
 }
 

@@ -24,9 +24,9 @@ var ErrTokenCanSign = errors.New("keyd's own Vault token can sign with the key; 
 func (b *Backend) marker(role auth.Role) (path, capability string, err error) {
 	switch role {
 	case auth.RoleAdmin:
-		return b.kvPath("roles/admin"), "read", nil
+		return b.kvPath(rolePath("admin")), "read", nil
 	case auth.RoleAuditor:
-		return b.kvPath("roles/auditor"), "read", nil
+		return b.kvPath(rolePath("auditor")), "read", nil
 	case auth.RoleSigner:
 		return b.signPath(), "update", nil
 	}
@@ -138,4 +138,26 @@ func (b *Backend) CheckCannotSign(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Roles authorizes a caller for the first of several roles its token holds:
+// the API's Authorizer over Backend.Authorize.
+type Roles struct{ B *Backend }
+
+// Authorize returns the principal of the first role in roles that token
+// holds. When it holds none, the error is ErrUnauthenticated unless a role
+// was refused for another reason (a known token without the role, or Vault
+// unavailable): then the last such error.
+func (a Roles) Authorize(ctx context.Context, token string, roles ...auth.Role) (auth.Principal, error) {
+	err := signer.ErrUnauthenticated
+	for _, r := range roles {
+		p, e := a.B.Authorize(ctx, token, r)
+		if e == nil {
+			return p, nil
+		}
+		if !errors.Is(e, signer.ErrUnauthenticated) {
+			err = e // a known token without this role, or Vault unavailable
+		}
+	}
+	return auth.Principal{}, err
 }

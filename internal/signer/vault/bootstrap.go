@@ -43,52 +43,33 @@ func Bootstrap(ctx context.Context, client *api.Client, opts BootstrapOptions) (
 		return nil, fmt.Errorf("vault: %w", err)
 	}
 
-	var did []string
-	mounts, err := client.Sys().ListMountsWithContext(ctx)
+	mounts, err := secretMounts(ctx, client)
 	if err != nil {
-		return nil, wrap("list mounts", err)
+		return nil, err
 	}
-
-	// Transit mount.
-	switch m := mounts[mount+"/"]; {
-	case m == nil:
-		if err := client.Sys().MountWithContext(ctx, mount, &api.MountInput{Type: "transit", Description: "keyd signing keys"}); err != nil {
-			return did, wrap("enable transit at "+mount, err)
-		}
-		did = append(did, fmt.Sprintf("transit mount %s/: created", mount))
-	case m.Type != "transit":
-		return did, fmt.Errorf("vault: mount %s/ is a %s mount, not transit", mount, m.Type)
-	default:
-		did = append(did, fmt.Sprintf("transit mount %s/: exists", mount))
-	}
-
-	// Signing key.
-	line, err := bootstrapKey(ctx, client, mount, key, keyType)
+	var did []string
+	line, err := ensureMount(ctx, mounts, transitMount(client, mount))
 	if err != nil {
 		return did, err
 	}
-	did = append(did, line...)
-
-	// KV v2 mount.
-	switch m := mounts[kv+"/"]; {
-	case m == nil:
-		in := &api.MountInput{Type: "kv", Description: "keyd lifecycle records, rotation claims and audit", Options: map[string]string{"version": "2"}}
-		if err := client.Sys().MountWithContext(ctx, kv, in); err != nil {
-			return did, wrap("enable kv v2 at "+kv, err)
-		}
-		if err := waitKVReady(ctx, client, kv); err != nil {
-			return did, err
-		}
-		did = append(did, fmt.Sprintf("kv v2 mount %s/: created", kv))
-	case m.Type != "kv" && m.Type != "generic":
-		return did, fmt.Errorf("vault: mount %s/ is a %s mount, not kv version 2", kv, m.Type)
-	case m.Options["version"] != "2":
-		return did, fmt.Errorf("vault: mount %s/ is kv version 1; keyd needs kv version 2 (upgrade it with `vault kv enable-versioning %s/`)", kv, kv)
-	default:
-		did = append(did, fmt.Sprintf("kv v2 mount %s/: exists", kv))
+	did = append(did, line)
+	lines, err := bootstrapKey(ctx, client, mount, key, keyType)
+	if err != nil {
+		return did, err
 	}
+	did = append(did, lines...)
+	if line, err = ensureMount(ctx, mounts, kvV2Mount(client, kv)); err != nil {
+		return did, err
+	}
+	did = append(did, line)
+	lines, err = writePolicies(ctx, client, rendered)
+	return append(did, lines...), err
+}
 
-	// Policies, compared before writing so a second run changes nothing.
+// writePolicies writes the rendered policies, compared first so that a
+// second run changes nothing. It returns one line per policy.
+func writePolicies(ctx context.Context, client *api.Client, rendered map[string]string) ([]string, error) {
+	var did []string
 	for _, name := range slices.Sorted(maps.Keys(rendered)) {
 		current, err := client.Sys().GetPolicyWithContext(ctx, name)
 		if err != nil {
@@ -121,7 +102,7 @@ func needsOperator(err error) error {
 
 // bootstrapKey creates the signing key, or checks the existing one.
 func bootstrapKey(ctx context.Context, client *api.Client, mount, key, keyType string) ([]string, error) {
-	path := mount + "/keys/" + key
+	path := transitKeyPath(mount, key)
 	sec, err := client.Logical().ReadWithContext(ctx, path)
 	if err != nil {
 		return nil, wrap("read key "+path, err)
@@ -152,7 +133,7 @@ func bootstrapKey(ctx context.Context, client *api.Client, mount, key, keyType s
 	}
 	lines := []string{fmt.Sprintf("key %s (%s): exists", path, keyType)}
 	if ki.DeletionAllowed {
-		if _, err := client.Logical().WriteWithContext(ctx, path+"/config", map[string]any{"deletion_allowed": false}); err != nil {
+		if _, err := client.Logical().WriteWithContext(ctx, keyOpPath(path, "config"), map[string]any{"deletion_allowed": false}); err != nil {
 			return nil, wrap("configure key "+path, err)
 		}
 		lines = append(lines, fmt.Sprintf("key %s: deletion_allowed turned off", path))
@@ -165,7 +146,7 @@ func bootstrapKey(ctx context.Context, client *api.Client, mount, key, keyType s
 func waitKVReady(ctx context.Context, client *api.Client, kv string) error {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		_, err := client.Logical().ReadWithContext(ctx, kv+"/config")
+		_, err := client.Logical().ReadWithContext(ctx, kvConfigPath(kv))
 		if err == nil {
 			return nil
 		}

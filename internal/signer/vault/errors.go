@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/vault/api"
+	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
 // Explain rewrites the Vault API error inside err, if any, as one line
@@ -77,4 +78,34 @@ func describe(re *api.ResponseError) string {
 		ns = " (namespace " + re.NamespacePath + ")"
 	}
 	return fmt.Sprintf("%s %s%s: %d: %s", re.HTTPMethod, path, ns, re.StatusCode, reason)
+}
+
+// no HTTP answer at all (refused, reset, timeout), 5xx (down, sealed,
+// standby without a leader) or 429.
+func isUnavailable(err error) bool {
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		return re.StatusCode >= 500 || re.StatusCode == 429
+	}
+	return true
+}
+
+func statusOf(err error) int {
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		return re.StatusCode
+	}
+	return 0
+}
+
+// wrap names the failed operation, and marks an unreachable Vault with
+// signer.ErrUnavailable. A nil err stays nil.
+func wrap(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case isUnavailable(err):
+		return Explain(fmt.Errorf("%w: vault %s: %w", signer.ErrUnavailable, op, err))
+	}
+	return Explain(fmt.Errorf("vault: %s: %w", op, err))
 }

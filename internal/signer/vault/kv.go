@@ -11,43 +11,11 @@ import (
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
-// keyd's KV v2 entries, under <kv>/data/: records/<version> (lifecycle
-// records, created once), locks/rotate-<version> (rotation claims) and
-// intent/emergency.
-const intentPath = "intent/emergency"
-
-// SaveIntent records an emergency in <kv>/data/intent/emergency.
-func (b *Backend) SaveIntent(ctx context.Context, in signer.Intent) error {
-	data, err := encode(in)
-	if err != nil {
-		return fmt.Errorf("vault: encode intent: %w", err)
-	}
-	_, err = b.client.Logical().WriteWithContext(ctx, b.kvPath(intentPath), map[string]any{"data": data})
-	return wrap("save intent", err)
-}
-
-// LoadIntent returns the recorded emergency, or nil when there is none.
-func (b *Backend) LoadIntent(ctx context.Context) (*signer.Intent, error) {
-	data, _, err := b.kvRead(ctx, intentPath)
-	if err != nil || data == nil {
-		return nil, err
-	}
-	var in signer.Intent
-	if err := decode(data, &in); err != nil {
-		return nil, fmt.Errorf("vault: decode intent: %w", err)
-	}
-	return &in, nil
-}
-
-// ClearIntent deletes the intent (a KV v2 soft delete of its latest version).
-func (b *Backend) ClearIntent(ctx context.Context) error {
-	_, err := b.client.Logical().DeleteWithContext(ctx, b.kvPath(intentPath))
-	return wrap("clear intent", err)
-}
-
 // kvMount is a KV v2 mount used with one client's token: keyd's own for
-// lifecycle records, claims and the intent, keyd's or an auditor's for the
-// audit chain (AuditStore). Its errors go through wrap.
+// lifecycle records, claims, the intent and observed propagation, keyd's or
+// an auditor's for the audit chain (AuditStore). It is the one way keyd
+// reaches KV. Its errors go through wrap, but for send and remove's, which
+// their callers name.
 type kvMount struct {
 	client *api.Client
 	mount  string
@@ -55,8 +23,29 @@ type kvMount struct {
 
 func (b *Backend) kvMount() kvMount { return kvMount{client: b.client, mount: b.kv} }
 
-func (k kvMount) dataPath(p string) string     { return k.mount + "/data/" + p }
-func (k kvMount) metadataPath(p string) string { return k.mount + "/metadata/" + p }
+func (k kvMount) dataPath(p string) string     { return kvDataPath(k.mount, p) }
+func (k kvMount) metadataPath(p string) string { return kvMetadataPath(k.mount, p) }
+
+// noCAS is the cas of send that writes without check-and-set.
+const noCAS = -1
+
+// send writes entry p with check-and-set cas (0: only if it does not
+// exist; noCAS: whatever is there) and returns Vault's error as it is.
+func (k kvMount) send(ctx context.Context, p string, data map[string]any, cas int) error {
+	body := map[string]any{"data": data}
+	if cas != noCAS {
+		body["options"] = map[string]any{"cas": cas}
+	}
+	_, err := k.client.Logical().WriteWithContext(ctx, k.dataPath(p), body)
+	return err
+}
+
+// remove soft-deletes the latest version of entry p and returns Vault's
+// error as it is.
+func (k kvMount) remove(ctx context.Context, p string) error {
+	_, err := k.client.Logical().DeleteWithContext(ctx, k.dataPath(p))
+	return err
+}
 
 // read reads entry p as Vault answers it: nil when there is no entry; an
 // entry whose current version is deleted has no "data".
@@ -67,10 +56,7 @@ func (k kvMount) read(ctx context.Context, p string) (*api.Secret, error) {
 
 // write writes entry p with check-and-set cas (0: only if it does not exist).
 func (k kvMount) write(ctx context.Context, p string, data map[string]any, cas int) error {
-	_, err := k.client.Logical().WriteWithContext(ctx, k.dataPath(p), map[string]any{
-		"data":    data,
-		"options": map[string]any{"cas": cas},
-	})
+	err := k.send(ctx, p, data, cas)
 	op := "write "
 	if cas == 0 {
 		op = "create "
@@ -94,10 +80,10 @@ func (k kvMount) list(ctx context.Context, p string) ([]any, error) {
 	return keys, nil
 }
 
-// kvRead reads a KV v2 entry: its data (nil when absent or deleted) and its
+// entry reads entry p: its data (nil when absent or deleted) and its
 // version.
-func (b *Backend) kvRead(ctx context.Context, p string) (map[string]any, int, error) {
-	sec, err := b.kvMount().read(ctx, p)
+func (k kvMount) entry(ctx context.Context, p string) (map[string]any, int, error) {
+	sec, err := k.read(ctx, p)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -109,24 +95,24 @@ func (b *Backend) kvRead(ctx context.Context, p string) (map[string]any, int, er
 		Version int `json:"version"`
 	}
 	if err := decode(sec.Data["metadata"], &meta); err != nil {
-		return nil, 0, fmt.Errorf("vault: decode metadata of %s: %w", b.kvPath(p), err)
+		return nil, 0, fmt.Errorf("vault: decode metadata of %s: %w", k.dataPath(p), err)
 	}
 	return data, meta.Version, nil
 }
 
-// kvCreate writes a KV v2 entry only if it does not exist (check-and-set 0).
-// It reports false when the entry already exists. (Vault answers 400 for a
+// create writes entry p only if it does not exist (check-and-set 0). It
+// reports false when the entry already exists. (Vault answers 400 for a
 // failed check-and-set, or 403 when the token may create but not update:
 // either way a read settles whether the entry is there.)
-func (b *Backend) kvCreate(ctx context.Context, p string, data map[string]any) (bool, error) {
-	err := b.kvMount().write(ctx, p, data, 0)
+func (k kvMount) create(ctx context.Context, p string, data map[string]any) (bool, error) {
+	err := k.write(ctx, p, data, 0)
 	if err == nil {
 		return true, nil
 	}
 	if errors.Is(err, signer.ErrUnavailable) {
 		return false, err
 	}
-	existing, _, rerr := b.kvRead(ctx, p)
+	existing, _, rerr := k.entry(ctx, p)
 	if rerr != nil || existing == nil {
 		return false, err
 	}

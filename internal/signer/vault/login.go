@@ -138,7 +138,7 @@ func (s *Session) loginAppRole(ctx context.Context) error {
 		return fmt.Errorf("vault approle login: %w", err)
 	}
 	anon.ClearToken() // a stale token must not ride along
-	sec, err := anon.Logical().WriteWithContext(ctx, "auth/"+strings.Trim(s.login.Mount, "/")+"/login", map[string]any{
+	sec, err := anon.Logical().WriteWithContext(ctx, loginPath(s.login.Mount), map[string]any{
 		"role_id":   s.login.RoleID,
 		"secret_id": strings.TrimSpace(string(raw)),
 	})

@@ -14,22 +14,6 @@ import (
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
-// Observed propagation in KV v2, under <kv>/data/propagation/:
-// observations/<client> (one entry per client holding its instances, merged
-// with check-and-set), confirmations/<version>/<client> and
-// activations/<version> (each created once, never rewritten).
-const propagationDir = "propagation/"
-
-func observationsPath(client string) string {
-	return propagationDir + "observations/" + signer.PathName(client)
-}
-
-func confirmationPath(v int, client string) string {
-	return propagationDir + "confirmations/" + strconv.Itoa(v) + "/" + signer.PathName(client)
-}
-
-func activationPath(v int) string { return propagationDir + "activations/" + strconv.Itoa(v) }
-
 type instancesDoc struct {
 	Instances []signer.Observation `json:"instances"`
 }
@@ -89,7 +73,7 @@ func (b *Backend) mergeClient(ctx context.Context, client string, add []signer.O
 // again.
 func (b *Backend) readInstances(ctx context.Context, p string) (instancesDoc, int, error) {
 	var doc instancesDoc
-	data, ver, err := b.kvRead(ctx, p)
+	data, ver, err := b.kvMount().entry(ctx, p)
 	if err != nil || data == nil {
 		return doc, ver, err
 	}
@@ -104,15 +88,6 @@ func (b *Backend) readInstances(ctx context.Context, p string) (instancesDoc, in
 // for each malformed one before it.
 const maxSlots = 4
 
-// slotPath is the path of a decision's n-th entry (n from 1): p, then
-// p~2, p~3... ("~" and a digit never end a client's path name).
-func slotPath(p string, n int) string {
-	if n == 1 {
-		return p
-	}
-	return p + "~" + strconv.Itoa(n)
-}
-
 // readDecision reads the decision at p into v: the first entry of its
 // slots that check accepts. A malformed entry (not the decision its path
 // names: another version's, without a time) cannot be rewritten (keyd's
@@ -124,7 +99,7 @@ func readDecision[T any](ctx context.Context, b *Backend, p string, check func(T
 	for n := 1; n <= maxSlots; n++ {
 		sp := slotPath(p, n)
 		var got T
-		data, ver, err := b.kvRead(ctx, sp)
+		data, ver, err := b.kvMount().entry(ctx, sp)
 		if err != nil {
 			return v, false, "", err
 		}
@@ -226,7 +201,7 @@ func createOnce[T any](ctx context.Context, b *Backend, p string, v T, check fun
 		case free == "":
 			return zero, fmt.Errorf("vault: %s and the %d entries after it are malformed: %w", b.kvPath(p), maxSlots-1, signer.ErrMalformed)
 		}
-		created, err := b.kvCreate(ctx, free, data)
+		created, err := b.kvMount().create(ctx, free, data)
 		if err != nil {
 			return zero, err
 		}
@@ -247,7 +222,7 @@ func createOnce[T any](ctx context.Context, b *Backend, p string, v T, check fun
 func (b *Backend) Decisions(ctx context.Context) (signer.Observed, error) {
 	var out signer.Observed
 	kv := b.kvMount()
-	names, err := kv.list(ctx, propagationDir+"activations")
+	names, err := kv.list(ctx, activationsDir)
 	if err != nil {
 		return out, err
 	}
@@ -272,7 +247,7 @@ func (b *Backend) Decisions(ctx context.Context) (signer.Observed, error) {
 
 func (b *Backend) listConfirmations(ctx context.Context, out *signer.Observed) error {
 	kv := b.kvMount()
-	dirs, err := kv.list(ctx, propagationDir+"confirmations")
+	dirs, err := kv.list(ctx, confirmationsDir)
 	if err != nil {
 		return err
 	}
@@ -282,12 +257,12 @@ func (b *Backend) listConfirmations(ctx context.Context, out *signer.Observed) e
 		if !strings.HasSuffix(dir, "/") || err != nil || n <= 0 {
 			continue
 		}
-		files, err := kv.list(ctx, propagationDir+"confirmations/"+dir)
+		files, err := kv.list(ctx, versionConfirmationsDir(dir))
 		if err != nil {
 			return err
 		}
 		for _, base := range slotBases(files) {
-			c, ok, _, err := readDecision(ctx, b, propagationDir+"confirmations/"+dir+base, func(c signer.Confirmation) error {
+			c, ok, _, err := readDecision(ctx, b, versionConfirmationsDir(dir)+base, func(c signer.Confirmation) error {
 				if err := c.Check(n, c.Client); err != nil {
 					return err
 				}

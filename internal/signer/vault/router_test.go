@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/openedx-keyd/keyd/internal/clock"
 )
 
 // fakeNode answers the first fails requests with status and body, then 200.
@@ -158,20 +160,36 @@ func TestRouterWatchMovesBack(t *testing.T) {
 	}))
 	t.Cleanup(preferred.Close)
 	other := newFakeNode(t, 0, 0, "")
-	r, _ := NewRouter(RouterConfig{Addrs: []string{preferred.URL, other.srv.URL}})
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r, _ := NewRouter(RouterConfig{Addrs: []string{preferred.URL, other.srv.URL}, Clock: clk})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if got, _ := post(t, r, ctx); got != 200 || r.Current() != other.srv.URL {
 		t.Fatalf("status %d, current %s; want the other node", got, r.Current())
 	}
 	go r.Watch(ctx, 20*time.Millisecond)
-	// Wall time is the point: five checks of the watcher must leave the
-	// sealed node alone (it has no event to wait for).
-	time.Sleep(100 * time.Millisecond)
+	// tick lets the watcher's next check run to its end: the clock moves one
+	// interval once the watcher sleeps, and the check is over when it
+	// sleeps again.
+	tick := func() {
+		t.Helper()
+		if !clk.WaitForWaiter(4 * time.Second) {
+			t.Fatal("the watcher does not wait on the router's clock")
+		}
+		clk.Advance(20 * time.Millisecond)
+		if !clk.WaitForWaiter(4 * time.Second) {
+			t.Fatal("the watcher's check did not end")
+		}
+	}
+	// Five checks of the watcher must leave the sealed node alone.
+	for range 5 {
+		tick()
+	}
 	if r.Current() != other.srv.URL {
 		t.Fatal("moved back to a sealed node")
 	}
 	sealedNow.Store(false)
+	tick()
 	waitUntil(t, 4*time.Second, func() string { return "did not move back to the preferred node once healthy" },
 		func() bool { return r.Current() == preferred.URL })
 }
