@@ -16,48 +16,9 @@ import (
 
 	"github.com/openedx-keyd/keyd/internal/api"
 	"github.com/openedx-keyd/keyd/internal/audit"
-	"github.com/openedx-keyd/keyd/internal/clock"
-	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/server"
-	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/local"
 )
-
-// auditEvents records lifecycle transitions in the audit chain.
-type auditEvents struct{ log *audit.Log }
-
-func (a auditEvents) Emit(ctx context.Context, e rotation.Event) error {
-	_, err := a.log.Record(ctx, audit.Event{
-		Type: e.Type, KID: e.KID, Version: e.Version, Actor: e.Actor, Reason: e.Reason,
-	})
-	return err
-}
-
-// auditTrail is a mode's audit trail as the Vault wiring names it: a
-// server.AuditTrail (paging, verification, the report).
-type auditTrail struct {
-	log       *audit.Log
-	backend   signer.Backend
-	decisions server.DecisionSource // nil: the mode keeps none
-	clock     clock.Clock           // nil: the real clock
-}
-
-func (a auditTrail) trail() *server.AuditTrail {
-	return &server.AuditTrail{Log: a.log, Backend: a.backend, Decisions: a.decisions, Clock: a.clock}
-}
-
-// heldVersions lists the key versions a backend holds (server.HeldVersions).
-func heldVersions(ctx context.Context, b interface {
-	Keys(context.Context) ([]signer.Key, error)
-}) ([]audit.KeyVersion, error) {
-	return server.HeldVersions(ctx, b)
-}
-
-// storedDecisions is what the chain must record for the decisions src
-// holds (server.StoredDecisions).
-func storedDecisions(ctx context.Context, src server.DecisionSource, now time.Time) ([]audit.Decision, error) {
-	return server.StoredDecisions(ctx, src, now)
-}
 
 // cmdAudit is `keyd audit` (list) and `keyd audit verify`.
 func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -189,7 +150,7 @@ func inspectFileChain(ctx context.Context, path, dataDir string, chainOnly bool)
 	case err != nil:
 		fc.why = fmt.Sprintf("no key store at %s (%v): a copy of the log without its data dir, or --data-dir pointing elsewhere", filepath.Join(fc.dataDir, "keys"), err)
 	default:
-		if versions, err = heldVersions(ctx, b); err != nil {
+		if versions, err = server.HeldVersions(ctx, b); err != nil {
 			return fileChain{}, fmt.Errorf("read the keys in %s: %w", fc.dataDir, err)
 		}
 		fc.notes = b.Problems()
@@ -204,7 +165,7 @@ func inspectFileChain(ctx context.Context, path, dataDir string, chainOnly bool)
 	// The propagation decisions stored beside the keys, read before the
 	// events (as the keys): each must have its event.
 	if fc.why == "" {
-		if fc.decisions, err = storedDecisions(ctx, local.OpenPropagationReadOnly(fc.dataDir), time.Now()); err != nil {
+		if fc.decisions, err = server.StoredDecisions(ctx, local.OpenPropagationReadOnly(fc.dataDir), time.Now()); err != nil {
 			return fileChain{}, fmt.Errorf("read the propagation decisions in %s: %w", fc.dataDir, err)
 		}
 	}

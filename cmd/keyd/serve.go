@@ -15,14 +15,10 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/openedx-keyd/keyd/internal/audit"
-	"github.com/openedx-keyd/keyd/internal/auth"
 	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
 	"github.com/openedx-keyd/keyd/internal/datadir"
-	"github.com/openedx-keyd/keyd/internal/rotation"
 	"github.com/openedx-keyd/keyd/internal/server"
-	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/vault"
 )
 
@@ -59,41 +55,12 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 	return 0
 }
 
-// wiring is what the Vault mode provides to serve (wiring_vault.go); the
-// builder takes it as a server.Wiring.
-type wiring struct {
-	backend   signer.Backend
-	auth      auth.Authorizer
-	events    rotation.Events
-	audit     auditTrail
-	start     func(context.Context)
-	login     func() string
-	problems  func() []string
-	stop      func()
-	observed  server.ObservedStore
-	describe  string
-	roleNames map[auth.Role]string
-}
-
-// server is w as the builder takes it.
-func (w *wiring) server() *server.Wiring {
-	return &server.Wiring{
-		Backend: w.backend, Auth: w.auth, Events: w.events, Audit: w.audit.trail(),
-		Start: w.start, Login: w.login, Problems: w.problems, Stop: w.stop, Observed: w.observed,
-		Describe: w.describe, RoleNames: w.roleNames,
-	}
-}
-
 // modeWiring is the wiring of cfg's backend mode.
 func modeWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock) (*server.Wiring, error) {
 	if cfg.Backend == "vault" {
-		w, err := vaultWiring(ctx, cfg, log, clk)
-		if err != nil {
-			return nil, err
-		}
-		return w.server(), nil
+		return server.Vault(ctx, cfg, log, clk)
 	}
-	return server.Local(cfg, log, clk, func(l *audit.Log) rotation.Events { return auditEvents{l} }, os.Getenv)
+	return server.Local(cfg, log, clk, server.AuditEvents, os.Getenv)
 }
 
 // listen binds cfg.Listen and loads the TLS certificate (nil without one).

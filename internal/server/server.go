@@ -29,8 +29,7 @@ import (
 	"github.com/openedx-keyd/keyd/internal/signer"
 )
 
-// Wiring is what a backend mode provides (local: Local; Vault: cmd/keyd's
-// Vault wiring).
+// Wiring is what a backend mode provides (Local or Vault).
 type Wiring struct {
 	Backend signer.Backend
 	Auth    auth.Authorizer

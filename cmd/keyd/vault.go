@@ -6,58 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/openedx-keyd/keyd/internal/audit"
-	"github.com/openedx-keyd/keyd/internal/auth"
-	"github.com/openedx-keyd/keyd/internal/clock"
 	"github.com/openedx-keyd/keyd/internal/config"
+	"github.com/openedx-keyd/keyd/internal/server"
 	"github.com/openedx-keyd/keyd/internal/signer"
 	"github.com/openedx-keyd/keyd/internal/signer/vault"
-	"github.com/openedx-keyd/keyd/policies"
 )
-
-// vaultWiring is production mode: keys in Vault transit, records and the
-// audit chain in KV v2, roles decided by Vault.
-func vaultWiring(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock) (*wiring, error) {
-	login, err := loginVault(ctx, cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	b, err := vault.New(vault.Config{
-		Client: login.Client, Mount: cfg.VaultMount, Key: cfg.VaultKey, KVMount: cfg.VaultKVMount,
-		Algorithm: cfg.Algorithm, Clock: clk, Logger: log, SignTimeout: cfg.SignTimeout,
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := b.CheckCannotSign(ctx); err != nil {
-		return nil, err
-	}
-	if err := b.CheckKeyType(ctx); err != nil {
-		return nil, err
-	}
-	trail := audit.NewLog(login.AuditStore(cfg.VaultKVMount), clk)
-	return &wiring{
-		backend:  b,
-		auth:     vault.Roles{B: b},
-		events:   auditEvents{trail},
-		audit:    auditTrail{log: trail, backend: b, decisions: b, clock: clk},
-		start:    login.Run,
-		login:    login.Session.Problem,
-		problems: b.Problems,
-		observed: b,
-		describe: "Vault at " + strings.Join(login.addrs, ", "),
-		roleNames: map[auth.Role]string{
-			auth.RoleSigner:  "signer (a Vault token of policy " + policies.LMSSigner + ")",
-			auth.RoleAdmin:   "admin (a Vault token of policy " + policies.Admin + ")",
-			auth.RoleAuditor: "auditor (a Vault token of policy " + policies.Auditor + ")",
-		},
-	}, nil
-}
 
 // vaultFlagSet holds the Vault names shared by bootstrap and audit verify.
 type vaultFlagSet struct {
@@ -145,13 +103,13 @@ func inspectVaultChain(ctx context.Context, vf *vaultFlagSet) (audit.Verificatio
 	if err != nil {
 		return audit.Verification{}, err
 	}
-	versions, err := heldVersions(ctx, b)
+	versions, err := server.HeldVersions(ctx, b)
 	if err != nil {
 		return audit.Verification{}, fmt.Errorf("read the key versions: %w", err)
 	}
 	// The propagation decisions, before the events (as the keys): each
 	// must have its event.
-	decisions, err := storedDecisions(ctx, b, time.Now())
+	decisions, err := server.StoredDecisions(ctx, b, time.Now())
 	if err != nil {
 		return audit.Verification{}, fmt.Errorf("read the propagation decisions (the auditor token needs the current keyd-auditor policy: rerun keyd bootstrap to update it): %w", err)
 	}
